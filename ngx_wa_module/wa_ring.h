@@ -1,0 +1,209 @@
+/*
+ * wa_ring: a many-producer, one-consumer ring of variable-size records in
+ * a file mapped MAP_SHARED by every nginx worker and by wa-writer.
+ *
+ * Plain C11 with no nginx dependency: the module and the writer both link it.
+ *
+ * Positions are absolute byte counts that only grow (64-bit, never wrap in
+ * practice); offset in the data area = pos & (capacity - 1).
+ *
+ *   producers:  claim = CAS on hdr->tail (exact free-space check against
+ *               hdr->head), write the record header, copy the payload,
+ *               compute crc32c, then publish with one release store of
+ *               rec->ctl = pos | WA_RING_READY.
+ *   consumer:   reads records from its private cursor (>= head); a record at
+ *               pos is valid only if (ctl & ~15) == pos, which rejects bytes
+ *               left from an earlier lap. hdr->head moves only through
+ *               wa_ring_advance(), which the writer calls after COMMIT.
+ *
+ * A record that does not fit before the end of the data area is preceded by
+ * a PAD record covering the rest of the area (claimed in the same CAS), so a
+ * record is always contiguous.
+ *
+ * A producer that died between claim and publish: if its header is written
+ * (state CLAIMED) and its pid is gone, or the claim is older than
+ * WA_RING_STUCK_SEC, the consumer skips it by its length. If even the header
+ * was never written, the consumer scans forward in WA_RING_ALIGN steps for
+ * the next valid header once the cursor made no progress for
+ * WA_RING_STUCK_SEC. Every skip is reported to the caller (to be logged) and
+ * counted in the header.
+ */
+
+#ifndef WA_RING_H
+#define WA_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+
+#define WA_RING_MAGIC        0x474e5241574e474eULL   /* "NGNWARNG" */
+#define WA_RING_VERSION      1
+#define WA_RING_HDR_SIZE     4096
+#define WA_RING_ALIGN        16
+#define WA_RING_MIN_SIZE     (64 * 1024)
+#define WA_RING_DEFAULT_SIZE (64 * 1024 * 1024)
+#define WA_RING_STUCK_SEC    5
+#define WA_RING_ERR_LEN      256
+
+/* record states, in the low 4 bits of rec->ctl */
+#define WA_RING_CLAIMED      1
+#define WA_RING_READY        2
+#define WA_RING_PAD          3
+
+
+/* The file header: one 4096-byte page; producer and consumer words on
+ * their own cache lines. Layout is part of WA_RING_VERSION. */
+typedef struct {
+    /* immutable after creation */
+    uint64_t  magic;
+    uint32_t  version;
+    uint32_t  hdr_size;
+    uint64_t  capacity;            /* data area bytes, power of two */
+    uint64_t  created_ms;
+    uint8_t   pad0[32];
+
+    /* producers */
+    uint64_t  tail;                /* bytes claimed, absolute */
+    uint8_t   pad1[56];
+
+    /* consumer: advanced only after PostgreSQL committed */
+    uint64_t  head;
+    uint8_t   pad2[56];
+
+    /* producer counters (atomic adds) */
+    uint64_t  published;           /* records published */
+    uint64_t  published_bytes;
+    uint64_t  refused;             /* claims refused: ring full */
+    uint64_t  refused_too_big;     /* claims refused: record > max */
+    uint8_t   pad3[32];
+
+    /* writer side, written by the writer only, read by wa_status */
+    int32_t   writer_pid;
+    uint32_t  writer_flags;
+    uint64_t  writer_started_ms;
+    uint64_t  writer_heartbeat_ms;
+    uint64_t  last_flush_ms;       /* last successful commit */
+    uint64_t  last_flush_records;
+    uint64_t  rows_written;        /* records committed, total */
+    uint64_t  dead_letters;
+    uint64_t  flush_failures;
+    uint64_t  skipped_records;     /* dead producers */
+    uint64_t  skipped_bytes;
+    uint64_t  corrupt_records;     /* checksum or header mismatch */
+    uint64_t  last_error_ms;
+    uint64_t  lag_ms;              /* age of the oldest uncommitted record */
+    char      last_error[WA_RING_ERR_LEN];
+} wa_ring_hdr_t;
+
+
+/* Header of each record in the data area; 32 bytes, WA_RING_ALIGN aligned. */
+typedef struct {
+    uint64_t  ctl;                 /* pos | state, stored with release */
+    uint32_t  len;                 /* whole record incl. header, aligned */
+    uint32_t  payload_len;
+    uint32_t  pid;                 /* producer */
+    uint32_t  crc;                 /* crc32c of the payload */
+    uint16_t  type;
+    uint16_t  flags;
+    uint32_t  claim_sec;           /* wall clock seconds at claim */
+} wa_ring_rec_hdr_t;
+
+
+/* A process-local handle. */
+typedef struct {
+    int              fd;
+    unsigned char          *map;
+    size_t           map_size;
+    wa_ring_hdr_t   *hdr;
+    unsigned char          *data;
+    uint64_t         capacity;
+    uint64_t         mask;
+    dev_t            dev;
+    ino_t            ino;
+
+    /* consumer progress tracking for stuck-producer detection */
+    uint64_t         stuck_pos;
+    uint64_t         stuck_since_ms;
+} wa_ring_t;
+
+
+/* A claim in progress, filled by wa_ring_claim(). */
+typedef struct {
+    wa_ring_rec_hdr_t  *rec;
+    unsigned char             *payload;
+    uint64_t            pos;
+} wa_ring_claim_t;
+
+
+/* What the consumer found at its cursor. */
+typedef struct {
+    uint64_t         pos;          /* position of this record */
+    uint16_t         type;
+    uint32_t         pid;
+    const unsigned char    *payload;      /* points into the mapping */
+    uint32_t         payload_len;
+    uint32_t         claim_sec;
+
+    /* for WA_RING_SKIPPED */
+    uint64_t         skipped_bytes;
+    const char      *skip_reason;  /* static string */
+} wa_ring_rec_t;
+
+
+/* return codes */
+#define WA_RING_OK         0
+#define WA_RING_EMPTY      1       /* cursor == tail */
+#define WA_RING_WAIT       2       /* record in progress; try again later */
+#define WA_RING_SKIPPED    3       /* bytes skipped: dead producer/corrupt */
+#define WA_RING_ERROR     -1       /* err filled */
+#define WA_RING_FULL      -2
+#define WA_RING_TOO_BIG   -3
+
+
+/* open flags */
+#define WA_RING_CREATE     0x1     /* create the file when missing or empty */
+
+
+/*
+ * Open (and with WA_RING_CREATE, create) the ring at path and map it.
+ * capacity: the data area size wanted (power of two >= WA_RING_MIN_SIZE), or
+ * 0 to accept whatever the existing file has. An existing file with another
+ * magic, version or capacity is an error, never re-initialised. New files are
+ * created with mode (e.g. 0600), under an exclusive flock while initialised.
+ * Returns WA_RING_OK or WA_RING_ERROR with a message in err.
+ */
+int wa_ring_open(wa_ring_t *ring, const char *path, uint64_t capacity,
+    int flags, mode_t mode, char *err, size_t errlen);
+void wa_ring_close(wa_ring_t *ring);
+
+/* Check that the file at path is still the mapped inode and has its size;
+ * WA_RING_OK or WA_RING_ERROR (deleted, replaced, truncated) with err. */
+int wa_ring_check(wa_ring_t *ring, const char *path, char *err,
+    size_t errlen);
+
+/* Largest payload a record may carry. */
+uint32_t wa_ring_max_payload(const wa_ring_t *ring);
+
+/* producer */
+int wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
+    wa_ring_claim_t *claim);                   /* OK, FULL, TOO_BIG */
+void wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim);
+int wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
+    uint32_t len);                             /* claim + copy + commit */
+
+/* consumer: read the record at *cursor; on OK and SKIPPED, *cursor moves
+ * past it. now_ms is the caller's clock (for stuck detection). */
+int wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
+    uint64_t now_ms);
+/* make [head, pos) reusable; call only after the records were committed */
+void wa_ring_advance(wa_ring_t *ring, uint64_t pos);
+
+/* counters and positions, read atomically */
+uint64_t wa_ring_head(const wa_ring_t *ring);
+uint64_t wa_ring_tail(const wa_ring_t *ring);
+
+uint32_t wa_crc32c(uint32_t crc, const void *buf, size_t len);
+uint64_t wa_now_ms(void);
+
+#endif /* WA_RING_H */
