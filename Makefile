@@ -1,0 +1,79 @@
+# ngx_wa: the nginx module, wa-writer, unit tests, and the two commands
+# every user needs: `make run` and `make test`.
+
+NGINX_SRC   ?= /usr/share/nginx/src
+BUILD       := $(CURDIR)/build
+NGX_BUILD   := $(BUILD)/nginx
+MODULE      := $(NGX_BUILD)/ngx_http_wa_module.so
+WRITER      := $(BUILD)/wa-writer
+
+CC          ?= cc
+WFLAGS      := -Wall -Wextra -Werror
+CFLAGS      ?= -O2 -g
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS)
+PG_INC      := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+
+# plain C shared by the module, the writer and the unit tests
+SHARED_SRCS := ngx_wa_module/wa_ring.c ngx_wa_module/wa_record.c
+SHARED_HDRS := ngx_wa_module/wa_ring.h ngx_wa_module/wa_record.h
+PARSE_SRCS  := ngx_wa_module/wa_webhook_parse.c
+
+MODULE_SRCS := $(wildcard ngx_wa_module/*.c ngx_wa_module/*.h) config
+WRITER_SRCS := $(wildcard writer/*.c writer/*.h)
+SQL_FILES   := $(sort $(wildcard sql/*.sql))
+
+UNIT_SRCS   := $(wildcard t/unit/test_*.c)
+UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
+
+PROVE       ?= prove
+
+.PHONY: all deps module writer unit test run clean
+
+all: module writer unit
+
+deps:
+	@sh scripts/deps.sh
+
+module: $(MODULE)
+writer: $(WRITER)
+unit: $(UNIT_BINS)
+
+# nginx's configure writes into the tree it runs in: work on a copy so the
+# system's nginx-dev tree stays untouched. The flags are Debian's, so the
+# module's signature matches /usr/sbin/nginx.
+$(NGX_BUILD)/Makefile: config
+	rm -rf $(BUILD)/nginx-src $(NGX_BUILD)
+	mkdir -p $(BUILD)
+	cp -a $(NGINX_SRC) $(BUILD)/nginx-src
+	cd $(BUILD)/nginx-src && bash -c '. ./conf_flags && ./configure \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC -Wextra -Werror" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(CURDIR) \
+	    --builddir=$(NGX_BUILD)' > $(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(BUILD)/nginx-src modules
+
+$(BUILD)/wa_migrations.c: $(SQL_FILES) writer/embed-sql.sh
+	@mkdir -p $(BUILD)
+	sh writer/embed-sql.sh $@ $(SQL_FILES)
+
+$(WRITER): $(WRITER_SRCS) $(SHARED_SRCS) $(SHARED_HDRS) $(BUILD)/wa_migrations.c
+	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I writer -I $(PG_INC) -o $@ \
+	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c -lpq
+
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
+	@mkdir -p $(BUILD)/t
+	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I t/unit -o $@ $< \
+	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
+
+test: deps all
+	$(PROVE) t/
+
+run: deps all
+	sh scripts/run.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,85 @@
+/*
+ * ngx_http_wa_module: WhatsApp Cloud API gateway inside nginx.
+ *
+ * Shared declarations of the module's files: configuration, the per-worker
+ * ring handle, and the publish helper every handler uses.
+ */
+
+#ifndef NGX_HTTP_WA_MODULE_H
+#define NGX_HTTP_WA_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "wa_ring.h"
+#include "wa_record.h"
+
+
+#define NGX_HTTP_WA_WEBHOOK_MAX_BODY  (4 * 1024 * 1024)
+
+
+typedef struct {
+    ngx_str_t                 phone_number_id;
+    ngx_str_t                 business;        /* decimal */
+    ngx_str_t                 token;           /* never logged */
+} ngx_http_wa_channel_t;
+
+
+typedef struct {
+    ngx_str_t                 ring_path;       /* empty: no wa_ring */
+    uint64_t                  ring_size;
+
+    /* per worker, set in init_process: the cycle-scoped conf is where
+     * nginx keeps per-process state, so there is no global */
+    wa_ring_t                 ring;
+    ngx_flag_t                ring_ok;
+    ngx_event_t               ring_check;
+    ngx_connection_t          ring_check_conn; /* ev->data for debug logs */
+    u_char                    ring_error[WA_RING_ERR_LEN];
+
+    void                     *curl;            /* send path, per worker */
+} ngx_http_wa_main_conf_t;
+
+
+typedef struct {
+    ngx_http_handler_pt       handler;         /* wa_webhook, wa_send, ... */
+
+    ngx_str_t                 verify_token;
+    ngx_str_t                 app_secret;
+    ngx_array_t              *channels;        /* ngx_http_wa_channel_t */
+    ngx_str_t                 default_business;
+    size_t                    webhook_max_body;
+
+    ngx_str_t                 api_base;
+    ngx_msec_t                send_timeout;
+    ngx_msec_t                send_connect_timeout;
+    ngx_uint_t                send_concurrency;
+    size_t                    send_max_body;
+} ngx_http_wa_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_wa_module;
+
+
+/*
+ * Publish one record in this worker's ring mapping.
+ * NGX_OK, NGX_BUSY (ring full or record too big), NGX_DECLINED (no ring or
+ * ring unavailable); the caller answers 503 on anything but NGX_OK.
+ */
+ngx_int_t ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec);
+
+ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
+    u_char *id, size_t len);
+
+/* send a small JSON body {"error": "..."} or any ready body */
+ngx_int_t ngx_http_wa_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+ngx_int_t ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *body, size_t len);
+ngx_int_t ngx_http_wa_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *msg);
+
+ngx_int_t ngx_http_wa_webhook_handler(ngx_http_request_t *r);
+
+#endif /* NGX_HTTP_WA_MODULE_H */

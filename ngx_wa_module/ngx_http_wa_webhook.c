@@ -1,0 +1,455 @@
+/*
+ * wa_webhook: the Cloud API's GET verification and POST event delivery.
+ *
+ * A POST is answered 200 only once every message, status and error of the
+ * body is published in the ring: Meta retries anything else for days, so a
+ * 503 loses nothing and a premature 200 would.
+ */
+
+#include "ngx_http_wa_module.h"
+#include "wa_webhook_parse.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+
+#define NGX_HTTP_WA_SIG_HEADER  "X-Hub-Signature-256"
+#define NGX_HTTP_WA_SIG_PREFIX  "sha256="
+
+
+typedef struct {
+    ngx_http_request_t      *request;
+    ngx_http_wa_loc_conf_t  *conf;
+    ngx_int_t                publish_rc;
+    u_char                   business[NGX_INT64_LEN + 1];
+} ngx_http_wa_webhook_emit_t;
+
+
+static ngx_int_t ngx_http_wa_webhook_verify(ngx_http_request_t *r,
+    ngx_http_wa_loc_conf_t *wlcf);
+static void ngx_http_wa_webhook_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_wa_webhook_process(ngx_http_request_t *r);
+static u_char *ngx_http_wa_body(ngx_http_request_t *r, size_t *len);
+static ngx_int_t ngx_http_wa_signature_ok(ngx_http_request_t *r,
+    ngx_http_wa_loc_conf_t *wlcf, u_char *body, size_t len);
+static ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r,
+    const char *name, size_t len);
+static ngx_int_t ngx_http_wa_arg(ngx_http_request_t *r, const char *name,
+    size_t len, ngx_str_t *value);
+static ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
+static const char *ngx_http_wa_webhook_business(wa_webhook_ctx_t *ctx,
+    const char *phone_id);
+static int ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec);
+
+
+ngx_int_t
+ngx_http_wa_webhook_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_table_elt_t         *ct;
+    ngx_http_wa_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
+
+    if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_wa_webhook_verify(r, wlcf);
+    }
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    ct = r->headers_in.content_type;
+
+    if (ct != NULL
+        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "wa webhook: Content-Type \"%V\" refused", &ct->value);
+        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
+    /* the whole body in one memory buffer: see the merge of wa_webhook */
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_wa_webhook_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* GET ?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C */
+
+static ngx_int_t
+ngx_http_wa_webhook_verify(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
+{
+    ngx_str_t         mode, token, challenge;
+    static ngx_str_t  text = ngx_string("text/plain");
+
+    if (ngx_http_wa_arg(r, "hub.mode", 8, &mode) != NGX_OK
+        || ngx_http_wa_arg(r, "hub.verify_token", 16, &token) != NGX_OK
+        || ngx_http_wa_arg(r, "hub.challenge", 13, &challenge) != NGX_OK)
+    {
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "hub.mode, hub.verify_token and "
+                                      "hub.challenge are required");
+    }
+
+    if (mode.len != 9 || ngx_strncmp(mode.data, "subscribe", 9) != 0
+        || wlcf->verify_token.len == 0
+        || !ngx_http_wa_streq(&token, &wlcf->verify_token))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa webhook: verification refused (wrong token or mode)");
+        return ngx_http_wa_send_error(r, NGX_HTTP_FORBIDDEN,
+                                      "verification refused");
+    }
+
+    /* echo the challenge as plain text, as Meta expects */
+    return ngx_http_wa_send_body(r, NGX_HTTP_OK, &text, challenge.data,
+                                 challenge.len);
+}
+
+
+static void
+ngx_http_wa_webhook_body(ngx_http_request_t *r)
+{
+    ngx_http_finalize_request(r, ngx_http_wa_webhook_process(r));
+}
+
+
+static ngx_int_t
+ngx_http_wa_webhook_process(ngx_http_request_t *r)
+{
+    int                          rc;
+    u_char                      *body, ms[NGX_INT64_LEN + 1];
+    size_t                       len;
+    ngx_time_t                  *tp;
+    wa_webhook_ctx_t             ctx;
+    ngx_http_wa_loc_conf_t      *wlcf;
+    ngx_http_wa_webhook_emit_t   emit;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
+
+    if (r->request_body == NULL) {
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "empty body");
+    }
+
+    body = ngx_http_wa_body(r, &len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (len == 0) {
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "empty body");
+    }
+
+    if (wlcf->app_secret.len
+        && ngx_http_wa_signature_ok(r, wlcf, body, len) != NGX_OK)
+    {
+        return ngx_http_wa_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                      "invalid X-Hub-Signature-256");
+    }
+
+    tp = ngx_timeofday();
+    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    emit.request = r;
+    emit.conf = wlcf;
+    emit.publish_rc = NGX_OK;
+
+    ngx_memzero(&ctx, sizeof(wa_webhook_ctx_t));
+    ctx.business = ngx_http_wa_webhook_business;
+    ctx.emit = ngx_http_wa_webhook_emit;
+    ctx.data = &emit;
+    ctx.default_business = (char *) wlcf->default_business.data;
+    ctx.received_ms = (char *) ms;
+
+    rc = wa_webhook_parse((char *) body, len, &ctx);
+
+    switch (rc) {
+
+    case WA_WH_OK:
+        if (ctx.unknown_channels) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "wa webhook: %ui change(s) for an unknown "
+                          "phone_number_id recorded under business %V",
+                          (ngx_uint_t) ctx.unknown_channels,
+                          &wlcf->default_business);
+        }
+
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "wa webhook: %ui messages, %ui statuses, %ui errors",
+                       (ngx_uint_t) ctx.messages, (ngx_uint_t) ctx.statuses,
+                       (ngx_uint_t) ctx.errors);
+
+        return ngx_http_wa_send_json(r, NGX_HTTP_OK,
+                                     (u_char *) "{\"ok\":true}", 11);
+
+    case WA_WH_INVALID:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "wa webhook: body refused: %s", ctx.error);
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, ctx.error);
+
+    case WA_WH_EMIT_FAILED:
+        /* records published before this one are idempotent on retry */
+        return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "ring full or unavailable, retry");
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+/* the body as one contiguous buffer; usually the single memory buffer */
+
+static u_char *
+ngx_http_wa_body(ngx_http_request_t *r, size_t *len)
+{
+    u_char       *p, *body;
+    size_t        size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = r->request_body->bufs;
+
+    if (cl == NULL) {
+        *len = 0;
+        return (u_char *) "";
+    }
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        *len = cl->buf->last - cl->buf->pos;
+        return cl->buf->pos;
+    }
+
+    size = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                           : (size_t) (b->last - b->pos);
+    }
+
+    body = ngx_pnalloc(r->pool, size + 1);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        /* only when client_body_in_file_only forces a temp file */
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+        if (n != b->file_last - b->file_pos) {
+            return NULL;
+        }
+
+        p += n;
+    }
+
+    *len = p - body;
+
+    return body;
+}
+
+
+static ngx_int_t
+ngx_http_wa_signature_ok(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf,
+    u_char *body, size_t len)
+{
+    u_char            md[EVP_MAX_MD_SIZE], given[32];
+    ngx_str_t         hex;
+    unsigned int      md_len;
+    ngx_uint_t        i;
+    ngx_int_t         hi, lo;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_wa_header(r, NGX_HTTP_WA_SIG_HEADER,
+                           sizeof(NGX_HTTP_WA_SIG_HEADER) - 1);
+    if (h == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa webhook: no " NGX_HTTP_WA_SIG_HEADER ", refused");
+        return NGX_DECLINED;
+    }
+
+    hex = h->value;
+
+    if (hex.len != sizeof(NGX_HTTP_WA_SIG_PREFIX) - 1 + 64
+        || ngx_strncasecmp(hex.data, (u_char *) NGX_HTTP_WA_SIG_PREFIX,
+                           sizeof(NGX_HTTP_WA_SIG_PREFIX) - 1)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa webhook: malformed " NGX_HTTP_WA_SIG_HEADER
+                      ", refused");
+        return NGX_DECLINED;
+    }
+
+    hex.data += sizeof(NGX_HTTP_WA_SIG_PREFIX) - 1;
+
+    for (i = 0; i < 32; i++) {
+        hi = ngx_hextoi(&hex.data[2 * i], 1);
+        lo = ngx_hextoi(&hex.data[2 * i + 1], 1);
+
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "wa webhook: malformed " NGX_HTTP_WA_SIG_HEADER
+                          ", refused");
+            return NGX_DECLINED;
+        }
+
+        given[i] = (u_char) (hi << 4 | lo);
+    }
+
+    if (HMAC(EVP_sha256(), wlcf->app_secret.data, (int) wlcf->app_secret.len,
+             body, len, md, &md_len)
+        == NULL || md_len != 32)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "wa webhook: HMAC-SHA256 failed");
+        return NGX_ERROR;
+    }
+
+    /* constant time: the compare must not tell how many bytes matched */
+    if (CRYPTO_memcmp(md, given, 32) != 0) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa webhook: " NGX_HTTP_WA_SIG_HEADER " does not "
+                      "match the body, refused");
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_wa_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* a query argument, URL-decoded into the request pool */
+
+static ngx_int_t
+ngx_http_wa_arg(ngx_http_request_t *r, const char *name, size_t len,
+    ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, len, &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_pnalloc(r->pool, raw.len + 1);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+    src = raw.data;
+
+    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
+
+    value->len = dst - value->data;
+
+    return NGX_OK;
+}
+
+
+/* constant-time equality for secrets */
+
+static ngx_int_t
+ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b)
+{
+    if (a->len != b->len) {
+        return 0;
+    }
+
+    return CRYPTO_memcmp(a->data, b->data, a->len) == 0;
+}
+
+
+static const char *
+ngx_http_wa_webhook_business(wa_webhook_ctx_t *ctx, const char *phone_id)
+{
+    ngx_http_wa_channel_t       *ch;
+    ngx_http_wa_webhook_emit_t  *emit;
+
+    emit = ctx->data;
+
+    ch = ngx_http_wa_channel_find(emit->conf, (u_char *) phone_id,
+                                  ngx_strlen(phone_id));
+    if (ch == NULL) {
+        return NULL;
+    }
+
+    /* conf strings are not NUL-terminated at the parameter's end */
+    *ngx_cpymem(emit->business, ch->business.data,
+                ngx_min(ch->business.len, NGX_INT64_LEN)) = '\0';
+
+    return (char *) emit->business;
+}
+
+
+static int
+ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
+{
+    ngx_http_wa_webhook_emit_t  *emit;
+
+    emit = ctx->data;
+
+    emit->publish_rc = ngx_http_wa_publish(emit->request, rec);
+
+    return emit->publish_rc == NGX_OK ? 0 : -1;
+}

@@ -1,0 +1,523 @@
+/*
+ * wa_webhook_parse: Cloud API webhook body -> ring records.
+ *
+ * Two walks over the same tree: the first only checks the shape, the second
+ * emits. Emitting nothing for a malformed body is what lets the handler
+ * answer 400 with "nothing recorded".
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "wa_webhook_parse.h"
+
+
+typedef struct {
+    wa_webhook_ctx_t  *ctx;
+    int                emit;         /* 0: check only */
+    const char        *business;
+    const char        *phone_id;
+    cJSON             *contacts;
+} wa_walk_t;
+
+
+static int wa_walk_value(wa_walk_t *w, cJSON *value);
+static int wa_walk_message(wa_walk_t *w, cJSON *msg);
+static int wa_walk_status(wa_walk_t *w, cJSON *st);
+static int wa_walk_error(wa_walk_t *w, cJSON *err);
+static int wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw);
+static int wa_invalid(wa_walk_t *w, const char *fmt, const char *arg);
+static const char *wa_str(cJSON *obj, const char *key);
+static const char *wa_text(cJSON *obj, const char *key, char *buf,
+    size_t size);
+static const char *wa_path(cJSON *obj, const char *k1, const char *k2);
+static const char *wa_phone(const char *s);
+static cJSON *wa_contact(cJSON *contacts, const char *wa_id,
+    const char *user_id);
+static const char *wa_message_body(cJSON *msg, const char *type);
+
+
+int
+wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
+{
+    int         rc, pass;
+    cJSON      *root, *object, *entries, *entry, *changes, *change, *value;
+    wa_walk_t   w;
+
+    ctx->messages = 0;
+    ctx->statuses = 0;
+    ctx->errors = 0;
+    ctx->unknown_channels = 0;
+    ctx->error[0] = '\0';
+
+    memset(&w, 0, sizeof(wa_walk_t));
+    w.ctx = ctx;
+
+    root = cJSON_ParseWithLength(body, len);
+    if (root == NULL) {
+        return wa_invalid(&w, "body is not valid JSON", NULL);
+    }
+
+    rc = WA_WH_OK;
+
+    if (!cJSON_IsObject(root)) {
+        rc = wa_invalid(&w, "body is not a JSON object", NULL);
+        goto done;
+    }
+
+    object = cJSON_GetObjectItemCaseSensitive(root, "object");
+    if (object != NULL
+        && !(cJSON_IsString(object)
+             && strcmp(object->valuestring, "whatsapp_business_account") == 0))
+    {
+        rc = wa_invalid(&w, "\"object\" is not \"whatsapp_business_account\"",
+                        NULL);
+        goto done;
+    }
+
+    entries = cJSON_GetObjectItemCaseSensitive(root, "entry");
+    if (!cJSON_IsArray(entries)) {
+        rc = wa_invalid(&w, "\"entry\" is missing or not an array", NULL);
+        goto done;
+    }
+
+    for (pass = 0; pass < 2; pass++) {
+        w.emit = pass;
+
+        cJSON_ArrayForEach(entry, entries) {
+            if (!cJSON_IsObject(entry)) {
+                rc = wa_invalid(&w, "entry[] item is not an object", NULL);
+                goto done;
+            }
+
+            changes = cJSON_GetObjectItemCaseSensitive(entry, "changes");
+            if (!cJSON_IsArray(changes)) {
+                rc = wa_invalid(&w, "entry[].changes is missing or not an "
+                                "array", NULL);
+                goto done;
+            }
+
+            cJSON_ArrayForEach(change, changes) {
+                value = cJSON_GetObjectItemCaseSensitive(change, "value");
+                if (!cJSON_IsObject(change) || !cJSON_IsObject(value)) {
+                    rc = wa_invalid(&w, "changes[].value is missing or not "
+                                    "an object", NULL);
+                    goto done;
+                }
+
+                rc = wa_walk_value(&w, value);
+                if (rc != WA_WH_OK) {
+                    goto done;
+                }
+            }
+        }
+    }
+
+done:
+
+    cJSON_Delete(root);
+    return rc;
+}
+
+
+static int
+wa_walk_value(wa_walk_t *w, cJSON *value)
+{
+    int     rc;
+    cJSON  *messages, *statuses, *errors, *item;
+
+    messages = cJSON_GetObjectItemCaseSensitive(value, "messages");
+    statuses = cJSON_GetObjectItemCaseSensitive(value, "statuses");
+    errors = cJSON_GetObjectItemCaseSensitive(value, "errors");
+    w->contacts = cJSON_GetObjectItemCaseSensitive(value, "contacts");
+
+    if ((messages && !cJSON_IsArray(messages))
+        || (statuses && !cJSON_IsArray(statuses))
+        || (errors && !cJSON_IsArray(errors))
+        || (w->contacts && !cJSON_IsArray(w->contacts)))
+    {
+        return wa_invalid(w, "value.messages, statuses, errors and contacts "
+                          "must be arrays", NULL);
+    }
+
+    if (messages == NULL && statuses == NULL && errors == NULL) {
+        /* other webhook fields (account updates, ...): nothing to record */
+        return WA_WH_OK;
+    }
+
+    w->phone_id = wa_path(value, "metadata", "phone_number_id");
+    if (w->phone_id == NULL || w->phone_id[0] == '\0') {
+        return wa_invalid(w, "value.metadata.phone_number_id is missing",
+                          NULL);
+    }
+
+    w->business = NULL;
+
+    if (w->emit) {
+        w->business = w->ctx->business(w->ctx, w->phone_id);
+        if (w->business == NULL) {
+            w->business = w->ctx->default_business;
+            w->ctx->unknown_channels++;
+        }
+    }
+
+    cJSON_ArrayForEach(item, messages) {
+        rc = wa_walk_message(w, item);
+        if (rc != WA_WH_OK) {
+            return rc;
+        }
+    }
+
+    cJSON_ArrayForEach(item, statuses) {
+        rc = wa_walk_status(w, item);
+        if (rc != WA_WH_OK) {
+            return rc;
+        }
+    }
+
+    cJSON_ArrayForEach(item, errors) {
+        rc = wa_walk_error(w, item);
+        if (rc != WA_WH_OK) {
+            return rc;
+        }
+    }
+
+    return WA_WH_OK;
+}
+
+
+static int
+wa_walk_message(wa_walk_t *w, cJSON *msg)
+{
+    char         ts[32];
+    cJSON       *contact;
+    const char  *id, *type, *from, *user_id;
+    wa_record_t  rec;
+
+    if (!cJSON_IsObject(msg)) {
+        return wa_invalid(w, "messages[] item is not an object", NULL);
+    }
+
+    id = wa_str(msg, "id");
+    type = wa_str(msg, "type");
+    from = wa_str(msg, "from");
+    user_id = wa_str(msg, "from_user_id");
+
+    if (id == NULL || id[0] == '\0') {
+        return wa_invalid(w, "messages[].id is missing", NULL);
+    }
+
+    if (type == NULL) {
+        return wa_invalid(w, "messages[].type is missing (message %s)", id);
+    }
+
+    if ((from == NULL || from[0] == '\0')
+        && (user_id == NULL || user_id[0] == '\0'))
+    {
+        return wa_invalid(w, "messages[].from is missing (message %s)", id);
+    }
+
+    if (!w->emit) {
+        return WA_WH_OK;
+    }
+
+    contact = wa_contact(w->contacts, from, user_id);
+
+    if (user_id == NULL && contact != NULL) {
+        user_id = wa_str(contact, "user_id");
+    }
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = WA_REC_IN_MESSAGE;
+
+    wa_record_set(&rec, WA_F_BUSINESS, w->business);
+    wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, w->phone_id);
+    wa_record_set(&rec, WA_F_PHONE, from ? wa_phone(from) : NULL);
+    wa_record_set(&rec, WA_F_WA_USER_ID, user_id);
+    wa_record_set(&rec, WA_F_NAME,
+                  contact ? wa_path(contact, "profile", "name") : NULL);
+    wa_record_set(&rec, WA_F_WAMID, id);
+    wa_record_set(&rec, WA_F_MSG_TYPE, type);
+    wa_record_set(&rec, WA_F_BODY, wa_message_body(msg, type));
+    wa_record_set(&rec, WA_F_TIMESTAMP, wa_text(msg, "timestamp", ts,
+                                                sizeof(ts)));
+
+    w->ctx->messages++;
+
+    return wa_emit(w, &rec, msg);
+}
+
+
+static int
+wa_walk_status(wa_walk_t *w, cJSON *st)
+{
+    char         ts[32], code[32];
+    cJSON       *errors, *err;
+    const char  *id, *status, *detail;
+    wa_record_t  rec;
+
+    if (!cJSON_IsObject(st)) {
+        return wa_invalid(w, "statuses[] item is not an object", NULL);
+    }
+
+    id = wa_str(st, "id");
+    status = wa_str(st, "status");
+
+    if (id == NULL || id[0] == '\0') {
+        return wa_invalid(w, "statuses[].id is missing", NULL);
+    }
+
+    if (status == NULL || status[0] == '\0') {
+        return wa_invalid(w, "statuses[].status is missing (message %s)", id);
+    }
+
+    if (!w->emit) {
+        return WA_WH_OK;
+    }
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = WA_REC_STATUS;
+
+    wa_record_set(&rec, WA_F_BUSINESS, w->business);
+    wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, w->phone_id);
+    wa_record_set(&rec, WA_F_WAMID, id);
+    wa_record_set(&rec, WA_F_STATUS, status);
+    wa_record_set(&rec, WA_F_TIMESTAMP, wa_text(st, "timestamp", ts,
+                                                sizeof(ts)));
+    wa_record_set(&rec, WA_F_PHONE, wa_str(st, "recipient_id")
+                                    ? wa_phone(wa_str(st, "recipient_id"))
+                                    : NULL);
+    wa_record_set(&rec, WA_F_WA_USER_ID, wa_str(st, "recipient_user_id"));
+    wa_record_set(&rec, WA_F_CALLBACK_DATA,
+                  wa_str(st, "biz_opaque_callback_data"));
+
+    errors = cJSON_GetObjectItemCaseSensitive(st, "errors");
+    err = cJSON_IsArray(errors) ? cJSON_GetArrayItem(errors, 0) : NULL;
+
+    if (cJSON_IsObject(err)) {
+        detail = wa_path(err, "error_data", "details");
+
+        wa_record_set(&rec, WA_F_ERROR_CODE, wa_text(err, "code", code,
+                                                     sizeof(code)));
+        wa_record_set(&rec, WA_F_ERROR_TITLE, wa_str(err, "title"));
+        wa_record_set(&rec, WA_F_ERROR_DETAIL,
+                      detail ? detail : wa_str(err, "message"));
+    }
+
+    w->ctx->statuses++;
+
+    return wa_emit(w, &rec, st);
+}
+
+
+static int
+wa_walk_error(wa_walk_t *w, cJSON *err)
+{
+    char         code[32];
+    const char  *detail;
+    wa_record_t  rec;
+
+    if (!cJSON_IsObject(err)) {
+        return wa_invalid(w, "errors[] item is not an object", NULL);
+    }
+
+    if (!w->emit) {
+        return WA_WH_OK;
+    }
+
+    detail = wa_path(err, "error_data", "details");
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = WA_REC_WEBHOOK_ERROR;
+
+    wa_record_set(&rec, WA_F_BUSINESS, w->business);
+    wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, w->phone_id);
+    wa_record_set(&rec, WA_F_ERROR_CODE, wa_text(err, "code", code,
+                                                 sizeof(code)));
+    wa_record_set(&rec, WA_F_ERROR_TITLE, wa_str(err, "title"));
+    wa_record_set(&rec, WA_F_ERROR_DETAIL,
+                  detail ? detail : wa_str(err, "message"));
+
+    w->ctx->errors++;
+
+    return wa_emit(w, &rec, err);
+}
+
+
+/* stamp the common fields, attach the raw object, publish */
+
+static int
+wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw)
+{
+    int    rc;
+    char  *json;
+
+    json = cJSON_PrintUnformatted(raw);
+    if (json == NULL) {
+        return WA_WH_NOMEM;
+    }
+
+    wa_record_set(rec, WA_F_PAYLOAD, json);
+    wa_record_set(rec, WA_F_RECEIVED_MS, w->ctx->received_ms);
+
+    rc = w->ctx->emit(w->ctx, rec);
+
+    cJSON_free(json);
+
+    return rc == 0 ? WA_WH_OK : WA_WH_EMIT_FAILED;
+}
+
+
+static int
+wa_invalid(wa_walk_t *w, const char *fmt, const char *arg)
+{
+    char  id[48];
+
+    if (arg != NULL) {
+        /* ids come from the client: keep the message short and printable */
+        snprintf(id, sizeof(id), "%.40s", arg);
+    }
+
+    snprintf(w->ctx->error, WA_WH_ERR_LEN, fmt, arg ? id : "");
+
+    return WA_WH_INVALID;
+}
+
+
+static const char *
+wa_str(cJSON *obj, const char *key)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+
+/* a string, or a number rendered in decimal (codes, timestamps) */
+
+static const char *
+wa_text(cJSON *obj, const char *key, char *buf, size_t size)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (cJSON_IsString(item)) {
+        return item->valuestring;
+    }
+
+    if (cJSON_IsNumber(item)
+        && item->valuedouble > -1e15 && item->valuedouble < 1e15)
+    {
+        snprintf(buf, size, "%.0f", item->valuedouble);
+        return buf;
+    }
+
+    return NULL;
+}
+
+
+static const char *
+wa_path(cJSON *obj, const char *k1, const char *k2)
+{
+    cJSON  *inner;
+
+    inner = cJSON_GetObjectItemCaseSensitive(obj, k1);
+
+    return cJSON_IsObject(inner) ? wa_str(inner, k2) : NULL;
+}
+
+
+static const char *
+wa_phone(const char *s)
+{
+    return s[0] == '+' ? s + 1 : s;
+}
+
+
+/* the contacts[] entry of a message's sender */
+
+static cJSON *
+wa_contact(cJSON *contacts, const char *wa_id, const char *user_id)
+{
+    cJSON       *c;
+    const char  *v;
+
+    cJSON_ArrayForEach(c, contacts) {
+        if (!cJSON_IsObject(c)) {
+            continue;
+        }
+
+        v = wa_str(c, "wa_id");
+        if (wa_id && v && strcmp(wa_phone(v), wa_phone(wa_id)) == 0) {
+            return c;
+        }
+
+        v = wa_str(c, "user_id");
+        if (user_id && v && strcmp(v, user_id) == 0) {
+            return c;
+        }
+    }
+
+    /* a single contact is the sender even when it names no id */
+    c = cJSON_GetArrayItem(contacts, 0);
+
+    return (c != NULL && c->next == NULL && cJSON_IsObject(c)) ? c : NULL;
+}
+
+
+/* the human-readable part of a message, for the CRM's conversation view */
+
+static const char *
+wa_message_body(cJSON *msg, const char *type)
+{
+    cJSON       *obj, *reply;
+    const char  *s;
+
+    obj = cJSON_GetObjectItemCaseSensitive(msg, type);
+    if (!cJSON_IsObject(obj)) {
+        return NULL;
+    }
+
+    if (strcmp(type, "text") == 0) {
+        return wa_str(obj, "body");
+    }
+
+    if (strcmp(type, "button") == 0) {
+        return wa_str(obj, "text");
+    }
+
+    if (strcmp(type, "reaction") == 0) {
+        return wa_str(obj, "emoji");
+    }
+
+    if (strcmp(type, "interactive") == 0) {
+        reply = cJSON_GetObjectItemCaseSensitive(obj, "button_reply");
+        if (!cJSON_IsObject(reply)) {
+            reply = cJSON_GetObjectItemCaseSensitive(obj, "list_reply");
+        }
+
+        if (!cJSON_IsObject(reply)) {
+            reply = cJSON_GetObjectItemCaseSensitive(obj, "nfm_reply");
+            return cJSON_IsObject(reply) ? wa_str(reply, "body") : NULL;
+        }
+
+        return wa_str(reply, "title");
+    }
+
+    if (strcmp(type, "location") == 0) {
+        s = wa_str(obj, "name");
+        return s ? s : wa_str(obj, "address");
+    }
+
+    if (strcmp(type, "system") == 0) {
+        return wa_str(obj, "body");
+    }
+
+    /* image, video, document, sticker, audio: the caption when there is one */
+    return wa_str(obj, "caption");
+}
