@@ -82,6 +82,13 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       offsetof(ngx_http_wa_loc_conf_t, webhook_max_body),
       NULL },
 
+    { ngx_string("wa_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_wa_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_wa_status_handler },
+
     /* send path directives (ngx_http_wa_send.c) */
 
     /* end of send path directives */
@@ -203,7 +210,7 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->send_max_body, prev->send_max_body,
                               64 * 1024);
 
-    if (conf->handler == NULL) {
+    if (conf->handler == NULL || conf->handler == ngx_http_wa_status_handler) {
         return NGX_CONF_OK;
     }
 
@@ -734,6 +741,40 @@ ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* a request header by name, case-insensitive */
+
+ngx_table_elt_t *
+ngx_http_wa_header(ngx_http_request_t *r, const char *name,
+    size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
 }
 
 

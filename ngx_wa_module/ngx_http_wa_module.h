@@ -80,6 +80,10 @@ ngx_int_t ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_wa_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg);
 
+ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r, const char *name,
+    size_t len);
+
 ngx_int_t ngx_http_wa_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
 
 #endif /* NGX_HTTP_WA_MODULE_H */

@@ -33,8 +33,6 @@ static ngx_int_t ngx_http_wa_webhook_process(ngx_http_request_t *r);
 static u_char *ngx_http_wa_body(ngx_http_request_t *r, size_t *len);
 static ngx_int_t ngx_http_wa_signature_ok(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, u_char *body, size_t len);
-static ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_int_t ngx_http_wa_arg(ngx_http_request_t *r, const char *name,
     size_t len, ngx_str_t *value);
 static ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
@@ -344,37 +342,6 @@ ngx_http_wa_signature_ok(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf,
     }
 
     return NGX_OK;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_wa_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 
