@@ -42,9 +42,10 @@ static const char *wa_message_body(cJSON *msg, const char *type);
 int
 wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
 {
-    int         rc, pass;
-    cJSON      *root, *object, *entries, *entry, *changes, *change, *value;
-    wa_walk_t   w;
+    int          rc, pass;
+    cJSON       *root, *object, *entries, *entry, *changes, *change, *value;
+    wa_walk_t    w;
+    const char  *end;
 
     ctx->messages = 0;
     ctx->statuses = 0;
@@ -55,12 +56,25 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
     memset(&w, 0, sizeof(wa_walk_t));
     w.ctx = ctx;
 
-    root = cJSON_ParseWithLength(body, len);
+    end = NULL;
+
+    root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (root == NULL) {
         return wa_invalid(&w, "body is not valid JSON", NULL);
     }
 
     rc = WA_WH_OK;
+
+    while (end < body + len
+           && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+    {
+        end++;
+    }
+
+    if (end != body + len) {
+        rc = wa_invalid(&w, "trailing data after the JSON body", NULL);
+        goto done;
+    }
 
     if (!cJSON_IsObject(root)) {
         rc = wa_invalid(&w, "body is not a JSON object", NULL);
