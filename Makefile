@@ -27,7 +27,13 @@ UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 
 PROVE       ?= prove
 
-.PHONY: all deps module writer unit test run clean
+FUZZ_CC     ?= clang
+FUZZ_FLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE
+FUZZ_TIME   ?= 600
+FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+
+.PHONY: all deps module writer unit test run fuzz clean
 
 all: module writer unit
 
@@ -74,6 +80,22 @@ test: deps all
 
 run: deps all
 	sh scripts/run.sh
+
+# each target runs FUZZ_TIME seconds over its committed seed corpus
+# (fuzz/corpus/NAME); new inputs it finds stay under build/fuzz/
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	    n=$$(basename $$f | sed 's/^fuzz_//'); \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n; \
+	    echo "fuzz: $$n for $(FUZZ_TIME)s"; \
+	    $$f -max_total_time=$(FUZZ_TIME) -max_len=1048576 -print_final_stats=1 \
+	        $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -12 || exit 1; \
+	done
+
+$(BUILD)/fuzz/%: fuzz/%.c $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
+	@mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -I ngx_wa_module -o $@ $< \
+	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
 clean:
 	rm -rf $(BUILD)
