@@ -1,0 +1,596 @@
+/*
+ * wa_ring: see wa_ring.h for the protocol.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wa_ring.h"
+
+
+#define WA_REC_HDR      ((uint64_t) sizeof(wa_ring_rec_hdr_t))
+#define WA_ALIGN(n)     (((n) + WA_RING_ALIGN - 1) & ~((uint64_t) WA_RING_ALIGN - 1))
+#define WA_CTL_POS(c)   ((c) & ~(uint64_t) (WA_RING_ALIGN - 1))
+#define WA_CTL_STATE(c) ((c) & (uint64_t) (WA_RING_ALIGN - 1))
+
+
+static int wa_ring_init_file(int fd, uint64_t capacity, char *err,
+    size_t errlen);
+static int wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size,
+    char *err, size_t errlen);
+static wa_ring_rec_hdr_t *wa_ring_rec(wa_ring_t *ring, uint64_t pos);
+static int wa_ring_skip(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
+    uint64_t bytes, const char *reason, int corrupt);
+static int wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
+    wa_ring_rec_t *rec, uint64_t now_ms);
+
+
+uint64_t
+wa_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+
+int
+wa_ring_open(wa_ring_t *ring, const char *path, uint64_t capacity, int flags,
+    mode_t mode, char *err, size_t errlen)
+{
+    int              fd, oflags;
+    void            *map;
+    struct stat      st;
+    wa_ring_hdr_t   *hdr;
+
+    memset(ring, 0, sizeof(wa_ring_t));
+    ring->fd = -1;
+
+    if (capacity != 0
+        && (capacity < WA_RING_MIN_SIZE || (capacity & (capacity - 1)) != 0))
+    {
+        snprintf(err, errlen, "ring size %llu is not a power of two of at "
+                 "least %d", (unsigned long long) capacity, WA_RING_MIN_SIZE);
+        return WA_RING_ERROR;
+    }
+
+    oflags = O_RDWR | O_CLOEXEC;
+    if (flags & WA_RING_CREATE) {
+        oflags |= O_CREAT;
+    }
+
+    fd = open(path, oflags, mode);
+    if (fd == -1) {
+        snprintf(err, errlen, "open(\"%s\"): %s", path, strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    /* one initialiser at a time; readers of a valid file need no lock */
+    if (flock(fd, LOCK_EX) == -1) {
+        snprintf(err, errlen, "flock(\"%s\"): %s", path, strerror(errno));
+        goto failed;
+    }
+
+    if (fstat(fd, &st) == -1) {
+        snprintf(err, errlen, "fstat(\"%s\"): %s", path, strerror(errno));
+        goto failed;
+    }
+
+    if (st.st_size == 0) {
+        if (!(flags & WA_RING_CREATE) || capacity == 0) {
+            snprintf(err, errlen, "\"%s\" is empty: not a ring yet", path);
+            goto failed;
+        }
+
+        if (wa_ring_init_file(fd, capacity, err, errlen) != WA_RING_OK) {
+            goto failed;
+        }
+
+        st.st_size = (off_t) (WA_RING_HDR_SIZE + capacity);
+    }
+
+    if ((uint64_t) st.st_size < WA_RING_HDR_SIZE + WA_RING_MIN_SIZE) {
+        snprintf(err, errlen, "\"%s\" has %lld bytes: too small for a ring",
+                 path, (long long) st.st_size);
+        goto failed;
+    }
+
+    map = mmap(NULL, (size_t) st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+               fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "mmap(\"%s\"): %s", path, strerror(errno));
+        goto failed;
+    }
+
+    hdr = map;
+
+    if (wa_ring_validate(hdr, capacity, st.st_size, err, errlen)
+        != WA_RING_OK)
+    {
+        munmap(map, (size_t) st.st_size);
+        goto failed;
+    }
+
+    (void) flock(fd, LOCK_UN);
+
+    ring->fd = fd;
+    ring->map = map;
+    ring->map_size = (size_t) st.st_size;
+    ring->hdr = hdr;
+    ring->data = (unsigned char *) map + WA_RING_HDR_SIZE;
+    ring->capacity = hdr->capacity;
+    ring->mask = hdr->capacity - 1;
+    ring->dev = st.st_dev;
+    ring->ino = st.st_ino;
+
+    return WA_RING_OK;
+
+failed:
+
+    close(fd);
+    return WA_RING_ERROR;
+}
+
+
+static int
+wa_ring_init_file(int fd, uint64_t capacity, char *err, size_t errlen)
+{
+    wa_ring_hdr_t  hdr;
+
+    if (ftruncate(fd, (off_t) (WA_RING_HDR_SIZE + capacity)) == -1) {
+        snprintf(err, errlen, "ftruncate: %s", strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    memset(&hdr, 0, sizeof(wa_ring_hdr_t));
+    hdr.version = WA_RING_VERSION;
+    hdr.hdr_size = WA_RING_HDR_SIZE;
+    hdr.capacity = capacity;
+    hdr.created_ms = wa_now_ms();
+
+    /* everything but the magic first: a file without it is not a ring */
+    if (pwrite(fd, &hdr, sizeof(wa_ring_hdr_t), 0)
+        != (ssize_t) sizeof(wa_ring_hdr_t))
+    {
+        snprintf(err, errlen, "write header: %s", strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    hdr.magic = WA_RING_MAGIC;
+
+    if (pwrite(fd, &hdr.magic, sizeof(hdr.magic), 0)
+        != (ssize_t) sizeof(hdr.magic))
+    {
+        snprintf(err, errlen, "write magic: %s", strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    return WA_RING_OK;
+}
+
+
+static int
+wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size, char *err,
+    size_t errlen)
+{
+    if (hdr->magic != WA_RING_MAGIC) {
+        snprintf(err, errlen, "not an ngx_wa ring (bad magic); refusing to "
+                 "overwrite it");
+        return WA_RING_ERROR;
+    }
+
+    if (hdr->version != WA_RING_VERSION || hdr->hdr_size != WA_RING_HDR_SIZE) {
+        snprintf(err, errlen, "ring version %u (header %u bytes), this build "
+                 "reads version %d", hdr->version, hdr->hdr_size,
+                 WA_RING_VERSION);
+        return WA_RING_ERROR;
+    }
+
+    if (hdr->capacity < WA_RING_MIN_SIZE
+        || (hdr->capacity & (hdr->capacity - 1)) != 0
+        || (uint64_t) size != WA_RING_HDR_SIZE + hdr->capacity)
+    {
+        snprintf(err, errlen, "ring header says %llu bytes, file has %lld: "
+                 "truncated or corrupt", (unsigned long long) hdr->capacity,
+                 (long long) size);
+        return WA_RING_ERROR;
+    }
+
+    if (want != 0 && hdr->capacity != want) {
+        snprintf(err, errlen, "ring has %llu bytes, %llu configured; drain "
+                 "it and remove the file to change its size",
+                 (unsigned long long) hdr->capacity,
+                 (unsigned long long) want);
+        return WA_RING_ERROR;
+    }
+
+    return WA_RING_OK;
+}
+
+
+void
+wa_ring_close(wa_ring_t *ring)
+{
+    if (ring->map != NULL) {
+        munmap(ring->map, ring->map_size);
+    }
+
+    if (ring->fd != -1) {
+        close(ring->fd);
+    }
+
+    ring->map = NULL;
+    ring->hdr = NULL;
+    ring->data = NULL;
+    ring->fd = -1;
+}
+
+
+int
+wa_ring_check(wa_ring_t *ring, const char *path, char *err, size_t errlen)
+{
+    struct stat  st;
+
+    if (fstat(ring->fd, &st) == -1) {
+        snprintf(err, errlen, "fstat: %s", strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    if (st.st_nlink == 0) {
+        snprintf(err, errlen, "\"%s\" was deleted", path);
+        return WA_RING_ERROR;
+    }
+
+    if ((size_t) st.st_size != ring->map_size) {
+        snprintf(err, errlen, "\"%s\" was truncated to %lld bytes", path,
+                 (long long) st.st_size);
+        return WA_RING_ERROR;
+    }
+
+    if (stat(path, &st) == -1) {
+        snprintf(err, errlen, "stat(\"%s\"): %s", path, strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    if (st.st_dev != ring->dev || st.st_ino != ring->ino) {
+        snprintf(err, errlen, "\"%s\" was replaced by another file", path);
+        return WA_RING_ERROR;
+    }
+
+    return WA_RING_OK;
+}
+
+
+uint32_t
+wa_ring_max_payload(const wa_ring_t *ring)
+{
+    uint64_t  max;
+
+    max = ring->capacity / 4 - WA_REC_HDR;
+
+    return max > UINT32_MAX ? UINT32_MAX : (uint32_t) max;
+}
+
+
+uint64_t
+wa_ring_head(const wa_ring_t *ring)
+{
+    return __atomic_load_n(&ring->hdr->head, __ATOMIC_ACQUIRE);
+}
+
+
+uint64_t
+wa_ring_tail(const wa_ring_t *ring)
+{
+    return __atomic_load_n(&ring->hdr->tail, __ATOMIC_ACQUIRE);
+}
+
+
+static wa_ring_rec_hdr_t *
+wa_ring_rec(wa_ring_t *ring, uint64_t pos)
+{
+    return (wa_ring_rec_hdr_t *) (ring->data + (pos & ring->mask));
+}
+
+
+int
+wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
+    wa_ring_claim_t *claim)
+{
+    uint64_t            need, len, head, tail, rest, pad;
+    wa_ring_hdr_t      *hdr;
+    wa_ring_rec_hdr_t  *rec;
+
+    hdr = ring->hdr;
+
+    if (payload_len > wa_ring_max_payload(ring)) {
+        __atomic_add_fetch(&hdr->refused_too_big, 1, __ATOMIC_RELAXED);
+        return WA_RING_TOO_BIG;
+    }
+
+    len = WA_ALIGN(WA_REC_HDR + payload_len);
+
+    tail = __atomic_load_n(&hdr->tail, __ATOMIC_ACQUIRE);
+
+    for ( ;; ) {
+        /* a record never wraps: pad to the end of the area first */
+        rest = ring->capacity - (tail & ring->mask);
+        pad = (rest < len) ? rest : 0;
+        need = pad + len;
+
+        head = __atomic_load_n(&hdr->head, __ATOMIC_ACQUIRE);
+
+        if (tail + need - head > ring->capacity) {
+            __atomic_add_fetch(&hdr->refused, 1, __ATOMIC_RELAXED);
+            return WA_RING_FULL;
+        }
+
+        if (__atomic_compare_exchange_n(&hdr->tail, &tail, tail + need, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        {
+            break;
+        }
+    }
+
+    if (pad) {
+        rec = wa_ring_rec(ring, tail);
+        rec->len = (uint32_t) pad;
+        __atomic_store_n(&rec->ctl, tail | WA_RING_PAD, __ATOMIC_RELEASE);
+        tail += pad;
+    }
+
+    rec = wa_ring_rec(ring, tail);
+
+    rec->len = (uint32_t) len;
+    rec->payload_len = payload_len;
+    rec->pid = (uint32_t) getpid();
+    rec->crc = 0;
+    rec->type = type;
+    rec->flags = 0;
+    rec->claim_sec = (uint32_t) (wa_now_ms() / 1000);
+
+    /* the header is complete before CLAIMED can be seen with this pos */
+    __atomic_store_n(&rec->ctl, tail | WA_RING_CLAIMED, __ATOMIC_RELEASE);
+
+    claim->rec = rec;
+    claim->payload = (unsigned char *) rec + WA_REC_HDR;
+    claim->pos = tail;
+
+    return WA_RING_OK;
+}
+
+
+void
+wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim)
+{
+    wa_ring_rec_hdr_t  *rec;
+
+    rec = claim->rec;
+    rec->crc = wa_crc32c(0, claim->payload, rec->payload_len);
+
+    __atomic_store_n(&rec->ctl, claim->pos | WA_RING_READY, __ATOMIC_RELEASE);
+
+    __atomic_add_fetch(&ring->hdr->published, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ring->hdr->published_bytes, rec->len,
+                       __ATOMIC_RELAXED);
+}
+
+
+int
+wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
+    uint32_t len)
+{
+    int              rc;
+    wa_ring_claim_t  claim;
+
+    rc = wa_ring_claim(ring, type, len, &claim);
+    if (rc != WA_RING_OK) {
+        return rc;
+    }
+
+    memcpy(claim.payload, payload, len);
+    wa_ring_commit(ring, &claim);
+
+    return WA_RING_OK;
+}
+
+
+int
+wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
+    uint64_t now_ms)
+{
+    uint32_t            crc;
+    uint64_t            pos, tail, ctl, len, state;
+    wa_ring_rec_hdr_t  *h;
+
+    memset(rec, 0, sizeof(wa_ring_rec_t));
+
+    for ( ;; ) {
+        pos = *cursor;
+        tail = __atomic_load_n(&ring->hdr->tail, __ATOMIC_ACQUIRE);
+
+        if (pos >= tail) {
+            ring->stuck_since_ms = 0;
+            return WA_RING_EMPTY;
+        }
+
+        h = wa_ring_rec(ring, pos);
+        ctl = __atomic_load_n(&h->ctl, __ATOMIC_ACQUIRE);
+
+        if (WA_CTL_POS(ctl) != pos) {
+            /* claimed, header not written yet: or its producer died */
+            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+        }
+
+        state = WA_CTL_STATE(ctl);
+        len = h->len;
+
+        /* a length that leaves the area or passes the claimed bytes can
+         * only come from a corrupt file */
+        if (len < WA_RING_ALIGN || len % WA_RING_ALIGN != 0
+            || (pos & ring->mask) + len > ring->capacity
+            || pos + len > tail)
+        {
+            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+        }
+
+        if (state == WA_RING_PAD) {
+            *cursor = pos + len;
+            continue;
+        }
+
+        if (len < WA_REC_HDR || h->payload_len > len - WA_REC_HDR) {
+            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+        }
+
+        if (state == WA_RING_CLAIMED) {
+            if ((h->pid != 0 && kill((pid_t) h->pid, 0) == -1
+                 && errno == ESRCH)
+                || now_ms / 1000 > (uint64_t) h->claim_sec + WA_RING_STUCK_SEC)
+            {
+                return wa_ring_skip(ring, cursor, rec, len,
+                                    "producer died before publishing", 0);
+            }
+
+            return WA_RING_WAIT;
+        }
+
+        if (state != WA_RING_READY) {
+            return wa_ring_skip(ring, cursor, rec, len,
+                                "record header in an unknown state", 1);
+        }
+
+        crc = wa_crc32c(0, (unsigned char *) h + WA_REC_HDR, h->payload_len);
+
+        if (crc != h->crc) {
+            return wa_ring_skip(ring, cursor, rec, len, "checksum mismatch",
+                                1);
+        }
+
+        rec->pos = pos;
+        rec->type = h->type;
+        rec->pid = h->pid;
+        rec->payload = (unsigned char *) h + WA_REC_HDR;
+        rec->payload_len = h->payload_len;
+        rec->claim_sec = h->claim_sec;
+
+        *cursor = pos + len;
+        ring->stuck_since_ms = 0;
+
+        return WA_RING_OK;
+    }
+}
+
+
+static int
+wa_ring_skip(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
+    uint64_t bytes, const char *reason, int corrupt)
+{
+    rec->pos = *cursor;
+    rec->skipped_bytes = bytes;
+    rec->skip_reason = reason;
+
+    __atomic_add_fetch(corrupt ? &ring->hdr->corrupt_records
+                               : &ring->hdr->skipped_records,
+                       1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ring->hdr->skipped_bytes, bytes, __ATOMIC_RELAXED);
+
+    *cursor += bytes;
+    ring->stuck_since_ms = 0;
+
+    return WA_RING_SKIPPED;
+}
+
+
+/*
+ * No valid header at the cursor. A live producer writes its header within
+ * microseconds of its claim, so waiting WA_RING_STUCK_SEC without progress
+ * means the producer died (or the bytes are corrupt): find the next valid
+ * header and skip to it.
+ */
+
+static int
+wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
+    wa_ring_rec_t *rec, uint64_t now_ms)
+{
+    uint64_t            pos, q, ctl;
+    wa_ring_rec_hdr_t  *h;
+
+    pos = *cursor;
+
+    if (ring->stuck_since_ms == 0 || ring->stuck_pos != pos) {
+        ring->stuck_pos = pos;
+        ring->stuck_since_ms = now_ms;
+        return WA_RING_WAIT;
+    }
+
+    if (now_ms < ring->stuck_since_ms + WA_RING_STUCK_SEC * 1000) {
+        return WA_RING_WAIT;
+    }
+
+    for (q = pos + WA_RING_ALIGN; q < tail; q += WA_RING_ALIGN) {
+        h = wa_ring_rec(ring, q);
+        ctl = __atomic_load_n(&h->ctl, __ATOMIC_ACQUIRE);
+
+        if (WA_CTL_POS(ctl) == q && WA_CTL_STATE(ctl) >= WA_RING_CLAIMED
+            && WA_CTL_STATE(ctl) <= WA_RING_PAD)
+        {
+            break;
+        }
+    }
+
+    return wa_ring_skip(ring, cursor, rec, q - pos,
+                        "no valid record header (dead producer or corrupt "
+                        "bytes)", 1);
+}
+
+
+void
+wa_ring_advance(wa_ring_t *ring, uint64_t pos)
+{
+    __atomic_store_n(&ring->hdr->head, pos, __ATOMIC_RELEASE);
+}
+
+
+/* CRC-32C (Castagnoli), reflected, table driven */
+
+uint32_t
+wa_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    int                   i, k;
+    uint32_t              c;
+    const unsigned char  *p;
+    static uint32_t       table[256];
+    static int            ready;
+
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        for (i = 0; i < 256; i++) {
+            c = (uint32_t) i;
+            for (k = 0; k < 8; k++) {
+                c = (c & 1) ? (c >> 1) ^ 0x82f63b78 : c >> 1;
+            }
+            table[i] = c;
+        }
+
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+
+    p = buf;
+    crc = ~crc;
+
+    while (len--) {
+        crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    }
+
+    return ~crc;
+}
