@@ -1,0 +1,335 @@
+/*
+ * Unit tests of wa_webhook_parse: every element of every entry and change
+ * becomes a record, malformed bodies record nothing, text survives byte for
+ * byte.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+#include "wa_webhook_parse.h"
+
+
+#define MAX_RECS  64
+
+typedef struct {
+    int          type;
+    char        *f[WA_F__MAX];
+} got_rec_t;
+
+typedef struct {
+    got_rec_t    recs[MAX_RECS];
+    int          n;
+    int          fail_at;          /* emit returns -1 at this index */
+} sink_t;
+
+
+static const char *
+business(wa_webhook_ctx_t *ctx, const char *phone_id)
+{
+    (void) ctx;
+    return strcmp(phone_id, "106540352242922") == 0 ? "7" : NULL;
+}
+
+
+static int
+emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
+{
+    int            i;
+    sink_t        *s = ctx->data;
+    got_rec_t     *g;
+    unsigned char  buf[65536];
+    wa_record_t    back;
+    size_t         size;
+
+    if (s->n == s->fail_at || s->n >= MAX_RECS) {
+        return -1;
+    }
+
+    /* round trip through the ring encoding, as the writer will see it */
+    size = wa_record_size(rec);
+    if (size > sizeof(buf)) {
+        return -1;
+    }
+
+    wa_record_encode(rec, buf);
+
+    if (wa_record_decode(&back, rec->type, buf, size) != 0) {
+        return -1;
+    }
+
+    g = &s->recs[s->n++];
+    g->type = back.type;
+
+    for (i = 1; i < WA_F__MAX; i++) {
+        g->f[i] = NULL;
+        if (back.f[i].data) {
+            g->f[i] = malloc(back.f[i].len + 1);
+            memcpy(g->f[i], back.f[i].data, back.f[i].len);
+            g->f[i][back.f[i].len] = '\0';
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+sink_reset(sink_t *s)
+{
+    int  i, j;
+
+    for (i = 0; i < s->n; i++) {
+        for (j = 1; j < WA_F__MAX; j++) {
+            free(s->recs[i].f[j]);
+        }
+    }
+
+    memset(s, 0, sizeof(sink_t));
+    s->fail_at = -1;
+}
+
+
+static int
+parse(sink_t *s, wa_webhook_ctx_t *ctx, const char *body)
+{
+    sink_reset(s);
+
+    memset(ctx, 0, sizeof(wa_webhook_ctx_t));
+    ctx->business = business;
+    ctx->emit = emit;
+    ctx->data = s;
+    ctx->default_business = "99";
+    ctx->received_ms = "1700000000000";
+
+    return wa_webhook_parse(body, strlen(body), ctx);
+}
+
+
+static int
+field_is(sink_t *s, int i, int tag, const char *want)
+{
+    const char  *got;
+
+    got = (i < s->n) ? s->recs[i].f[tag] : NULL;
+
+    if (want == NULL) {
+        return got == NULL;
+    }
+
+    return got != NULL && strcmp(got, want) == 0;
+}
+
+
+#define VALUE_HEAD(pnid)                                                     \
+    "{\"messaging_product\":\"whatsapp\",\"metadata\":"                       \
+    "{\"display_phone_number\":\"15550783881\",\"phone_number_id\":\""        \
+    pnid "\"},"
+
+#define BODY(values)                                                         \
+    "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1029\","  \
+    "\"changes\":[{\"field\":\"messages\",\"value\":" values "}]}]}"
+
+
+static const char  text_body[] = BODY(
+    VALUE_HEAD("106540352242922")
+    "\"contacts\":[{\"profile\":{\"name\":\"Sheena Nelson\"},"
+    "\"wa_id\":\"16505551234\"}],"
+    "\"messages\":[{\"from\":\"16505551234\",\"id\":\"wamid.A1\","
+    "\"timestamp\":\"1749416383\",\"type\":\"text\","
+    "\"text\":{\"body\":\"Does it come in another color?\"}}]}");
+
+
+int
+main(void)
+{
+    int               rc;
+    sink_t            s;
+    wa_webhook_ctx_t  ctx;
+
+    memset(&s, 0, sizeof(sink_t));
+
+    plan(47);
+
+    /* a text message from Meta's documentation */
+
+    rc = parse(&s, &ctx, text_body);
+    ok(rc == WA_WH_OK, "text message parses");
+    ok(s.n == 1 && s.recs[0].type == WA_REC_IN_MESSAGE, "one inbound record");
+    ok(field_is(&s, 0, WA_F_BUSINESS, "7"), "business from the channel");
+    ok(field_is(&s, 0, WA_F_PHONE_NUMBER_ID, "106540352242922"),
+       "phone_number_id kept");
+    ok(field_is(&s, 0, WA_F_PHONE, "16505551234"), "sender phone");
+    ok(field_is(&s, 0, WA_F_NAME, "Sheena Nelson"), "profile name");
+    ok(field_is(&s, 0, WA_F_WAMID, "wamid.A1"), "wamid");
+    ok(field_is(&s, 0, WA_F_MSG_TYPE, "text"), "type");
+    ok(field_is(&s, 0, WA_F_BODY, "Does it come in another color?"), "body");
+    ok(field_is(&s, 0, WA_F_TIMESTAMP, "1749416383"), "timestamp");
+    ok(field_is(&s, 0, WA_F_RECEIVED_MS, "1700000000000"), "received_ms");
+    ok(s.n == 1 && s.recs[0].f[WA_F_PAYLOAD]
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "\"wamid.A1\"")
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "another color"),
+       "payload is the raw message object");
+
+    /* an unknown number goes to the default business, and is counted */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("555")
+        "\"messages\":[{\"from\":\"+972501234567\",\"id\":\"wamid.B\","
+        "\"timestamp\":1749416384,\"type\":\"text\",\"text\":{\"body\":\"x\"}}"
+        "]}"));
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_BUSINESS, "99"),
+       "unknown phone_number_id: default business");
+    ok(ctx.unknown_channels == 1, "unknown channel counted");
+    ok(field_is(&s, 0, WA_F_PHONE, "972501234567"), "leading + stripped");
+    ok(field_is(&s, 0, WA_F_TIMESTAMP, "1749416384"), "numeric timestamp");
+
+    /* every entry, change, message and status; in order */
+
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":["
+        "{\"id\":\"1\",\"changes\":["
+        "  {\"field\":\"messages\",\"value\":" VALUE_HEAD("106540352242922")
+        "   \"messages\":[{\"from\":\"1\",\"id\":\"m1\",\"type\":\"text\","
+        "   \"text\":{\"body\":\"a\"}},{\"from\":\"2\",\"id\":\"m2\","
+        "   \"type\":\"image\",\"image\":{\"caption\":\"cap\",\"id\":\"9\"}}]}},"
+        "  {\"field\":\"messages\",\"value\":" VALUE_HEAD("106540352242922")
+        "   \"statuses\":[{\"id\":\"s1\",\"status\":\"failed\","
+        "   \"timestamp\":\"5\",\"recipient_id\":\"16505551234\","
+        "   \"biz_opaque_callback_data\":\"L-1\",\"errors\":[{\"code\":131050,"
+        "   \"title\":\"Stopped\",\"message\":\"m\",\"error_data\":"
+        "   {\"details\":\"user stopped\"}}]}]}}]},"
+        "{\"id\":\"2\",\"changes\":["
+        "  {\"field\":\"messages\",\"value\":" VALUE_HEAD("106540352242922")
+        "   \"messages\":[{\"from\":\"3\",\"id\":\"m3\",\"type\":\"interactive\","
+        "   \"interactive\":{\"type\":\"button_reply\",\"button_reply\":"
+        "   {\"id\":\"b\",\"title\":\"Yes\"}}},{\"from\":\"4\",\"id\":\"m4\","
+        "   \"type\":\"reaction\",\"reaction\":{\"message_id\":\"x\","
+        "   \"emoji\":\"\\ud83d\\udc4d\"}}],"
+        "   \"errors\":[{\"code\":131000,\"title\":\"Something\"}]}}]}]}");
+    ok(rc == WA_WH_OK, "multi entry body parses");
+    ok(s.n == 6, "all 6 records (4 messages, 1 status, 1 error): %d", s.n);
+    ok(ctx.messages == 4 && ctx.statuses == 1 && ctx.errors == 1, "counts");
+    ok(field_is(&s, 0, WA_F_WAMID, "m1") && field_is(&s, 1, WA_F_WAMID, "m2")
+       && field_is(&s, 3, WA_F_WAMID, "m3")
+       && field_is(&s, 4, WA_F_WAMID, "m4"), "messages in order");
+    ok(field_is(&s, 1, WA_F_BODY, "cap"), "image caption is the body");
+    ok(s.recs[2].type == WA_REC_STATUS, "status record");
+    ok(field_is(&s, 2, WA_F_STATUS, "failed")
+       && field_is(&s, 2, WA_F_ERROR_CODE, "131050")
+       && field_is(&s, 2, WA_F_ERROR_TITLE, "Stopped")
+       && field_is(&s, 2, WA_F_ERROR_DETAIL, "user stopped"),
+       "failed status keeps code, title, details");
+    ok(field_is(&s, 2, WA_F_CALLBACK_DATA, "L-1"),
+       "biz_opaque_callback_data kept");
+    ok(field_is(&s, 3, WA_F_BODY, "Yes"), "button reply title is the body");
+    ok(field_is(&s, 4, WA_F_BODY, "\xf0\x9f\x91\x8d"),
+       "reaction emoji decoded from a surrogate pair");
+    ok(s.recs[5].type == WA_REC_WEBHOOK_ERROR
+       && field_is(&s, 5, WA_F_ERROR_CODE, "131000"), "value.errors[] record");
+
+    /* text byte for byte: Hebrew, quotes, backslash, control characters */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"h\",\"type\":\"text\","
+        "\"text\":{\"body\":\"\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d \\\"q\\\" "
+        "\\\\ \\u0001\\t\\n end\"}}]}"));
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_BODY,
+       "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d \"q\" \\ \x01\t\n end"),
+       "escapes decoded exactly");
+
+    /* users known only by their business-scoped id */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"contacts\":[{\"profile\":{\"name\":\"U\"},\"user_id\":\"US.9\"}],"
+        "\"messages\":[{\"from_user_id\":\"US.9\",\"id\":\"u1\","
+        "\"type\":\"text\",\"text\":{\"body\":\"hi\"}}]}"));
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_PHONE, NULL)
+       && field_is(&s, 0, WA_F_WA_USER_ID, "US.9")
+       && field_is(&s, 0, WA_F_NAME, "U"), "from_user_id without a phone");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"contacts\":[{\"profile\":{\"name\":\"P\"},\"wa_id\":\"15\","
+        "\"user_id\":\"US.15\"}],"
+        "\"messages\":[{\"from\":\"15\",\"id\":\"u2\","
+        "\"type\":\"text\",\"text\":{\"body\":\"hi\"}}]}"));
+    ok(field_is(&s, 0, WA_F_PHONE, "15")
+       && field_is(&s, 0, WA_F_WA_USER_ID, "US.15"),
+       "contact's user_id joins the phone");
+
+    /* events without messages record nothing and are fine */
+
+    rc = parse(&s, &ctx, BODY("{\"event\":\"APPROVED\"}"));
+    ok(rc == WA_WH_OK && s.n == 0, "account update: 200, nothing recorded");
+
+    /* malformed bodies: 400, and nothing emitted even when part was fine */
+
+    rc = parse(&s, &ctx, "not json");
+    ok(rc == WA_WH_INVALID && s.n == 0, "not JSON");
+    ok(strstr(ctx.error, "JSON") != NULL, "reason names JSON: %s", ctx.error);
+
+    rc = parse(&s, &ctx, "[1,2]");
+    ok(rc == WA_WH_INVALID && s.n == 0, "array root");
+
+    rc = parse(&s, &ctx, "{\"object\":\"page\",\"entry\":[]}");
+    ok(rc == WA_WH_INVALID && s.n == 0, "object is not a WABA");
+
+    rc = parse(&s, &ctx, "{\"object\":\"whatsapp_business_account\"}");
+    ok(rc == WA_WH_INVALID && strstr(ctx.error, "entry"), "entry missing");
+
+    rc = parse(&s, &ctx, "{\"entry\":{}}");
+    ok(rc == WA_WH_INVALID, "entry not an array");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"ok\",\"type\":\"text\"},"
+        "{\"from\":\"1\",\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0,
+       "second message without id: nothing from the first either");
+    ok(strstr(ctx.error, "messages[].id") != NULL, "reason names the field");
+
+    rc = parse(&s, &ctx, BODY("{\"messages\":[{\"from\":\"1\",\"id\":\"x\","
+                              "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && strstr(ctx.error, "phone_number_id"),
+       "metadata missing");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("1") "\"messages\":{}}"));
+    ok(rc == WA_WH_INVALID, "messages not an array");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("1") "\"messages\":[{\"id\":\"x\","
+                              "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID, "message without from or from_user_id");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("1") "\"statuses\":[{\"id\":7,"
+                              "\"status\":\"read\"}]}"));
+    ok(rc == WA_WH_INVALID, "status id of the wrong type");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("1") "\"messages\":[]}") "trailing");
+    ok(rc == WA_WH_INVALID, "trailing garbage after the JSON");
+
+    /* the ring refuses midway: the parser stops and says so */
+
+    sink_reset(&s);
+    s.fail_at = 1;
+    memset(&ctx, 0, sizeof(wa_webhook_ctx_t));
+    ctx.business = business;
+    ctx.emit = emit;
+    ctx.data = &s;
+    ctx.default_business = "99";
+    rc = wa_webhook_parse(text_body, strlen(text_body), &ctx);
+    ok(rc == WA_WH_OK, "first record fits");
+    s.fail_at = 0;
+    s.n = 0;
+    rc = wa_webhook_parse(text_body, strlen(text_body), &ctx);
+    ok(rc == WA_WH_EMIT_FAILED, "emit failure is reported");
+
+    /* a length that cuts the body is parsed as what it is */
+
+    rc = parse(&s, &ctx, text_body);
+    rc = wa_webhook_parse(text_body, strlen(text_body) - 3, &ctx);
+    ok(rc == WA_WH_INVALID, "truncated body is invalid");
+
+    sink_reset(&s);
+
+    return done();
+}
