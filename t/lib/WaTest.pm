@@ -1,0 +1,375 @@
+package WaTest;
+
+# The integration harness: a private PostgreSQL, nginx with the built
+# module, wa-writer and (for sends) a mock Cloud API, all on loopback, in a
+# temporary directory; torn down when the test ends, however it ends.
+#
+# Daemons run unprivileged, as in production: under root, PostgreSQL (which
+# refuses root), the writer and nginx's workers run as nobody.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use DBI;
+use Digest::SHA qw(hmac_sha256_hex);
+use File::Temp qw(tempdir);
+use FindBin;
+use HTTP::Tiny;
+use IO::Socket::INET;
+use POSIX qw(:sys_wait_h);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our $TOP = abs_path("$FindBin::Bin/..");
+our $PGBIN = '/usr/lib/postgresql/15/bin';
+our $SECRET = 'test-app-secret';
+our $VERIFY = 'test-verify-token';
+our $TOKEN = 'TEST-TOKEN-do-not-log';
+our $PHONE_ID = '106540352242922';
+
+my @live;
+
+sub new {
+    my ($class, %o) = @_;
+
+    for my $f ("$TOP/build/nginx/ngx_http_wa_module.so", "$TOP/build/wa-writer") {
+        die "$f is missing: run make first\n" unless -e $f;
+    }
+
+    my $dir = tempdir('ngx_wa_t.XXXXXX', TMPDIR => 1, CLEANUP => 0);
+    chmod 0755, $dir;
+
+    my $self = bless {
+        dir       => $dir,
+        root      => $> == 0,
+        port      => free_port(),
+        pg_port   => free_port(),
+        writer    => undef,
+        nginx_pid => undef,
+        %o,
+    }, $class;
+
+    mkdir "$dir/pg";
+    if ($self->{root}) {
+        my ($uid, $gid) = (getpwnam('nobody'))[2, 3];
+        chown $uid, $gid, "$dir/pg";
+    }
+
+    push @live, $self;
+    $SIG{INT} = $SIG{TERM} = sub { teardown_all(); exit 130 };
+
+    return $self;
+}
+
+sub dir  { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub ring { "$_[0]{dir}/ring" }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+# a command line run as the unprivileged user when we are root
+sub as_user {
+    my ($self, @cmd) = @_;
+    return $self->{root} ? ('runuser', '-u', 'nobody', '--', @cmd) : @cmd;
+}
+
+sub run_quiet {
+    my ($self, @cmd) = @_;
+    my $out = `@{[ join ' ', map { quote($_) } @cmd ]} 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub quote { my $s = shift; $s =~ s/'/'\\''/g; return "'$s'" }
+
+# ---- PostgreSQL -----------------------------------------------------------
+
+sub start_pg {
+    my ($self) = @_;
+    my $data = "$self->{dir}/pg";
+
+    if (!-e "$data/PG_VERSION") {
+        my ($rc, $out) = $self->run_quiet($self->as_user("$PGBIN/initdb",
+            '-D', $data, '-A', 'trust', '-U', 'wa', '-E', 'UTF8',
+            '--locale=C.UTF-8'));
+        die "initdb failed: $out" if $rc;
+    }
+
+    my ($rc, $out) = $self->run_quiet($self->as_user("$PGBIN/pg_ctl",
+        '-D', $data, '-l', "$data/postgresql.log", '-w', '-t', '60',
+        '-o', "-p $self->{pg_port} -k $data -c listen_addresses=127.0.0.1"
+              . " -c fsync=off -c full_page_writes=off", 'start'));
+    die "pg_ctl start failed: $out" if $rc;
+
+    $self->{pg_up} = 1;
+}
+
+sub stop_pg {
+    my ($self, $mode) = @_;
+    return unless $self->{pg_up};
+    delete $self->{dbh};
+    $self->run_quiet($self->as_user("$PGBIN/pg_ctl", '-D', "$self->{dir}/pg",
+                                    '-m', $mode // 'fast', '-w', 'stop'));
+    $self->{pg_up} = 0;
+}
+
+sub dsn {
+    my ($self) = @_;
+    return "host=127.0.0.1 port=$self->{pg_port} dbname=postgres user=wa";
+}
+
+sub dbh {
+    my ($self) = @_;
+    return $self->{dbh} if $self->{dbh} && $self->{dbh}->ping;
+    $self->{dbh} = DBI->connect(
+        "dbi:Pg:host=127.0.0.1;port=$self->{pg_port};dbname=postgres", 'wa', '',
+        { RaiseError => 1, AutoCommit => 1, PrintError => 0 });
+    return $self->{dbh};
+}
+
+sub sql {
+    my ($self, $q, @bind) = @_;
+    return $self->dbh->selectall_arrayref($q, { Slice => {} }, @bind);
+}
+
+sub sql_value {
+    my ($self, $q, @bind) = @_;
+    return ($self->dbh->selectrow_array($q, undef, @bind))[0];
+}
+
+sub migrate {
+    my ($self) = @_;
+    my ($rc, $out) = $self->run_quiet("$TOP/build/wa-writer", 'migrate',
+                                      '--db', $self->dsn);
+    die "migrate failed: $out" if $rc;
+    return $out;
+}
+
+# ---- wa-writer ------------------------------------------------------------
+
+sub start_writer {
+    my ($self, @extra) = @_;
+    die "writer already running" if $self->{writer};
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/writer.log" or die;
+        open STDERR, '>>', "$self->{dir}/writer.log" or die;
+        exec $self->as_user("$TOP/build/wa-writer", '--ring', $self->ring,
+                            '--db', $self->dsn, '--batch-delay-ms', '5',
+                            @extra)
+            or die "exec: $!";
+    }
+    $self->{writer} = $pid;
+    return $pid;
+}
+
+sub stop_writer {
+    my ($self, $sig) = @_;
+    my $pid = delete $self->{writer} or return;
+    kill $sig // 'TERM', $pid;
+    my $t = time + 15;
+    while (time < $t) {
+        return $? if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    return $?;
+}
+
+sub kill_writer { $_[0]->stop_writer('KILL') }
+
+sub writer_log { slurp("$_[0]{dir}/writer.log") }
+
+# ---- nginx ----------------------------------------------------------------
+
+sub nginx_conf {
+    my ($self, %o) = @_;
+    my $d = $self->{dir};
+    my $user = $self->{root} ? 'user nobody nogroup;' : '';
+    my $workers = $o{workers} // 2;
+    my $size = $o{ring_size} // '1m';
+    my $http = $o{http} // '';
+    my $server = $o{server} // $self->default_locations;
+    my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size;";
+
+    return <<EOF;
+load_module $TOP/build/nginx/ngx_http_wa_module.so;
+$user
+worker_processes $workers;
+pid $d/nginx.pid;
+error_log $d/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log $d/access.log;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    $ring
+    $http
+    server {
+        listen 127.0.0.1:$self->{port};
+        $server
+    }
+}
+EOF
+}
+
+sub default_locations {
+    my ($self) = @_;
+    return <<EOF;
+        location /webhook {
+            wa_webhook;
+            wa_verify_token $VERIFY;
+            wa_app_secret $SECRET;
+            wa_channel $PHONE_ID business=1 token=$TOKEN;
+            wa_default_business 99;
+        }
+        location /wa_status { wa_status; }
+EOF
+}
+
+sub start_nginx {
+    my ($self, %o) = @_;
+    my $conf = "$self->{dir}/nginx.conf";
+    spew($conf, $self->nginx_conf(%o));
+
+    my ($rc, $out) = $self->run_quiet('/usr/sbin/nginx', '-p', $self->{dir},
+                                      '-c', $conf);
+    die "nginx failed to start: $out" . $self->error_log if $rc;
+
+    $self->wait_for(sub { -s "$self->{dir}/nginx.pid" }, 10, 'nginx pid')
+        or die "no nginx pid file";
+    $self->{nginx_pid} = 0 + slurp("$self->{dir}/nginx.pid");
+    $self->wait_for(sub {
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}")
+    }, 10, 'nginx port') or die "nginx does not listen";
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $m = $self->{nginx_pid} or return ();
+    return map { 0 + $_ } grep { /\d/ } split /\s+/, `ps -o pid= --ppid $m`;
+}
+
+sub reload_nginx {
+    my ($self) = @_;
+    my %old = map { $_ => 1 } $self->worker_pids;
+    kill 'HUP', $self->{nginx_pid};
+    $self->wait_for(sub {
+        my @w = $self->worker_pids;
+        @w && !grep { $old{$_} } @w;
+    }, 20, 'new workers');
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{nginx_pid} or return;
+    kill 'QUIT', $pid;
+    $self->wait_for(sub { !kill 0, $pid }, 10, 'nginx exit') or kill 'KILL', $pid;
+}
+
+sub error_log { slurp("$_[0]{dir}/error.log") }
+
+# nginx -t on a configuration; (exit code, output)
+sub nginx_t {
+    my ($self, %o) = @_;
+    my $conf = "$self->{dir}/test.conf";
+    spew($conf, $o{raw} // $self->nginx_conf(%o));
+    return $self->run_quiet('/usr/sbin/nginx', '-t', '-p', $self->{dir},
+                            '-c', $conf);
+}
+
+# ---- HTTP -----------------------------------------------------------------
+
+sub http {
+    my ($self, $method, $path, $headers, $body) = @_;
+    my $ua = HTTP::Tiny->new(timeout => 30, keep_alive => 0);
+    my $r = $ua->request($method, "http://127.0.0.1:$self->{port}$path", {
+        headers => $headers // {},
+        defined $body ? (content => $body) : (),
+    });
+    return $r;
+}
+
+sub post_webhook {
+    my ($self, $body, %o) = @_;
+    my $secret = exists $o{secret} ? $o{secret} : $SECRET;
+    my %h = ('Content-Type' => 'application/json', %{ $o{headers} // {} });
+    $h{'X-Hub-Signature-256'} = 'sha256=' . hmac_sha256_hex($body, $secret)
+        if defined $secret;
+    return $self->http('POST', $o{path} // '/webhook', \%h, $body);
+}
+
+# ---- helpers --------------------------------------------------------------
+
+sub wait_for {
+    my ($self, $code, $timeout, $what) = @_;
+    my $t = time + ($timeout // 10);
+    while (time < $t) {
+        return 1 if $code->();
+        sleep 0.05;
+    }
+    diag("timed out waiting for " . ($what // 'condition'));
+    return 0;
+}
+
+sub slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+sub spew {
+    my ($f, $s) = @_;
+    open my $fh, '>', $f or die "$f: $!";
+    print $fh $s;
+    close $fh;
+}
+
+sub tail {
+    my ($s, $n) = @_;
+    my @l = split /\n/, $s;
+    return join "\n", @l > $n ? @l[-$n .. -1] : @l;
+}
+
+sub teardown {
+    my ($self) = @_;
+    return if $self->{down}++;
+
+    if (!Test::More->builder->is_passing) {
+        diag("--- nginx error.log (tail) ---\n" . tail($self->error_log, 30));
+        diag("--- writer.log (tail) ---\n" . tail($self->writer_log, 30));
+    }
+
+    $self->stop_nginx;
+    $self->stop_writer;
+    $self->stop_pg('immediate');
+
+    if ($ENV{WA_KEEP}) {
+        diag("kept $self->{dir}");
+    } else {
+        system('rm', '-rf', $self->{dir});
+    }
+}
+
+sub teardown_all { $_->teardown for @live; @live = () }
+
+END {
+    my $rc = $?;
+    teardown_all();
+    $? = $rc;
+}
+
+1;
