@@ -75,10 +75,14 @@ sub free_port {
     return $p;
 }
 
-# a command line run as the unprivileged user when we are root
+# a command line run as the unprivileged user when we are root; setpriv
+# execs in place, so signals reach the daemon itself
 sub as_user {
     my ($self, @cmd) = @_;
-    return $self->{root} ? ('runuser', '-u', 'nobody', '--', @cmd) : @cmd;
+    return $self->{root}
+        ? ('setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+           '--reset-env', @cmd)
+        : @cmd;
 }
 
 sub run_quiet {
