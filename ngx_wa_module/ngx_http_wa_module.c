@@ -272,7 +272,8 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (cf->args->nelts == 3) {
         if (ngx_strncmp(value[2].data, "size=", 5) != 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[2]);
+                               "\"%V\": invalid parameter \"%V\"",
+                               &cmd->name, &value[2]);
             return NGX_CONF_ERROR;
         }
 
@@ -285,8 +286,9 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || (size & (size - 1)) != 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid ring size \"%V\": a power of two of "
-                               "at least 64k is needed", &value[2]);
+                               "\"%V\": invalid ring size \"%V\", a power "
+                               "of two of at least 64k is needed",
+                               &cmd->name, &value[2]);
             return NGX_CONF_ERROR;
         }
 
@@ -320,14 +322,15 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_http_wa_digits(&value[1]) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid phone number id \"%V\": digits expected",
-                           &value[1]);
+                           "\"%V\": invalid phone number id \"%V\", digits "
+                           "expected", &cmd->name, &value[1]);
         return NGX_CONF_ERROR;
     }
 
     if (ngx_http_wa_channel_find(wlcf, value[1].data, value[1].len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate channel \"%V\"", &value[1]);
+                           "\"%V\": duplicate channel \"%V\"", &cmd->name,
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -347,8 +350,9 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (ngx_http_wa_digits(&ch->business) != NGX_OK) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid business \"%V\": a numeric id "
-                                   "is expected", &value[i]);
+                                   "\"%V\": invalid \"%V\", a numeric "
+                                   "business id is expected", &cmd->name,
+                                   &value[i]);
                 return NGX_CONF_ERROR;
             }
 
@@ -363,15 +367,16 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         /* the parameter may hold a token: name its key only */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter number %ui, \"business=\" or "
-                           "\"token=\" expected", i);
+                           "\"%V\": invalid parameter number %ui, "
+                           "\"business=\" or \"token=\" expected",
+                           &cmd->name, i);
         return NGX_CONF_ERROR;
     }
 
     if (ch->business.len == 0 || ch->token.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "channel \"%V\" needs both business=ID and "
-                           "token=TOKEN", &ch->phone_number_id);
+                           "\"%V\": channel \"%V\" needs both business=ID "
+                           "and token=TOKEN", &cmd->name, &ch->phone_number_id);
         return NGX_CONF_ERROR;
     }
 
@@ -394,8 +399,8 @@ ngx_http_wa_business(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_http_wa_digits(s) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid business \"%V\": a numeric id is "
-                           "expected", s);
+                           "\"%V\": invalid business \"%V\", a numeric id "
+                           "is expected", &cmd->name, s);
         return NGX_CONF_ERROR;
     }
 
