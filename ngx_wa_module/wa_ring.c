@@ -17,9 +17,10 @@
 
 
 #define WA_REC_HDR      ((uint64_t) sizeof(wa_ring_rec_hdr_t))
-#define WA_ALIGN(n)     (((n) + WA_RING_ALIGN - 1) & ~((uint64_t) WA_RING_ALIGN - 1))
-#define WA_CTL_POS(c)   ((c) & ~(uint64_t) (WA_RING_ALIGN - 1))
-#define WA_CTL_STATE(c) ((c) & (uint64_t) (WA_RING_ALIGN - 1))
+#define WA_ALIGN_MASK   ((uint64_t) WA_RING_ALIGN - 1)
+#define WA_ALIGN(n)     (((n) + WA_ALIGN_MASK) & ~WA_ALIGN_MASK)
+#define WA_CTL_POS(c)   ((c) & ~WA_ALIGN_MASK)
+#define WA_CTL_STATE(c) ((c) & WA_ALIGN_MASK)
 
 
 static int wa_ring_init_file(int fd, uint64_t capacity, char *err,
