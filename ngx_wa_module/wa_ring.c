@@ -207,6 +207,13 @@ wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size, char *err,
         return WA_RING_ERROR;
     }
 
+    if (hdr->tail < hdr->head || hdr->tail - hdr->head > hdr->capacity) {
+        snprintf(err, errlen, "ring positions are corrupt (head %llu, tail "
+                 "%llu)", (unsigned long long) hdr->head,
+                 (unsigned long long) hdr->tail);
+        return WA_RING_ERROR;
+    }
+
     if (want != 0 && hdr->capacity != want) {
         snprintf(err, errlen, "ring has %llu bytes, %llu configured; drain "
                  "it and remove the file to change its size",
@@ -548,6 +555,10 @@ wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
         {
             break;
         }
+    }
+
+    if (q > tail) {
+        q = tail;      /* a tail off the alignment is corrupt too */
     }
 
     return wa_ring_skip(ring, cursor, rec, q - pos,
