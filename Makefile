@@ -16,7 +16,7 @@ PG_INC      := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/p
 # plain C shared by the module, the writer and the unit tests
 SHARED_SRCS := ngx_wa_module/wa_ring.c ngx_wa_module/wa_record.c
 SHARED_HDRS := ngx_wa_module/wa_ring.h ngx_wa_module/wa_record.h
-PARSE_SRCS  := ngx_wa_module/wa_webhook_parse.c
+PARSE_SRCS  := ngx_wa_module/wa_webhook_parse.c ngx_wa_module/wa_send_parse.c
 
 MODULE_SRCS := $(wildcard ngx_wa_module/*.c ngx_wa_module/*.h) config
 WRITER_SRCS := $(wildcard writer/*.c writer/*.h)

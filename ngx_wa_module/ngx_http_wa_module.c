@@ -11,6 +11,7 @@
 #define NGX_HTTP_WA_RING_CHECK  1000   /* ms between ring file checks */
 
 
+static ngx_int_t ngx_http_wa_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_wa_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_wa_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -89,9 +90,54 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       0,
       (void *) ngx_http_wa_status_handler },
 
-    /* send path directives (ngx_http_wa_send.c) */
+    { ngx_string("wa_send"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_wa_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_wa_send_handler },
 
-    /* end of send path directives */
+    { ngx_string("wa_api_base"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_wa_api_base,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, api_base),
+      NULL },
+
+    { ngx_string("wa_send_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_timeout),
+      NULL },
+
+    { ngx_string("wa_send_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_connect_timeout),
+      NULL },
+
+    { ngx_string("wa_send_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_concurrency),
+      NULL },
+
+    { ngx_string("wa_send_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_max_body),
+      NULL },
+
+    { ngx_string("wa_send_idempotency_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_wa_main_conf_t, idem_size),
+      NULL },
 
       ngx_null_command
 };
@@ -99,7 +145,7 @@ static ngx_command_t  ngx_http_wa_commands[] = {
 
 static ngx_http_module_t  ngx_http_wa_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_wa_postconfiguration,         /* postconfiguration */
 
     ngx_http_wa_create_main_conf,          /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -147,8 +193,24 @@ ngx_http_wa_create_main_conf(ngx_conf_t *cf)
      */
 
     wmcf->ring.fd = -1;
+    wmcf->idem_size = NGX_CONF_UNSET_SIZE;
 
     return wmcf;
+}
+
+
+static ngx_int_t
+ngx_http_wa_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_wa_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_wa_module);
+
+    if (!wmcf->has_send) {
+        return NGX_OK;
+    }
+
+    return ngx_http_wa_send_init_conf(cf, wmcf);
 }
 
 
@@ -240,6 +302,27 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->client_max_body_size = conf->webhook_max_body;
         clcf->client_body_buffer_size = conf->webhook_max_body;
+    }
+
+    if (conf->handler == ngx_http_wa_send_handler) {
+
+        if (conf->channels == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "wa_send needs at least one \"wa_channel\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->send_concurrency == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"wa_send_concurrency\" must be at least 1");
+            return NGX_CONF_ERROR;
+        }
+
+        wmcf->has_send = 1;
+
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->client_max_body_size = conf->send_max_body;
+        clcf->client_body_buffer_size = conf->send_max_body;
     }
 
     return NGX_CONF_OK;
@@ -552,6 +635,12 @@ ngx_http_wa_init_process(ngx_cycle_t *cycle)
 
     (void) ngx_http_wa_ring_attach(cycle, wmcf);
 
+    if (wmcf->has_send
+        && ngx_http_wa_send_init_process(cycle, wmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     /* the timer event's data must look like a connection for debug logs */
     wmcf->ring_check_conn.fd = (ngx_socket_t) -1;
 
@@ -574,12 +663,16 @@ ngx_http_wa_exit_process(ngx_cycle_t *cycle)
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_wa_module);
 
-    if (wmcf == NULL || !wmcf->ring_ok) {
+    if (wmcf == NULL) {
         return;
     }
 
-    wa_ring_close(&wmcf->ring);
-    wmcf->ring_ok = 0;
+    ngx_http_wa_send_exit_process(wmcf);
+
+    if (wmcf->ring_ok) {
+        wa_ring_close(&wmcf->ring);
+        wmcf->ring_ok = 0;
+    }
 }
 
 
@@ -659,16 +752,24 @@ ngx_http_wa_ring_check_handler(ngx_event_t *ev)
 ngx_int_t
 ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec)
 {
-    int                       rc;
-    size_t                    size;
-    wa_ring_claim_t           claim;
-    ngx_http_wa_main_conf_t  *wmcf;
+    return ngx_http_wa_ring_publish(
+               ngx_http_get_module_main_conf(r, ngx_http_wa_module),
+               r->connection->log, rec);
+}
 
-    wmcf = ngx_http_get_module_main_conf(r, ngx_http_wa_module);
+
+ngx_int_t
+ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
+    wa_record_t *rec)
+{
+    int              rc;
+    size_t           size;
+    wa_ring_claim_t  claim;
 
     if (!wmcf->ring_ok) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "wa: ring unavailable, answering 503");
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "wa: ring unavailable, refusing a %s record",
+                      wa_record_type_name(rec->type));
         return NGX_DECLINED;
     }
 
@@ -687,8 +788,8 @@ ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec)
         return NGX_OK;
     }
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "wa: ring %s (%uz byte %s record), answering 503",
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "wa: ring %s (%uz byte %s record), refused",
                   rc == WA_RING_FULL ? "full" : "refused a too big record",
                   size, wa_record_type_name(rec->type));
 

@@ -38,7 +38,12 @@ typedef struct {
     ngx_connection_t          ring_check_conn; /* ev->data for debug logs */
     u_char                    ring_error[WA_RING_ERR_LEN];
 
-    void                     *curl;            /* send path, per worker */
+    /* send path */
+    ngx_flag_t                has_send;        /* a wa_send location exists */
+    size_t                    idem_size;       /* wa_send_idempotency_zone */
+    ngx_shm_zone_t           *idem_zone;
+    void                     *curl;            /* per worker */
+    ngx_uint_t                send_seq;        /* per worker, for local ids */
 } ngx_http_wa_main_conf_t;
 
 
@@ -68,6 +73,8 @@ extern ngx_module_t  ngx_http_wa_module;
  * ring unavailable); the caller answers 503 on anything but NGX_OK.
  */
 ngx_int_t ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec);
+ngx_int_t ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf,
+    ngx_log_t *log, wa_record_t *rec);
 
 ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
     u_char *id, size_t len);
@@ -85,5 +92,14 @@ ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r, const char *name,
 
 ngx_int_t ngx_http_wa_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_wa_send_handler(ngx_http_request_t *r);
+
+/* send path: per-worker client and the idempotency zone */
+ngx_int_t ngx_http_wa_send_init_conf(ngx_conf_t *cf,
+    ngx_http_wa_main_conf_t *wmcf);
+ngx_int_t ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf);
+void ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf);
+char *ngx_http_wa_api_base(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 #endif /* NGX_HTTP_WA_MODULE_H */

@@ -229,9 +229,26 @@ http {
 EOF
 }
 
+sub start_mock {
+    my ($self) = @_;
+    require MockGraph;
+    $self->{mock} = MockGraph->start(dir => "$self->{dir}/mock");
+    return $self->{mock};
+}
+
+sub mock { $_[0]{mock} }
+
 sub default_locations {
     my ($self) = @_;
-    return <<EOF;
+    my $send = !$self->{mock} ? '' : <<EOF;
+        location /send {
+            wa_send;
+            wa_api_base ${\ $self->{mock}->url };
+            wa_channel $PHONE_ID business=1 token=$TOKEN;
+            wa_send_timeout 3s;
+        }
+EOF
+    return $send . <<EOF;
         location /webhook {
             wa_webhook;
             wa_verify_token $VERIFY;
@@ -315,6 +332,18 @@ sub post_webhook {
     return $self->http('POST', $o{path} // '/webhook', \%h, $body);
 }
 
+# POST /send with a JSON body (a hashref, or raw text)
+sub send_message {
+    my ($self, $req, %o) = @_;
+    require JSON::PP;
+    my $body = ref $req ? JSON::PP->new->utf8->canonical->encode($req) : $req;
+    my $r = $self->http('POST', $o{path} // '/send',
+                        { 'Content-Type' => 'application/json',
+                          %{ $o{headers} // {} } }, $body);
+    $r->{json} = eval { JSON::PP->new->utf8->decode($r->{content}) };
+    return $r;
+}
+
 # ---- helpers --------------------------------------------------------------
 
 sub wait_for {
@@ -359,6 +388,7 @@ sub teardown {
 
     $self->stop_nginx;
     $self->stop_writer;
+    $self->{mock}->stop if $self->{mock};
     $self->stop_pg('immediate');
 
     if ($ENV{WA_KEEP}) {

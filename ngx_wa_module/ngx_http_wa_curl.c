@@ -1,0 +1,498 @@
+/*
+ * ngx_http_wa_curl: libcurl's multi-socket interface driven by nginx's
+ * events and timers (see ngx_http_wa_curl.h).
+ *
+ * Why we own the sockets: libcurl may tell us CURL_POLL_REMOVE after it
+ * closed a descriptor, whose number nginx may already have reused; opening
+ * and closing them ourselves keeps each fd and its nginx connection in
+ * step.
+ */
+
+#include "ngx_http_wa_curl.h"
+
+#include <ngx_event.h>
+
+
+#define NGX_HTTP_WA_CURL_BODY_MAX  (256 * 1024)
+
+
+struct ngx_http_wa_curl_s {
+    CURLM               *multi;
+    CURLSH              *share;
+    ngx_log_t           *log;
+
+    ngx_event_t          timer;
+    ngx_connection_t     timer_conn;    /* ev->data for debug logs */
+
+    ngx_connection_t   **byfd;          /* our connection of each fd */
+    ngx_uint_t           nbyfd;
+
+    ngx_queue_t          xfers;         /* in flight */
+    ngx_uint_t           active;
+};
+
+
+/* a transfer's queue link lives in front of it, in its pool */
+typedef struct {
+    ngx_queue_t          queue;
+    ngx_http_wa_xfer_t  *xfer;
+} ngx_http_wa_curl_link_t;
+
+
+static curl_socket_t ngx_http_wa_curl_open(void *data, curlsocktype purpose,
+    struct curl_sockaddr *addr);
+static int ngx_http_wa_curl_close(void *data, curl_socket_t fd);
+static int ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what,
+    void *data, void *socketp);
+static int ngx_http_wa_curl_timer(CURLM *multi, long timeout_ms, void *data);
+static void ngx_http_wa_curl_event_handler(ngx_event_t *ev);
+static void ngx_http_wa_curl_timer_handler(ngx_event_t *ev);
+static void ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl);
+static size_t ngx_http_wa_curl_write(char *ptr, size_t size, size_t n,
+    void *data);
+static ngx_int_t ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want,
+    ngx_int_t type);
+
+
+ngx_http_wa_curl_t *
+ngx_http_wa_curl_create(ngx_log_t *log)
+{
+    ngx_http_wa_curl_t  *curl;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0, "wa send: curl_global_init failed");
+        return NULL;
+    }
+
+    curl = ngx_calloc(sizeof(ngx_http_wa_curl_t), log);
+    if (curl == NULL) {
+        return NULL;
+    }
+
+    curl->log = log;
+    ngx_queue_init(&curl->xfers);
+
+    curl->multi = curl_multi_init();
+    curl->share = curl_share_init();
+
+    if (curl->multi == NULL || curl->share == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0, "wa send: libcurl init failed");
+        ngx_http_wa_curl_destroy(curl);
+        return NULL;
+    }
+
+    /* one worker thread: sharing needs no locks; TLS sessions and DNS
+     * answers are reused across transfers */
+    curl_share_setopt(curl->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(curl->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+
+    curl_multi_setopt(curl->multi, CURLMOPT_SOCKETFUNCTION,
+                      ngx_http_wa_curl_socket);
+    curl_multi_setopt(curl->multi, CURLMOPT_SOCKETDATA, curl);
+    curl_multi_setopt(curl->multi, CURLMOPT_TIMERFUNCTION,
+                      ngx_http_wa_curl_timer);
+    curl_multi_setopt(curl->multi, CURLMOPT_TIMERDATA, curl);
+    curl_multi_setopt(curl->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(curl->multi, CURLMOPT_MAXCONNECTS, 64L);
+
+    curl->timer_conn.fd = (ngx_socket_t) -1;
+    curl->timer_conn.data = curl;
+    curl->timer.data = &curl->timer_conn;
+    curl->timer.handler = ngx_http_wa_curl_timer_handler;
+    curl->timer.log = log;
+    curl->timer.cancelable = 1;
+
+    return curl;
+}
+
+
+void
+ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl)
+{
+    ngx_queue_t              *q;
+    ngx_http_wa_xfer_t       *x;
+    ngx_http_wa_curl_link_t  *link;
+
+    while (!ngx_queue_empty(&curl->xfers)) {
+        q = ngx_queue_head(&curl->xfers);
+        ngx_queue_remove(q);
+
+        link = ngx_queue_data(q, ngx_http_wa_curl_link_t, queue);
+        x = link->xfer;
+
+        curl_multi_remove_handle(curl->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        curl_slist_free_all(x->headers);
+    }
+
+    if (curl->timer.timer_set) {
+        ngx_del_timer(&curl->timer);
+    }
+
+    if (curl->multi) {
+        curl_multi_cleanup(curl->multi);
+    }
+
+    if (curl->share) {
+        curl_share_cleanup(curl->share);
+    }
+
+    if (curl->byfd) {
+        ngx_free(curl->byfd);
+    }
+
+    ngx_free(curl);
+}
+
+
+ngx_uint_t
+ngx_http_wa_curl_active(ngx_http_wa_curl_t *curl)
+{
+    return curl->active;
+}
+
+
+ngx_int_t
+ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
+    const char *url, const char *authorization, const char *body, size_t len,
+    ngx_msec_t timeout, ngx_msec_t connect_timeout)
+{
+    CURL                     *easy;
+    struct curl_slist        *h;
+    ngx_http_wa_curl_link_t  *link;
+
+    link = ngx_palloc(x->pool, sizeof(ngx_http_wa_curl_link_t));
+    if (link == NULL) {
+        return NGX_ERROR;
+    }
+
+    easy = curl_easy_init();
+    if (easy == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = curl_slist_append(NULL, "Content-Type: application/json");
+    h = h ? curl_slist_append(h, authorization) : NULL;
+    h = h ? curl_slist_append(h, "Expect:") : NULL;
+
+    if (h == NULL) {
+        curl_easy_cleanup(easy);
+        return NGX_ERROR;
+    }
+
+    x->easy = easy;
+    x->headers = h;
+    x->curl = curl;
+    x->body = NULL;
+    x->body_len = 0;
+    x->body_cap = 0;
+    x->status = 0;
+    x->error[0] = '\0';
+
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) len);
+    curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ngx_http_wa_curl_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, x->error);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) timeout);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) connect_timeout);
+    curl_easy_setopt(easy, CURLOPT_SHARE, curl->share);
+    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, ngx_http_wa_curl_open);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, curl);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION,
+                     ngx_http_wa_curl_close);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, curl);
+
+    if (curl_multi_add_handle(curl->multi, easy) != CURLM_OK) {
+        curl_slist_free_all(h);
+        curl_easy_cleanup(easy);
+        return NGX_ERROR;
+    }
+
+    link->xfer = x;
+    ngx_queue_insert_tail(&curl->xfers, &link->queue);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, link);
+
+    curl->active++;
+
+    return NGX_OK;
+}
+
+
+static curl_socket_t
+ngx_http_wa_curl_open(void *data, curlsocktype purpose,
+    struct curl_sockaddr *addr)
+{
+    ngx_http_wa_curl_t *curl = data;
+
+    size_t              n;
+    ngx_socket_t        s;
+    ngx_connection_t   *c, **byfd;
+
+    s = ngx_socket(addr->family, addr->socktype, addr->protocol);
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ERR, curl->log, ngx_socket_errno,
+                      "wa send: socket() failed");
+        return CURL_SOCKET_BAD;
+    }
+
+    if ((ngx_uint_t) s >= curl->nbyfd) {
+        n = ngx_max((size_t) s + 1, curl->nbyfd * 2);
+        n = ngx_max(n, 64);
+
+        byfd = ngx_alloc(n * sizeof(ngx_connection_t *), curl->log);
+        if (byfd == NULL) {
+            ngx_close_socket(s);
+            return CURL_SOCKET_BAD;
+        }
+
+        ngx_memzero(byfd, n * sizeof(ngx_connection_t *));
+
+        if (curl->byfd) {
+            ngx_memcpy(byfd, curl->byfd,
+                       curl->nbyfd * sizeof(ngx_connection_t *));
+            ngx_free(curl->byfd);
+        }
+
+        curl->byfd = byfd;
+        curl->nbyfd = n;
+    }
+
+    /* counts against worker_connections, as any upstream socket does */
+    c = ngx_get_connection(s, curl->log);
+    if (c == NULL) {
+        ngx_close_socket(s);
+        return CURL_SOCKET_BAD;
+    }
+
+    c->data = curl;
+    c->read->handler = ngx_http_wa_curl_event_handler;
+    c->write->handler = ngx_http_wa_curl_event_handler;
+    c->read->log = curl->log;
+    c->write->log = curl->log;
+
+    curl->byfd[s] = c;
+
+    return s;
+}
+
+
+static int
+ngx_http_wa_curl_close(void *data, curl_socket_t fd)
+{
+    ngx_http_wa_curl_t *curl = data;
+
+    ngx_connection_t  *c;
+
+    c = ((ngx_uint_t) fd < curl->nbyfd) ? curl->byfd[fd] : NULL;
+
+    if (c != NULL) {
+        curl->byfd[fd] = NULL;
+
+        /* the close below drops the fd from epoll: no syscall needed */
+        if (c->read->active) {
+            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        /* events of this fd still queued in this loop see it closed */
+        c->fd = (ngx_socket_t) -1;
+        ngx_free_connection(c);
+    }
+
+    return ngx_close_socket(fd) == -1 ? 1 : 0;
+}
+
+
+static int
+ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
+    void *socketp)
+{
+    ngx_http_wa_curl_t *curl = data;
+
+    ngx_connection_t  *c;
+
+    c = ((ngx_uint_t) s < curl->nbyfd) ? curl->byfd[s] : NULL;
+
+    if (c == NULL) {
+        /* not opened by us: cannot happen with our open callback */
+        ngx_log_error(NGX_LOG_ALERT, curl->log, 0,
+                      "wa send: libcurl socket %d is unknown", (int) s);
+        return -1;
+    }
+
+    /* level-triggered: libcurl need not drain a socket in one call */
+    if (ngx_http_wa_curl_event(c->read,
+                               what == CURL_POLL_IN || what == CURL_POLL_INOUT,
+                               NGX_READ_EVENT) != NGX_OK
+        || ngx_http_wa_curl_event(c->write,
+                                  what == CURL_POLL_OUT
+                                  || what == CURL_POLL_INOUT,
+                                  NGX_WRITE_EVENT) != NGX_OK)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want, ngx_int_t type)
+{
+    if (want && !ev->active) {
+        return ngx_add_event(ev, type, NGX_LEVEL_EVENT);
+    }
+
+    if (!want && ev->active) {
+        return ngx_del_event(ev, type, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+/* libcurl's timer; "do not call libcurl from here": only arm nginx's */
+
+static int
+ngx_http_wa_curl_timer(CURLM *multi, long timeout_ms, void *data)
+{
+    ngx_http_wa_curl_t *curl = data;
+
+    if (curl->timer.timer_set) {
+        ngx_del_timer(&curl->timer);
+    }
+
+    if (timeout_ms >= 0) {
+        ngx_add_timer(&curl->timer, (ngx_msec_t) timeout_ms);
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_wa_curl_event_handler(ngx_event_t *ev)
+{
+    int                  running;
+    ngx_connection_t    *c;
+    ngx_http_wa_curl_t  *curl;
+
+    c = ev->data;
+    curl = c->data;
+
+    curl_multi_socket_action(curl->multi, c->fd,
+                             ev->write ? CURL_CSELECT_OUT : CURL_CSELECT_IN,
+                             &running);
+
+    ngx_http_wa_curl_done(curl);
+}
+
+
+static void
+ngx_http_wa_curl_timer_handler(ngx_event_t *ev)
+{
+    int                  running;
+    ngx_http_wa_curl_t  *curl;
+
+    curl = ((ngx_connection_t *) ev->data)->data;
+
+    curl_multi_socket_action(curl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+
+    ngx_http_wa_curl_done(curl);
+}
+
+
+/* hand finished transfers to their owners, outside libcurl's callbacks */
+
+static void
+ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
+{
+    int                       left;
+    CURL                     *easy;
+    CURLMsg                  *msg;
+    ngx_http_wa_xfer_t       *x;
+    ngx_http_wa_curl_link_t  *link;
+
+    while ((msg = curl_multi_info_read(curl->multi, &left)) != NULL) {
+
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+
+        easy = msg->easy_handle;
+        link = NULL;
+
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &link);
+        x = link->xfer;
+
+        x->result = msg->data.result;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
+
+        ngx_queue_remove(&link->queue);
+        curl_multi_remove_handle(curl->multi, easy);
+        curl_easy_cleanup(easy);
+        curl_slist_free_all(x->headers);
+
+        x->easy = NULL;
+        x->headers = NULL;
+        curl->active--;
+
+        x->done(x);
+    }
+}
+
+
+static size_t
+ngx_http_wa_curl_write(char *ptr, size_t size, size_t n, void *data)
+{
+    ngx_http_wa_xfer_t *x = data;
+
+    u_char  *p;
+    size_t   len, cap;
+
+    len = size * n;
+
+    if (x->body_len + len > NGX_HTTP_WA_CURL_BODY_MAX) {
+        return 0;          /* an answer this big is not the Cloud API's */
+    }
+
+    if (x->body_len + len > x->body_cap) {
+        cap = ngx_max(x->body_cap * 2, x->body_len + len);
+        cap = ngx_max(cap, 1024);
+
+        p = ngx_pnalloc(x->pool, cap);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (x->body_len) {
+            ngx_memcpy(p, x->body, x->body_len);
+        }
+
+        x->body = p;
+        x->body_cap = cap;
+    }
+
+    ngx_memcpy(x->body + x->body_len, ptr, len);
+    x->body_len += len;
+
+    return len;
+}

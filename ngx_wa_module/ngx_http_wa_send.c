@@ -1,0 +1,945 @@
+/*
+ * wa_send: record first, send without blocking, record the outcome.
+ *
+ *   1. validate (400 names the field; nothing sent, nothing recorded)
+ *   2. client_ref seen before: replay its answer (409 while in flight)
+ *   3. publish the pending record; no room: 503 and no provider call
+ *   4. POST to the Cloud API on this worker's libcurl multi handle
+ *   5. publish the outcome, answer 200 / 502 / 504
+ *
+ * The transfer owns its memory (its own pool): a client that goes away
+ * does not cancel the send, whose outcome is still recorded.
+ */
+
+#include "ngx_http_wa_module.h"
+#include "ngx_http_wa_curl.h"
+#include "wa_send_parse.h"
+
+
+#define NGX_HTTP_WA_IDEM_DEFAULT   (4 * 1024 * 1024)
+#define NGX_HTTP_WA_IDEM_ANSWER    1024          /* answer bytes kept */
+#define NGX_HTTP_WA_IDEM_KEEP      86400         /* s an answer is kept */
+#define NGX_HTTP_WA_IDEM_STUCK     3600          /* s before an in-flight
+                                                    entry may be evicted */
+
+
+/* one client_ref: in flight (status 0) or its answer */
+typedef struct {
+    u_char                     color;
+    u_char                     pad;
+    u_short                    key_len;
+    u_short                    status;
+    u_short                    answer_len;
+    time_t                     time;
+    ngx_queue_t                queue;
+    u_char                     data[1];      /* key, then the answer */
+} ngx_http_wa_idem_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                queue;        /* least recently used last */
+} ngx_http_wa_idem_sh_t;
+
+
+typedef struct {
+    ngx_http_wa_idem_sh_t     *sh;
+    ngx_slab_pool_t           *shpool;
+} ngx_http_wa_idem_t;
+
+
+typedef struct {
+    ngx_http_request_t        *request;      /* NULL once the client left */
+    ngx_http_wa_main_conf_t   *wmcf;
+    ngx_http_wa_xfer_t         xfer;
+    ngx_log_t                 *log;
+
+    wa_send_req_t              req;
+    ngx_str_t                  business;
+    ngx_str_t                  idem_key;     /* empty: no client_ref */
+    char                       local_id[64];
+    ngx_str_t                  answer;
+    ngx_uint_t                 status;
+} ngx_http_wa_send_ctx_t;
+
+
+#define NGX_HTTP_WA_IDEM_NEW     0
+#define NGX_HTTP_WA_IDEM_BUSY    1
+#define NGX_HTTP_WA_IDEM_DONE    2
+
+
+static void ngx_http_wa_send_read(ngx_http_request_t *r);
+static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
+static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
+static void ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx,
+    wa_send_res_t *res, const char *verdict);
+static void ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_cleanup(void *data);
+static void ngx_http_wa_send_free(ngx_http_wa_send_ctx_t *ctx);
+static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
+    ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
+static ngx_int_t ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf,
+    ngx_str_t *key, ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool);
+static void ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf,
+    ngx_str_t *key, ngx_uint_t status, ngx_str_t *answer);
+static ngx_http_wa_idem_node_t *ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem,
+    ngx_str_t *key, uint32_t hash);
+static void ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+
+/* ---- configuration and worker life --------------------------------------- */
+
+
+char *
+ngx_http_wa_api_base(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char       *rv;
+    ngx_str_t  *url;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    url = (ngx_str_t *) ((u_char *) conf + cmd->offset);
+
+    if (!((url->len > 7 && ngx_strncmp(url->data, "http://", 7) == 0)
+          || (url->len > 8 && ngx_strncmp(url->data, "https://", 8) == 0)))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" is not an http:// or https:// URL",
+                           &cmd->name, url);
+        return NGX_CONF_ERROR;
+    }
+
+    while (url->data[url->len - 1] == '/') {
+        url->len--;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_wa_send_init_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf)
+{
+    ngx_str_t            name = ngx_string("wa_send_idempotency");
+    ngx_http_wa_idem_t  *idem;
+
+    ngx_conf_init_size_value(wmcf->idem_size, NGX_HTTP_WA_IDEM_DEFAULT);
+
+    if (wmcf->idem_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"wa_send_idempotency_zone\" is too small");
+        return NGX_ERROR;
+    }
+
+    idem = ngx_pcalloc(cf->pool, sizeof(ngx_http_wa_idem_t));
+    if (idem == NULL) {
+        return NGX_ERROR;
+    }
+
+    wmcf->idem_zone = ngx_shared_memory_add(cf, &name, wmcf->idem_size,
+                                            &ngx_http_wa_module);
+    if (wmcf->idem_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    wmcf->idem_zone->init = ngx_http_wa_idem_init_zone;
+    wmcf->idem_zone->data = idem;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf)
+{
+    wmcf->curl = ngx_http_wa_curl_create(cycle->log);
+
+    return wmcf->curl ? NGX_OK : NGX_ERROR;
+}
+
+
+void
+ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
+{
+    if (wmcf->curl) {
+        ngx_http_wa_curl_destroy(wmcf->curl);
+        wmcf->curl = NULL;
+    }
+}
+
+
+/* ---- the request ---------------------------------------------------------- */
+
+
+ngx_int_t
+ngx_http_wa_send_handler(ngx_http_request_t *r)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *ct;
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    ct = r->headers_in.content_type;
+
+    if (ct != NULL
+        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0)
+    {
+        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_wa_send_read);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_wa_send_read(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_wa_send_start(r);
+
+    /* NGX_DONE: the provider call runs; the answer comes later */
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_wa_send_start(ngx_http_request_t *r)
+{
+    u_char                   *body, *auth, *url, ms[NGX_INT64_LEN + 1];
+    char                     *api_body, err[WA_SEND_ERR_LEN];
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_uint_t                status;
+    ngx_str_t                 answer;
+    ngx_pool_t               *pool;
+    ngx_time_t               *tp;
+    wa_record_t               rec;
+    const char               *msg;
+    ngx_table_elt_t          *h;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_send_ctx_t   *ctx;
+    ngx_http_wa_loc_conf_t   *wlcf;
+    ngx_http_wa_main_conf_t  *wmcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_wa_module);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "body: a JSON object is required");
+    }
+
+    /* single memory buffer: client_body_buffer_size = wa_send_max_body_size */
+    body = r->request_body->bufs->buf->pos;
+    len = r->request_body->bufs->buf->last - body;
+
+    if (r->request_body->bufs->next || r->request_body->bufs->buf->in_file) {
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "body: could not be read in one buffer");
+    }
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = ngx_pcalloc(pool, sizeof(ngx_http_wa_send_ctx_t));
+    if (ctx == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->xfer.pool = pool;
+    ctx->xfer.data = ctx;
+    ctx->xfer.done = ngx_http_wa_send_done;
+    ctx->wmcf = wmcf;
+    ctx->log = ngx_cycle->log;
+
+    if (wa_send_parse_request((char *) body, len, &ctx->req, err, sizeof(err))
+        != 0)
+    {
+        ngx_http_wa_send_free(ctx);
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, err);
+    }
+
+    ch = ngx_http_wa_send_channel(r, wlcf, &ctx->req, &msg);
+    if (ch == NULL) {
+        ngx_http_wa_send_free(ctx);
+        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, msg);
+    }
+
+    ctx->business = ch->business;
+
+    /* the same client_ref in the same business is sent once */
+
+    if (ctx->req.client_ref[0]) {
+        len = ch->business.len + 1 + ngx_strlen(ctx->req.client_ref);
+
+        ctx->idem_key.data = ngx_pnalloc(pool, len);
+        if (ctx->idem_key.data == NULL) {
+            ngx_http_wa_send_free(ctx);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->idem_key.len = ngx_sprintf(ctx->idem_key.data, "%V:%s",
+                                        &ch->business, ctx->req.client_ref)
+                            - ctx->idem_key.data;
+
+        rc = ngx_http_wa_idem_begin(wmcf, &ctx->idem_key, &status, &answer,
+                                    r->pool);
+
+        if (rc == NGX_HTTP_WA_IDEM_BUSY) {
+            ngx_http_wa_send_free(ctx);
+            return ngx_http_wa_send_error(r, NGX_HTTP_CONFLICT,
+                                          "client_ref: a send with this "
+                                          "client_ref is in progress");
+        }
+
+        if (rc == NGX_HTTP_WA_IDEM_DONE) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "wa send: client_ref seen before, answer replayed");
+            ngx_http_wa_send_free(ctx);
+            return ngx_http_wa_send_json(r, status, answer.data, answer.len);
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_wa_send_free(ctx);
+            return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "idempotency zone full, retry");
+        }
+    }
+
+    if (ngx_http_wa_curl_active(wmcf->curl) >= wlcf->send_concurrency) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa send: %ui provider calls in flight "
+                      "(wa_send_concurrency), answering 503",
+                      ngx_http_wa_curl_active(wmcf->curl));
+        goto unavailable;
+    }
+
+    /* unique across workers (pid) and restarts (time) */
+    tp = ngx_timeofday();
+    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%xP-%xi%Z",
+                (uint64_t) tp->sec * 1000 + tp->msec, ngx_pid,
+                ++wmcf->send_seq);
+    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    /* recorded before sent */
+
+    ngx_memzero(&rec, sizeof(wa_record_t));
+    rec.type = WA_REC_OUT_PENDING;
+
+    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
+    rec.f[WA_F_BUSINESS].data = (char *) ch->business.data;
+    rec.f[WA_F_BUSINESS].len = ch->business.len;
+    rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
+    rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
+    wa_record_set(&rec, WA_F_PHONE, ctx->req.to);
+    wa_record_set(&rec, WA_F_LEAD_ID,
+                  ctx->req.lead_id[0] ? ctx->req.lead_id : NULL);
+    wa_record_set(&rec, WA_F_SOURCE, ctx->req.source);
+    wa_record_set(&rec, WA_F_CLIENT_REF,
+                  ctx->req.client_ref[0] ? ctx->req.client_ref : NULL);
+    wa_record_set(&rec, WA_F_MSG_TYPE, ctx->req.text ? "text" : "template");
+    wa_record_set(&rec, WA_F_BODY, ctx->req.text ? ctx->req.text
+                                                 : ctx->req.template_name);
+    wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
+    wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
+
+    if (ngx_http_wa_publish(r, &rec) != NGX_OK) {
+        goto unavailable;
+    }
+
+    /* the provider call */
+
+    api_body = wa_send_build_body(&ctx->req, ctx->local_id);
+
+    url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
+                            + sizeof("//messages"));
+    auth = ngx_pnalloc(pool, sizeof("Authorization: Bearer ")
+                             + ch->token.len);
+
+    if (api_body == NULL || url == NULL || auth == NULL) {
+        goto failed;
+    }
+
+    ngx_sprintf(url, "%V/%V/messages%Z", &wlcf->api_base,
+                &ch->phone_number_id);
+    ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
+
+    rc = ngx_http_wa_curl_post(wmcf->curl, &ctx->xfer, (char *) url,
+                               (char *) auth, api_body, ngx_strlen(api_body),
+                               wlcf->send_timeout,
+                               wlcf->send_connect_timeout);
+    free(api_body);
+
+    if (rc != NGX_OK) {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        /* the transfer runs on; only the early-exit notice is lost */
+        ctx->request = NULL;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_wa_send_cleanup;
+    cln->data = ctx;
+    ctx->request = r;
+
+    return NGX_DONE;
+
+unavailable:
+
+    if (ctx->idem_key.len) {
+        ngx_http_wa_idem_end(wmcf, &ctx->idem_key, 0, NULL);
+    }
+
+    ngx_http_wa_send_free(ctx);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h != NULL) {
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        ngx_str_set(&h->value, "1");
+    }
+
+    return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "ring full, ring unavailable or too many "
+                                  "sends in flight: nothing was sent, retry");
+
+failed:
+
+    /* pending is recorded and nothing was sent: say so in the ring too */
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "wa send %s: could not start the provider call",
+                  ctx->local_id);
+
+    ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
+    ctx->xfer.result = CURLE_FAILED_INIT;
+    ctx->request = r;
+    ngx_http_wa_send_done(&ctx->xfer);
+
+    return NGX_DONE;
+}
+
+
+/* the provider answered (or did not): record it, then answer the client */
+
+static void
+ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
+{
+    wa_send_res_t            res;
+    ngx_http_wa_send_ctx_t  *ctx;
+
+    ctx = x->data;
+
+    ngx_memzero(&res, sizeof(wa_send_res_t));
+
+    if (x->result == CURLE_OK) {
+        wa_send_parse_response(x->status, (char *) x->body, x->body_len,
+                               &res);
+
+        if (res.ok) {
+            ctx->status = NGX_HTTP_OK;
+            ngx_http_wa_send_answer(ctx, &res, "sent");
+
+        } else {
+            ctx->status = NGX_HTTP_BAD_GATEWAY;
+            ngx_http_wa_send_answer(ctx, &res, "failed");
+        }
+
+    } else if (x->result == CURLE_OPERATION_TIMEDOUT) {
+        /* the provider may have accepted it: unknown, not failed */
+        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
+                     "provider timed out: %s%Z", x->error);
+        res.retryable = 1;
+        ctx->status = NGX_HTTP_GATEWAY_TIME_OUT;
+        ngx_http_wa_send_answer(ctx, &res, "unknown");
+
+    } else {
+        /* no connection, no request: nothing was sent */
+        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
+                     "provider unreachable: %s%Z",
+                     x->error[0] ? x->error : curl_easy_strerror(x->result));
+        res.retryable = 1;
+        ctx->status = NGX_HTTP_BAD_GATEWAY;
+        ngx_http_wa_send_answer(ctx, &res, "failed");
+    }
+
+    ngx_http_wa_send_finish(ctx);
+}
+
+
+static void
+ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
+    const char *verdict)
+{
+    u_char              *p, http[NGX_INT_T_LEN + 1];
+    size_t               len;
+    wa_record_t          rec;
+    ngx_http_wa_xfer_t  *x;
+
+    x = &ctx->xfer;
+
+    ngx_memzero(&rec, sizeof(wa_record_t));
+    rec.type = WA_REC_OUT_RESULT;
+
+    *ngx_sprintf(http, "%l", x->status) = '\0';
+
+    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
+    rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
+    rec.f[WA_F_BUSINESS].len = ctx->business.len;
+    wa_record_set(&rec, WA_F_STATUS, verdict);
+    wa_record_set(&rec, WA_F_WAMID, res->ok ? res->wamid : NULL);
+    wa_record_set(&rec, WA_F_HTTP_STATUS, x->status ? (char *) http : NULL);
+
+    if (!res->ok) {
+        wa_record_set(&rec, WA_F_ERROR_CODE,
+                      res->error_code[0] ? res->error_code : NULL);
+        wa_record_set(&rec, WA_F_ERROR_TITLE, res->error_title);
+        wa_record_set(&rec, WA_F_ERROR_DETAIL,
+                      res->error_detail[0] ? res->error_detail : NULL);
+        wa_record_set(&rec, WA_F_FBTRACE_ID,
+                      res->fbtrace_id[0] ? res->fbtrace_id : NULL);
+        wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
+    }
+
+    if (ngx_http_wa_ring_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+        /* the pending row exists; the receipt's biz_opaque_callback_data
+         * will link the wamid to it */
+        ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
+                      "wa send %s: outcome \"%s\" (wamid %s) not recorded: "
+                      "ring refused it", ctx->local_id, verdict,
+                      res->ok ? res->wamid : "-");
+    }
+
+    /* the client's answer, kept for client_ref replays too */
+
+    len = 256 + sizeof(ctx->local_id) + sizeof(ctx->req.lead_id)
+          + ngx_strlen(res->wamid) * 6 + (ngx_strlen(res->error_title)
+                                   + ngx_strlen(res->error_detail)
+                                   + ngx_strlen(res->fbtrace_id)) * 6
+          + (res->ok ? 0 : x->body_len);
+
+    p = ngx_pnalloc(x->pool, len + 64);
+    if (p == NULL) {
+        ctx->answer.len = 0;
+        return;
+    }
+
+    ctx->answer.data = p;
+
+    p = ngx_sprintf(p, "{\"id\":\"%s\",\"status\":\"%s\",\"lead_id\":%s",
+                    ctx->local_id, verdict,
+                    ctx->req.lead_id[0] ? ctx->req.lead_id : "null");
+
+    if (res->ok) {
+        p = ngx_sprintf(p, ",\"wamid\":\"");
+        p = (u_char *) ngx_escape_json(p, (u_char *) res->wamid,
+                                       ngx_strlen(res->wamid));
+        p = ngx_sprintf(p, "\"}");
+        ctx->answer.len = p - ctx->answer.data;
+        return;
+    }
+
+    p = ngx_sprintf(p, ",\"retryable\":%s,\"error\":{\"code\":%s,"
+                    "\"title\":\"", res->retryable ? "true" : "false",
+                    res->error_code[0] ? res->error_code : "null");
+    p = (u_char *) ngx_escape_json(p, (u_char *) res->error_title,
+                                   ngx_strlen(res->error_title));
+    p = ngx_sprintf(p, "\",\"details\":\"");
+    p = (u_char *) ngx_escape_json(p, (u_char *) res->error_detail,
+                                   ngx_strlen(res->error_detail));
+    p = ngx_sprintf(p, "\",\"fbtrace_id\":\"");
+    p = (u_char *) ngx_escape_json(p, (u_char *) res->fbtrace_id,
+                                   ngx_strlen(res->fbtrace_id));
+    p = ngx_sprintf(p, "\",\"http_status\":%l", x->status);
+
+    /* the provider's own body, when it is JSON */
+    if (x->body_len && x->body[0] == '{' && x->body[x->body_len - 1] == '}') {
+        p = ngx_sprintf(p, ",\"provider\":");
+        p = ngx_cpymem(p, x->body, x->body_len);
+    }
+
+    p = ngx_sprintf(p, "}}");
+    ctx->answer.len = p - ctx->answer.data;
+}
+
+
+static void
+ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    if (ctx->idem_key.len) {
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, ctx->status,
+                             &ctx->answer);
+    }
+
+    r = ctx->request;
+
+    if (r == NULL) {
+        ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                      "wa send %s: finished after its client left",
+                      ctx->local_id);
+        ngx_http_wa_send_free(ctx);
+        return;
+    }
+
+    /* detach before finalizing: the cleanup below must not see us */
+    ctx->request = NULL;
+    c = r->connection;
+
+    if (ctx->answer.len == 0) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        rc = ngx_http_wa_send_json(r, ctx->status, ctx->answer.data,
+                                   ctx->answer.len);
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+
+    ngx_http_wa_send_free(ctx);
+}
+
+
+/* the request goes away first: the transfer runs on without it */
+
+static void
+ngx_http_wa_send_cleanup(void *data)
+{
+    ngx_http_wa_send_ctx_t  *ctx = data;
+
+    ctx->request = NULL;
+}
+
+
+static void
+ngx_http_wa_send_free(ngx_http_wa_send_ctx_t *ctx)
+{
+    wa_send_req_free(&ctx->req);
+    ngx_destroy_pool(ctx->xfer.pool);
+}
+
+
+static ngx_http_wa_channel_t *
+ngx_http_wa_send_channel(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf,
+    wa_send_req_t *req, const char **err)
+{
+    ngx_http_wa_channel_t  *ch;
+
+    if (req->phone_number_id[0]) {
+        ch = ngx_http_wa_channel_find(wlcf, (u_char *) req->phone_number_id,
+                                      ngx_strlen(req->phone_number_id));
+        if (ch == NULL) {
+            *err = "phone_number_id: no wa_channel with this id";
+        }
+
+        return ch;
+    }
+
+    if (wlcf->channels->nelts != 1) {
+        *err = "phone_number_id: required, several channels are configured";
+        return NULL;
+    }
+
+    return wlcf->channels->elts;
+}
+
+
+/* ---- idempotency zone ------------------------------------------------------ */
+
+
+static ngx_int_t
+ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_wa_idem_t  *oidem = data;
+
+    ngx_http_wa_idem_t  *idem;
+
+    idem = shm_zone->data;
+
+    /* a reload keeps the zone, and with it every client_ref's answer */
+    if (oidem) {
+        idem->sh = oidem->sh;
+        idem->shpool = oidem->shpool;
+        return NGX_OK;
+    }
+
+    idem->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        idem->sh = idem->shpool->data;
+        return NGX_OK;
+    }
+
+    idem->sh = ngx_slab_alloc(idem->shpool, sizeof(ngx_http_wa_idem_sh_t));
+    if (idem->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    idem->shpool->data = idem->sh;
+
+    ngx_rbtree_init(&idem->sh->rbtree, &idem->sh->sentinel,
+                    ngx_http_wa_idem_rbtree_insert);
+    ngx_queue_init(&idem->sh->queue);
+
+    idem->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * NEW (an in-flight entry is now held for key), BUSY (another request
+ * holds it), DONE (status and answer copied into pool), or NGX_ERROR (the
+ * zone is full of entries too young to evict).
+ */
+
+static ngx_int_t
+ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
+    ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool)
+{
+    size_t                    size;
+    time_t                    now;
+    uint32_t                  hash;
+    ngx_uint_t                tries;
+    ngx_queue_t              *q;
+    ngx_rbtree_node_t        *node;
+    ngx_http_wa_idem_t       *idem;
+    ngx_http_wa_idem_node_t  *in;
+
+    idem = wmcf->idem_zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+    now = ngx_time();
+
+    ngx_shmtx_lock(&idem->shpool->mutex);
+
+    in = ngx_http_wa_idem_find(idem, key, hash);
+
+    if (in != NULL) {
+        ngx_queue_remove(&in->queue);
+        ngx_queue_insert_head(&idem->sh->queue, &in->queue);
+
+        if (in->status == 0) {
+            ngx_shmtx_unlock(&idem->shpool->mutex);
+            return NGX_HTTP_WA_IDEM_BUSY;
+        }
+
+        *status = in->status;
+        answer->len = in->answer_len;
+        answer->data = ngx_pnalloc(pool, in->answer_len);
+
+        if (answer->data) {
+            ngx_memcpy(answer->data, in->data + in->key_len, in->answer_len);
+        }
+
+        ngx_shmtx_unlock(&idem->shpool->mutex);
+
+        return answer->data ? NGX_HTTP_WA_IDEM_DONE : NGX_ERROR;
+    }
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_http_wa_idem_node_t, data)
+           + key->len + NGX_HTTP_WA_IDEM_ANSWER;
+
+    for (tries = 0; tries < 8; tries++) {
+        node = ngx_slab_alloc_locked(idem->shpool, size);
+        if (node != NULL) {
+            break;
+        }
+
+        /* make room: the least recently used entry, if it may go */
+        if (ngx_queue_empty(&idem->sh->queue)) {
+            break;
+        }
+
+        q = ngx_queue_last(&idem->sh->queue);
+        in = ngx_queue_data(q, ngx_http_wa_idem_node_t, queue);
+
+        if (in->status == 0 && now - in->time < NGX_HTTP_WA_IDEM_STUCK) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        node = (ngx_rbtree_node_t *)
+                   ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
+        ngx_rbtree_delete(&idem->sh->rbtree, node);
+        ngx_slab_free_locked(idem->shpool, node);
+        node = NULL;
+    }
+
+    if (node == NULL) {
+        ngx_shmtx_unlock(&idem->shpool->mutex);
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "wa send: idempotency zone is full of sends in flight");
+        return NGX_ERROR;
+    }
+
+    in = (ngx_http_wa_idem_node_t *) &node->color;
+
+    node->key = hash;
+    in->key_len = (u_short) key->len;
+    in->status = 0;
+    in->answer_len = 0;
+    in->time = now;
+    ngx_memcpy(in->data, key->data, key->len);
+
+    ngx_rbtree_insert(&idem->sh->rbtree, node);
+    ngx_queue_insert_head(&idem->sh->queue, &in->queue);
+
+    ngx_shmtx_unlock(&idem->shpool->mutex);
+
+    return NGX_HTTP_WA_IDEM_NEW;
+}
+
+
+/* status 0: forget the key (nothing was sent); else keep the answer */
+
+static void
+ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
+    ngx_uint_t status, ngx_str_t *answer)
+{
+    uint32_t                  hash;
+    ngx_rbtree_node_t        *node;
+    ngx_http_wa_idem_t       *idem;
+    ngx_http_wa_idem_node_t  *in;
+    static u_char             brief[] = "{\"error\":\"client_ref: already "
+                                        "sent; the original answer was too "
+                                        "long to keep\"}";
+
+    idem = wmcf->idem_zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&idem->shpool->mutex);
+
+    in = ngx_http_wa_idem_find(idem, key, hash);
+
+    if (in != NULL) {
+        if (status == 0) {
+            ngx_queue_remove(&in->queue);
+            node = (ngx_rbtree_node_t *)
+                       ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
+            ngx_rbtree_delete(&idem->sh->rbtree, node);
+            ngx_slab_free_locked(idem->shpool, node);
+
+        } else if (answer->len && answer->len <= NGX_HTTP_WA_IDEM_ANSWER) {
+            in->status = (u_short) status;
+            in->answer_len = (u_short) answer->len;
+            ngx_memcpy(in->data + in->key_len, answer->data, answer->len);
+
+        } else {
+            in->status = NGX_HTTP_CONFLICT;
+            in->answer_len = sizeof(brief) - 1;
+            ngx_memcpy(in->data + in->key_len, brief, sizeof(brief) - 1);
+        }
+    }
+
+    ngx_shmtx_unlock(&idem->shpool->mutex);
+}
+
+
+static ngx_http_wa_idem_node_t *
+ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem, ngx_str_t *key, uint32_t hash)
+{
+    ngx_int_t                 rc;
+    ngx_rbtree_node_t        *node, *sentinel;
+    ngx_http_wa_idem_node_t  *in;
+
+    node = idem->sh->rbtree.root;
+    sentinel = idem->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        in = (ngx_http_wa_idem_node_t *) &node->color;
+
+        rc = ngx_memn2cmp(key->data, in->data, key->len,
+                          (size_t) in->key_len);
+        if (rc == 0) {
+            return in;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t        **p;
+    ngx_http_wa_idem_node_t   *in, *int_;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            in = (ngx_http_wa_idem_node_t *) &node->color;
+            int_ = (ngx_http_wa_idem_node_t *) &temp->color;
+
+            p = (ngx_memn2cmp(in->data, int_->data, in->key_len,
+                              int_->key_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}

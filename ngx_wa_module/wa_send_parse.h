@@ -1,0 +1,61 @@
+/*
+ * wa_send_parse: the send API's JSON in and out, with no nginx dependency
+ * (unit tests and the fuzzer run this code as the module does).
+ *
+ *   request:   {"to", "text" | "template", "lead_id"?, "source"?,
+ *               "client_ref"?, "phone_number_id"?}
+ *   provider:  the Cloud API's /messages body, and its answer
+ */
+
+#ifndef WA_SEND_PARSE_H
+#define WA_SEND_PARSE_H
+
+#include <stddef.h>
+
+
+#define WA_SEND_ERR_LEN      160
+#define WA_SEND_TEXT_MAX     4096
+#define WA_SEND_REF_MAX      128
+
+
+typedef struct {
+    char   to[24];               /* digits, no '+' */
+    char   lead_id[24];          /* decimal, "" when absent */
+    char   source[40];           /* default "api" */
+    char   client_ref[WA_SEND_REF_MAX + 1];
+    char   phone_number_id[24];
+    char  *text;                 /* malloc'd, or NULL */
+    char  *template_json;        /* malloc'd template object, or NULL */
+    char  *template_name;        /* malloc'd, or NULL */
+    char  *request_json;         /* malloc'd, the request as parsed */
+} wa_send_req_t;
+
+
+typedef struct {
+    int    ok;                   /* the provider accepted the message */
+    int    retryable;            /* for failures */
+    char   wamid[160];
+    char   error_code[16];
+    char   error_title[256];
+    char   error_detail[512];
+    char   fbtrace_id[64];
+} wa_send_res_t;
+
+
+/* 0, or -1 with err naming the field; the request must then be freed */
+int wa_send_parse_request(const char *body, size_t len, wa_send_req_t *req,
+    char *err, size_t errlen);
+void wa_send_req_free(wa_send_req_t *req);
+
+/* the Cloud API request body (malloc'd), biz_opaque_callback_data set to
+ * our local id so every receipt names its row */
+char *wa_send_build_body(const wa_send_req_t *req, const char *local_id);
+
+/* the provider's answer for an HTTP status and body */
+void wa_send_parse_response(long status, const char *body, size_t len,
+    wa_send_res_t *res);
+
+/* Meta's error codes: worth retrying (rate limits, transient) or not */
+int wa_send_retryable(long status, long code);
+
+#endif /* WA_SEND_PARSE_H */

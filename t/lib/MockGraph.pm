@@ -1,0 +1,168 @@
+package MockGraph;
+
+# A mock of the Cloud API's POST /{phone_number_id}/messages on loopback.
+# Each request is recorded as one JSON file in a directory (path, headers,
+# body, and which connection carried it). The message text picks the
+# answer:
+#
+#   FAIL_<code>   400 with a Meta-shaped error of that code
+#   FAIL_500      500 with a transient error
+#   SLOW_<ms>     wait, then accept
+#   anything else 200 with a fresh wamid
+#
+# One process per connection, keep-alive honoured, so slow answers do not
+# hold up others and connection reuse is visible.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+
+my $json = JSON::PP->new->utf8->canonical;
+
+sub start {
+    my ($class, %o) = @_;
+    my $dir = $o{dir} or die 'dir needed';
+    mkdir $dir;
+
+    my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+        LocalPort => $o{port} // 0, Listen => 128, ReuseAddr => 1)
+        or die "mock listen: $!";
+    my $port = $listen->sockport;
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        serve($listen, $dir);
+        exit 0;
+    }
+    close $listen;
+
+    return bless { pid => $pid, port => $port, dir => $dir }, $class;
+}
+
+sub port { $_[0]{port} }
+sub url  { "http://127.0.0.1:$_[0]{port}" }
+
+sub requests {
+    my ($self) = @_;
+    my @r;
+    opendir my $d, $self->{dir} or return ();
+    for my $f (sort grep { /^req-/ } readdir $d) {
+        open my $fh, '<', "$self->{dir}/$f" or next;
+        local $/;
+        my $s = <$fh>;
+        push @r, $json->decode($s) if length $s;
+    }
+    return @r;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill 'TERM', $self->{pid};
+    waitpid $self->{pid}, 0;
+    delete $self->{pid};
+}
+
+sub DESTROY { $_[0]->stop }
+
+# for make run: serve in the foreground
+sub serve_forever {
+    my ($port, $dir) = @_;
+    mkdir $dir;
+    my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+        LocalPort => $port, Listen => 128, ReuseAddr => 1)
+        or die "mock listen on $port: $!";
+    serve($listen, $dir);
+}
+
+sub serve {
+    my ($listen, $dir) = @_;
+    my %kids;
+    $SIG{TERM} = sub { kill 'TERM', keys %kids; exit 0 };
+    $SIG{CHLD} = sub { while ((my $k = waitpid(-1, WNOHANG)) > 0) { delete $kids{$k} } };
+
+    my $seq = 0;
+    while (1) {
+        my $c = $listen->accept or next;
+        $seq++;
+        my $pid = fork;
+        if (!defined $pid) { close $c; next }
+        if ($pid == 0) {
+            $SIG{TERM} = 'DEFAULT';
+            close $listen;
+            connection($c, $dir, "$$");
+            exit 0;
+        }
+        $kids{$pid} = 1;
+        close $c;
+    }
+}
+
+sub connection {
+    my ($c, $dir, $conn) = @_;
+    my $n = 0;
+
+    while (1) {
+        my $line = <$c>;
+        return unless defined $line;
+        my ($method, $path) = $line =~ m{^(\S+)\s+(\S+)};
+        my %h;
+        while (defined(my $l = <$c>)) {
+            $l =~ s/\r?\n$//;
+            last if $l eq '';
+            my ($k, $v) = split /:\s*/, $l, 2;
+            $h{lc $k} = $v;
+        }
+        my $body = '';
+        read($c, $body, $h{'content-length'}) if $h{'content-length'};
+
+        my $req = eval { $json->decode($body) } // {};
+        my $text = $req->{text}{body} // '';
+        $n++;
+
+        my $rec = { method => $method, path => $path, headers => \%h,
+                    body => $body, conn => $conn, at => time };
+        my $f = sprintf '%s/req-%.6f-%s-%d', $dir, time, $conn, $n;
+        open my $fh, '>', "$f.tmp" or die;
+        print $fh $json->encode($rec);
+        close $fh;
+        rename "$f.tmp", $f;
+
+        my ($status, $answer);
+        if ($text =~ /^SLOW_(\d+)/) {
+            sleep $1 / 1000;
+        }
+        if ($text =~ /^FAIL_500/) {
+            ($status, $answer) = (500, { error => {
+                message => 'An unknown error has occurred.', type => 'OAuthException',
+                code => 1, fbtrace_id => 'AmockTrace500' } });
+        } elsif ($text =~ /^FAIL_(\d+)/) {
+            ($status, $answer) = (400, { error => {
+                message => "(#$1) Message failed to send", type => 'OAuthException',
+                code => 0 + $1,
+                error_data => { messaging_product => 'whatsapp',
+                                details => "mock failure $1" },
+                fbtrace_id => 'AmockTrace' . $1 } });
+        } else {
+            my $to = $req->{to} // '';
+            ($status, $answer) = (200, {
+                messaging_product => 'whatsapp',
+                contacts => [ { input => $to, wa_id => $to } ],
+                messages => [ { id => sprintf('wamid.MOCK%s%d%d', $conn, $n, int(time * 1000)) } ] });
+        }
+
+        my $out = $json->encode($answer);
+        my $reason = { 200 => 'OK', 400 => 'Bad Request', 500 => 'Internal Server Error' }->{$status};
+        print $c "HTTP/1.1 $status $reason\r\nContent-Type: application/json\r\n"
+               . "Content-Length: " . length($out) . "\r\n\r\n$out";
+        $c->flush;
+
+        return if lc($h{connection} // '') eq 'close';
+    }
+}
+
+1;
