@@ -253,13 +253,9 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                                       "body: a JSON object is required");
     }
 
-    /* single memory buffer: client_body_buffer_size = wa_send_max_body_size */
-    body = r->request_body->bufs->buf->pos;
-    len = r->request_body->bufs->buf->last - body;
-
-    if (r->request_body->bufs->next || r->request_body->bufs->buf->in_file) {
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                      "body: could not be read in one buffer");
+    body = ngx_http_wa_body(r, &len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     pool = ngx_create_pool(4096, ngx_cycle->log);

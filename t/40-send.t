@@ -1,0 +1,225 @@
+#!/usr/bin/perl
+# The send path: recorded before sent, outcome recorded, never blocking.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use WaTest;
+use WaPayload qw(body value message status);
+
+my $t = WaTest->new;
+$t->start_pg;
+$t->migrate;
+my $mock = $t->start_mock;
+$t->start_nginx(workers => 1, ring_size => '64k');
+$t->start_writer;
+
+sub row {
+    my ($local_id) = @_;
+    $t->wait_for(sub {
+        my $r = $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id);
+        @$r && $r->[0]{status} ne 'pending';
+    }, 15, "row $local_id");
+    return $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id)->[0];
+}
+
+sub mock_count { scalar(my @r = $mock->requests) }
+
+my $phone = '972501234567';
+
+# ---- explicit lead_id kept ---------------------------------------------------
+
+my $lead = $t->sql_value("INSERT INTO leads (business_id, phone, name) VALUES (1, '972500000042', 'Existing') RETURNING id");
+my $r = $t->send_message({ to => '+972500000042', text => 'Hello', lead_id => 0 + $lead,
+                           source => 'bot' });
+is($r->{status}, 200, 'send accepted: 200');
+like($r->{json}{wamid} // '', qr/^wamid\./, 'answer carries the wamid');
+is($r->{json}{status}, 'sent', 'status sent');
+is($r->{json}{lead_id}, $lead, 'answer carries the lead_id');
+my $row = row($r->{json}{id});
+is($row->{lead_id}, $lead, 'explicit lead_id kept on the row');
+is($row->{status}, 'sent', 'row status sent');
+is($row->{provider_message_id}, $r->{json}{wamid}, 'row has the wamid');
+is($row->{direction}, 'out', 'direction out');
+is($row->{source}, 'bot', 'source bot stored');
+is($row->{body}, 'Hello', 'body stored');
+
+my ($req) = grep { $_->{body} =~ /"Hello"/ } $mock->requests;
+is($req->{headers}{authorization}, "Bearer $WaTest::TOKEN", 'the channel token reaches the provider');
+like($req->{path}, qr{^/$WaTest::PHONE_ID/messages$}, 'POST /{phone_number_id}/messages');
+like($req->{body}, qr/"biz_opaque_callback_data":"\Q$r->{json}{id}\E"/,
+     'biz_opaque_callback_data is the local id');
+like($req->{body}, qr/"to":"972500000042"/, 'to normalised to digits');
+
+# ---- no lead_id: the lead is created by phone ---------------------------------
+
+$r = $t->send_message({ to => "+$phone", text => 'Hi there', source => 'manual' });
+is($r->{status}, 200, 'send without lead_id: 200');
+$row = row($r->{json}{id});
+ok(defined $row->{lead_id}, 'row has a lead');
+is($t->sql_value('SELECT phone FROM leads WHERE id = ?', $row->{lead_id}), $phone,
+   'lead created by phone');
+is($row->{source}, 'manual', 'source manual stored');
+
+# ---- template ----------------------------------------------------------------
+
+$r = $t->send_message({ to => $phone, template => { name => 'hello_world',
+                        language => { code => 'en_US' } } });
+is($r->{status}, 200, 'template send: 200');
+($req) = grep { $_->{body} =~ /hello_world/ } $mock->requests;
+like($req->{body}, qr/"type":"template"/, 'template passed to the provider');
+is(row($r->{json}{id})->{type}, 'template', 'row type template');
+
+# ---- provider refusal: 502 and a failed row ----------------------------------
+
+$r = $t->send_message({ to => $phone, text => 'FAIL_131047' });
+is($r->{status}, 502, 'provider refusal: 502');
+is($r->{json}{error}{code}, 131047, 'answer carries the provider code');
+is($r->{json}{retryable}, JSON::PP::false(), 'classified permanent');
+ok($r->{json}{error}{provider}, 'and the provider body');
+$row = row($r->{json}{id});
+is($row->{status}, 'failed', 'row failed');
+is($row->{error_code}, 131047, 'row error code');
+like($row->{error_title}, qr/131047/, 'row error title');
+is($row->{fbtrace_id}, 'AmockTrace131047', 'fbtrace_id kept');
+ok(defined $row->{lead_id}, 'failed row has its lead');
+
+$r = $t->send_message({ to => $phone, text => 'FAIL_131056' });
+is($r->{json}{retryable}, JSON::PP::true(), '131056 classified retryable');
+$r = $t->send_message({ to => $phone, text => 'FAIL_500' });
+is($r->{status}, 502, 'provider 500: 502');
+is($r->{json}{retryable}, JSON::PP::true(), 'provider 5xx is retryable');
+
+# ---- timeout: 504 and a row ---------------------------------------------------
+
+$r = $t->send_message({ to => $phone, text => 'SLOW_4500' });
+is($r->{status}, 504, 'provider slower than wa_send_timeout: 504');
+$row = row($r->{json}{id});
+is($row->{status}, 'unknown', 'row kept as unknown (it may have been sent)');
+
+# ---- duplicate client_ref: one provider call, one row --------------------------
+
+my $ref = "ref-$$-" . int(time * 1000);
+my $before = mock_count();
+my $r1 = $t->send_message({ to => $phone, text => 'once', client_ref => $ref });
+my $r2 = $t->send_message({ to => $phone, text => 'once', client_ref => $ref });
+is($r1->{status}, 200, 'first send with a client_ref');
+is($r2->{status}, 200, 'repeat answered with the first outcome');
+is($r2->{json}{wamid}, $r1->{json}{wamid}, 'same wamid');
+is(mock_count() - $before, 1, 'one provider call');
+row($r1->{json}{id});
+is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE client_ref = ?', $ref), 1,
+   'one row');
+
+# in flight: 409
+my $ref2 = "ref2-$$-" . int(time * 1000);
+my $pid = fork;
+if ($pid == 0) {
+    $t->{down} = 1;   # the child must not tear down the parent's daemons
+    $t->send_message({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
+    POSIX::_exit(0);
+}
+sleep 0.5;
+$r = $t->send_message({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
+is($r->{status}, 409, 'repeat while the first is in flight: 409');
+waitpid $pid, 0;
+
+# ---- bad input: 400 naming the field, nothing sent, nothing recorded ----------
+
+my @bad = (
+    [ { text => 'x' },                          qr/^to:/,        'missing to' ],
+    [ { to => 'abc', text => 'x' },             qr/^to:/,        'to not a number' ],
+    [ { to => '123', text => 'x' },             qr/^to:/,        'to too short' ],
+    [ { to => $phone },                         qr/text, template/, 'neither text nor template' ],
+    [ { to => $phone, text => 'x', template => { name => 'a' } }, qr/text, template/, 'both' ],
+    [ { to => $phone, text => '' },             qr/^text:/,      'empty text' ],
+    [ { to => $phone, text => 5 },              qr/^text:/,      'text not a string' ],
+    [ { to => $phone, template => { x => 1 } }, qr/^template:/,  'template without name' ],
+    [ { to => $phone, text => 'x', lead_id => 'abc' }, qr/^lead_id:/, 'lead_id not a number' ],
+    [ { to => $phone, text => 'x', lead_id => -3 },    qr/^lead_id:/, 'negative lead_id' ],
+    [ { to => $phone, text => 'x', source => 'Bad Source!' }, qr/^source:/, 'bad source' ],
+    [ { to => $phone, text => 'x', client_ref => '' }, qr/^client_ref:/, 'empty client_ref' ],
+    [ { to => $phone, text => 'x', phone_number_id => '999' }, qr/^phone_number_id:/, 'unknown phone_number_id' ],
+    [ '{"to": "972501234567", "text": ',        qr/JSON/,        'not JSON' ],
+    [ '[1,2]',                                  qr/JSON object/, 'not an object' ],
+    [ { to => $phone, text => 'x' x 5000 },     qr/^text:/,      'text too long' ],
+);
+my $rows_before = $t->sql_value('SELECT count(*) FROM whatsapp_message');
+$before = mock_count();
+for my $case (@bad) {
+    my ($req, $re, $name) = @$case;
+    $r = $t->send_message($req);
+    is($r->{status}, 400, "$name: 400");
+    like($r->{json}{error} // '', $re, "$name: the error names the field");
+}
+$r = $t->send_message({ to => $phone, text => 'x' x 70000 });
+is($r->{status}, 413, 'body over wa_send_max_body_size: 413');
+$r = $t->send_message({ to => $phone, text => 'x' }, headers => { 'Content-Type' => 'text/plain' });
+is($r->{status}, 415, 'wrong Content-Type: 415');
+is($t->http('GET', '/send')->{status}, 405, 'GET: 405');
+sleep 0.3;
+is(mock_count() - $before, 0, 'no bad request reached the provider');
+is($t->sql_value('SELECT count(*) FROM whatsapp_message'), $rows_before,
+   'no bad request was recorded');
+
+# ---- a slow provider does not delay webhooks on the same worker ----------------
+
+sub webhook_time {
+    my $t0 = time;
+    for (1 .. 20) {
+        $t->post_webhook(body(value(messages => [ message('text') ])));
+    }
+    return (time - $t0) / 20;
+}
+my $base = webhook_time();
+my @kids;
+for (1 .. 20) {
+    my $k = fork;
+    if ($k == 0) {
+        $t->{down} = 1;
+        $t->send_message({ to => $phone, text => 'SLOW_2500' });
+        POSIX::_exit(0);
+    }
+    push @kids, $k;
+}
+sleep 0.5;
+my $busy = webhook_time();
+waitpid $_, 0 for @kids;
+my $ratio = $busy / $base;
+diag(sprintf 'webhook latency: %.2f ms alone, %.2f ms with 20 slow sends in flight (x%.2f)',
+             $base * 1000, $busy * 1000, $ratio);
+ok($ratio < 3, 'webhook latency does not rise with slow sends in flight (ratio < 3)');
+ok($busy < 1, 'and no webhook waited for the provider');
+
+# ---- ring full: 503 and the provider received nothing ---------------------------
+
+$t->stop_writer;
+my $filled = 0;
+for (1 .. 2000) {
+    my $st = $t->post_webhook(body(value(messages => [ message('text', text => 'f' x 500) ])))->{status};
+    last if $st == 503;
+    $filled++;
+}
+ok($filled > 0, "ring filled by $filled webhooks");
+
+# the last bytes: sends themselves, until one is refused
+my ($refused, $sent) = (undef, 0);
+for (1 .. 50) {
+    $before = mock_count();
+    $r = $t->send_message({ to => $phone, text => "filler $_" });
+    if ($r->{status} == 503) { $refused = $r; last }
+    $sent++;
+}
+ok($refused, "send with the ring full: 503 (after $sent more sends)");
+like($refused->{content} // '', qr/nothing was sent/, 'the answer says nothing was sent');
+sleep 0.3;
+is(mock_count() - $before, 0, 'the refused send never reached the provider');
+$t->start_writer;
+
+unlike($t->error_log . $t->writer_log, qr/\Q$WaTest::TOKEN\E/, 'the token is in no log');
+
+done_testing();
