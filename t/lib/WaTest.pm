@@ -166,9 +166,9 @@ sub start_writer {
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/writer.log" or die;
         open STDERR, '>>', "$self->{dir}/writer.log" or die;
-        exec $self->as_user("$TOP/build/wa-writer", '--ring', $self->ring,
-                            '--db', $self->dsn, '--batch-delay-ms', '5',
-                            @extra);
+        { exec $self->as_user("$TOP/build/wa-writer", '--ring', $self->ring,
+                              '--db', $self->dsn, '--batch-delay-ms', '5',
+                              @extra) }
         print STDERR "exec wa-writer: $!\n";
         POSIX::_exit(127);
     }
