@@ -1,0 +1,367 @@
+/*
+ * Unit tests of the ring: reopen, refusal to reinitialise, wrap-around,
+ * full ring, concurrent producer processes, torn and corrupt records, dead
+ * producers, a file changed under its users.
+ */
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "wa_ring.h"
+
+
+#define CAP        (64 * 1024)
+#define PRODUCERS  4
+#define PER_PROC   50000
+
+static char  path[256];
+static char  err[WA_RING_ERR_LEN];
+
+
+static int
+fresh(wa_ring_t *ring, uint64_t cap)
+{
+    unlink(path);
+    return wa_ring_open(ring, path, cap, WA_RING_CREATE, 0600, err,
+                        sizeof(err));
+}
+
+
+/* a payload whose bytes say who wrote it and in which order */
+static uint32_t
+fill(unsigned char *buf, uint32_t producer, uint32_t seq)
+{
+    uint32_t  len, i;
+
+    len = 8 + (seq * 2654435761u + producer) % 700;
+
+    memcpy(buf, &producer, 4);
+    memcpy(buf + 4, &seq, 4);
+
+    for (i = 8; i < len; i++) {
+        buf[i] = (unsigned char) (seq + i);
+    }
+
+    return len;
+}
+
+
+static int
+check(const wa_ring_rec_t *rec, uint32_t *producer, uint32_t *seq)
+{
+    uint32_t       len, i;
+    unsigned char  want[1024];
+
+    if (rec->payload_len < 8) {
+        return 0;
+    }
+
+    memcpy(producer, rec->payload, 4);
+    memcpy(seq, rec->payload + 4, 4);
+
+    len = fill(want, *producer, *seq);
+
+    if (len != rec->payload_len) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (want[i] != rec->payload[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+read_one(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec)
+{
+    return wa_ring_read(ring, cursor, rec, wa_now_ms());
+}
+
+
+int
+main(void)
+{
+    int              i, rc, ok_all, status, fd;
+    pid_t            pid, pids[PRODUCERS];
+    uint32_t         p, s, next[PRODUCERS], len, published, got, laps;
+    uint64_t         cursor, tail, now;
+    unsigned char    buf[1024];
+    wa_ring_t        ring, other;
+    wa_ring_rec_t    rec;
+    wa_ring_claim_t  claim;
+    struct stat      st;
+
+    snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
+
+    plan(40);
+
+    /* ---- create, reopen, refuse to reinitialise ---- */
+
+    ok(fresh(&ring, CAP) == WA_RING_OK, "create a ring: %s", err);
+    ok(ring.capacity == CAP, "capacity as asked");
+    ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600,
+       "file created 0600");
+    ok(wa_ring_publish(&ring, 1, "hello", 5) == WA_RING_OK, "publish");
+    wa_ring_close(&ring);
+
+    ok(wa_ring_open(&ring, path, 0, 0, 0600, err, sizeof(err)) == WA_RING_OK,
+       "reopen with capacity 0 accepts the file's");
+    cursor = wa_ring_head(&ring);
+    ok(read_one(&ring, &cursor, &rec) == WA_RING_OK && rec.payload_len == 5
+       && memcmp(rec.payload, "hello", 5) == 0 && rec.type == 1,
+       "the record survived close and reopen");
+    ok(read_one(&ring, &cursor, &rec) == WA_RING_EMPTY, "then empty");
+    wa_ring_close(&ring);
+
+    ok(wa_ring_open(&ring, path, 2 * CAP, WA_RING_CREATE, 0600, err,
+                    sizeof(err)) == WA_RING_ERROR
+       && strstr(err, "configured") != NULL,
+       "another capacity is refused: %s", err);
+    ok(wa_ring_open(&ring, path, CAP, 0, 0600, err, sizeof(err))
+       == WA_RING_OK && wa_ring_tail(&ring) > wa_ring_head(&ring),
+       "and the file was left as it was (record still waiting)");
+    wa_ring_close(&ring);
+
+    fd = open(path, O_WRONLY);
+    ok(fd != -1 && pwrite(fd, "XXXXXXXX", 8, 0) == 8, "clobber the magic");
+    close(fd);
+    ok(wa_ring_open(&ring, path, CAP, WA_RING_CREATE, 0600, err, sizeof(err))
+       == WA_RING_ERROR && strstr(err, "magic") != NULL,
+       "a file of another kind is refused, not reinitialised: %s", err);
+
+    fd = open(path, O_RDONLY);
+    ok(fd != -1 && pread(fd, buf, 8, 0) == 8 && memcmp(buf, "XXXXXXXX", 8) == 0,
+       "its bytes are untouched");
+    close(fd);
+
+    /* ---- wrap-around, PAD records, full ring ---- */
+
+    ok(fresh(&ring, CAP) == WA_RING_OK, "fresh ring");
+
+    cursor = wa_ring_head(&ring);
+    ok_all = 1;
+    published = 0;
+    got = 0;
+
+    for (laps = 0; wa_ring_tail(&ring) < 20 * CAP; laps++) {
+        len = fill(buf, 0, published);
+        rc = wa_ring_publish(&ring, 7, buf, len);
+
+        if (rc == WA_RING_FULL) {
+            /* drain half of what is there, then go on */
+            while (wa_ring_tail(&ring) - cursor > CAP / 2) {
+                if (read_one(&ring, &cursor, &rec) != WA_RING_OK
+                    || !check(&rec, &p, &s) || s != got)
+                {
+                    ok_all = 0;
+                    break;
+                }
+                got++;
+            }
+            wa_ring_advance(&ring, cursor);
+            continue;
+        }
+
+        if (rc != WA_RING_OK) {
+            ok_all = 0;
+            break;
+        }
+
+        published++;
+    }
+
+    while (read_one(&ring, &cursor, &rec) == WA_RING_OK) {
+        if (!check(&rec, &p, &s) || s != got) {
+            ok_all = 0;
+        }
+        got++;
+    }
+    wa_ring_advance(&ring, cursor);
+
+    ok(ok_all && got == published,
+       "20 laps of random sizes: %u of %u records, in order, intact", got,
+       published);
+    ok(ring.hdr->refused > 0, "full ring refused claims (%llu)",
+       (unsigned long long) ring.hdr->refused);
+    ok(wa_ring_head(&ring) == wa_ring_tail(&ring), "all consumed");
+
+    /* full: exact free-space check, and space again after advance */
+    i = 0;
+    while (wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_OK) {
+        i++;
+    }
+    ok(i == CAP / 1040 || i == CAP / 1040 - 1, "%d records of 1000 bytes fit",
+       i);
+    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_FULL, "then FULL");
+    cursor = wa_ring_head(&ring);
+    ok(read_one(&ring, &cursor, &rec) == WA_RING_OK, "read one");
+    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_FULL,
+       "read but not advanced: still FULL (space is freed after commit)");
+    wa_ring_advance(&ring, cursor);
+    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_OK,
+       "advanced: room again");
+    ok(wa_ring_claim(&ring, 1, CAP / 2, &claim) == WA_RING_TOO_BIG
+       && ring.hdr->refused_too_big == 1, "a record over capacity/4: TOO_BIG");
+    wa_ring_close(&ring);
+
+    /* ---- concurrent producers in several processes ---- */
+
+    ok(fresh(&ring, CAP) == WA_RING_OK, "fresh ring for producers");
+
+    for (i = 0; i < PRODUCERS; i++) {
+        pids[i] = fork();
+
+        if (pids[i] == 0) {
+            if (wa_ring_open(&other, path, 0, 0, 0600, err, sizeof(err))
+                != WA_RING_OK)
+            {
+                _exit(2);
+            }
+
+            for (s = 0; s < PER_PROC; ) {
+                len = fill(buf, (uint32_t) i, s);
+                if (wa_ring_publish(&other, 2, buf, len) == WA_RING_OK) {
+                    s++;
+                }
+            }
+
+            _exit(0);
+        }
+    }
+
+    memset(next, 0, sizeof(next));
+    ok_all = 1;
+    got = 0;
+    cursor = wa_ring_head(&ring);
+
+    while (got < PRODUCERS * PER_PROC) {
+        rc = read_one(&ring, &cursor, &rec);
+
+        if (rc == WA_RING_OK) {
+            if (!check(&rec, &p, &s) || p >= PRODUCERS || s != next[p]) {
+                ok_all = 0;
+                break;
+            }
+            next[p]++;
+            got++;
+
+            if (got % 32 == 0) {
+                wa_ring_advance(&ring, cursor);
+            }
+
+        } else if (rc == WA_RING_SKIPPED) {
+            ok_all = 0;
+            break;
+
+        } else {
+            wa_ring_advance(&ring, cursor);
+        }
+    }
+
+    status = 0;
+    for (i = 0; i < PRODUCERS; i++) {
+        waitpid(pids[i], &rc, 0);
+        status |= rc;
+    }
+
+    ok(ok_all && got == PRODUCERS * PER_PROC && status == 0,
+       "%d processes x %d records: each read once, in per-producer order, "
+       "checksums good", PRODUCERS, PER_PROC);
+
+    /* ---- a corrupt record is skipped, the next one is read ---- */
+
+    wa_ring_advance(&ring, cursor);
+    ok(wa_ring_publish(&ring, 3, "first-record", 12) == WA_RING_OK
+       && wa_ring_publish(&ring, 3, "second-record", 13) == WA_RING_OK,
+       "two records");
+    ((unsigned char *) ring.data)[(cursor & ring.mask)
+                                  + sizeof(wa_ring_rec_hdr_t) + 2] ^= 0x40;
+    rc = read_one(&ring, &cursor, &rec);
+    ok(rc == WA_RING_SKIPPED && strstr(rec.skip_reason, "checksum") != NULL
+       && ring.hdr->corrupt_records == 1,
+       "flipped byte: skipped as a checksum mismatch, counted");
+    rc = read_one(&ring, &cursor, &rec);
+    ok(rc == WA_RING_OK && rec.payload_len == 13
+       && memcmp(rec.payload, "second-record", 13) == 0,
+       "the next record is read");
+    wa_ring_advance(&ring, cursor);
+
+    /* ---- a producer that claimed and died ---- */
+
+    pid = fork();
+    if (pid == 0) {
+        if (wa_ring_claim(&ring, 4, 100, &claim) == WA_RING_OK) {
+            memset(claim.payload, 'z', 50);    /* torn: never committed */
+        }
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+
+    ok(wa_ring_publish(&ring, 3, "after-dead", 10) == WA_RING_OK,
+       "a record after the dead producer's claim");
+    rc = read_one(&ring, &cursor, &rec);
+    ok(rc == WA_RING_SKIPPED && rec.skipped_bytes > 100
+       && ring.hdr->skipped_records == 1,
+       "claim of a dead pid: skipped (%llu bytes), counted",
+       (unsigned long long) rec.skipped_bytes);
+    rc = read_one(&ring, &cursor, &rec);
+    ok(rc == WA_RING_OK && rec.payload_len == 10, "the ring is not stalled");
+    wa_ring_advance(&ring, cursor);
+
+    /* a live producer mid-record: wait, never skip */
+    ok(wa_ring_claim(&ring, 4, 40, &claim) == WA_RING_OK, "claim in progress");
+    ok(read_one(&ring, &cursor, &rec) == WA_RING_WAIT,
+       "a live producer's claim: WAIT");
+    memcpy(claim.payload, "0123456789012345678901234567890123456789", 40);
+    wa_ring_commit(&ring, &claim);
+    ok(read_one(&ring, &cursor, &rec) == WA_RING_OK, "then read once committed");
+
+    /* space claimed but no header ever written (died right after the CAS) */
+    tail = wa_ring_tail(&ring);
+    __atomic_store_n(&ring.hdr->tail, tail + 64, __ATOMIC_RELEASE);
+    memset(ring.data + (tail & ring.mask), 0, 64);
+    ok(wa_ring_publish(&ring, 3, "behind-a-hole", 13) == WA_RING_OK,
+       "a record behind 64 claimed bytes with no header");
+    now = wa_now_ms();
+    rc = wa_ring_read(&ring, &cursor, &rec, now);
+    ok(rc == WA_RING_WAIT
+       && wa_ring_read(&ring, &cursor, &rec, now + 1000) == WA_RING_WAIT,
+       "no header: WAIT while it may still be written");
+    rc = wa_ring_read(&ring, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000 + 1);
+    ok(rc == WA_RING_SKIPPED && rec.skipped_bytes == 64,
+       "after %d s without progress: the hole is skipped (%llu bytes)",
+       WA_RING_STUCK_SEC, (unsigned long long) rec.skipped_bytes);
+    rc = wa_ring_read(&ring, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000 + 2);
+    ok(rc == WA_RING_OK && rec.payload_len == 13, "and the next record read");
+
+    /* ---- the file changed under its users ---- */
+
+    ok(wa_ring_check(&ring, path, err, sizeof(err)) == WA_RING_OK,
+       "check: the file is the mapped one");
+    unlink(path);
+    ok(wa_ring_check(&ring, path, err, sizeof(err)) == WA_RING_ERROR
+       && strstr(err, "deleted") != NULL, "deleted file detected: %s", err);
+    wa_ring_close(&ring);
+
+    ok(fresh(&ring, CAP) == WA_RING_OK
+       && truncate(path, WA_RING_HDR_SIZE) == 0
+       && wa_ring_check(&ring, path, err, sizeof(err)) == WA_RING_ERROR
+       && strstr(err, "truncated") != NULL, "truncated file detected: %s",
+       err);
+    wa_ring_close(&ring);
+
+    unlink(path);
+
+    return done();
+}
