@@ -1,0 +1,340 @@
+/*
+ * Settings: the subcommand, then options; WA_* environment variables fill
+ * in what the command line leaves out. A bad value is refused at start
+ * with a message naming the option, never clamped silently.
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wa_writer.h"
+
+
+enum {
+    WA_OPT_RING = 256,
+    WA_OPT_DB,
+    WA_OPT_BATCH_SIZE,
+    WA_OPT_BATCH_DELAY,
+    WA_OPT_IDLE,
+    WA_OPT_BACKOFF_MAX,
+    WA_OPT_RING_SIZE,
+    WA_OPT_BATCH,
+    WA_OPT_HELP
+};
+
+
+typedef struct {
+    const char  *name;
+    int          opt;
+    const char  *env;
+    unsigned     cmds;              /* bit per wa_cmd_e */
+} wa_opt_t;
+
+
+#define WA_C(cmd)  (1u << (cmd))
+
+static const wa_opt_t  wa_opts[] = {
+    { "ring", WA_OPT_RING, "WA_RING", WA_C(WA_CMD_RUN) | WA_C(WA_CMD_STATUS) },
+    { "db", WA_OPT_DB, "WA_DB",
+      WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MIGRATE) | WA_C(WA_CMD_BACKFILL) },
+    { "batch-size", WA_OPT_BATCH_SIZE, "WA_BATCH_SIZE", WA_C(WA_CMD_RUN) },
+    { "batch-delay-ms", WA_OPT_BATCH_DELAY, "WA_BATCH_DELAY_MS",
+      WA_C(WA_CMD_RUN) },
+    { "idle-ms", WA_OPT_IDLE, "WA_IDLE_MS", WA_C(WA_CMD_RUN) },
+    { "backoff-max-ms", WA_OPT_BACKOFF_MAX, "WA_BACKOFF_MAX_MS",
+      WA_C(WA_CMD_RUN) },
+    { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
+    { "batch", WA_OPT_BATCH, "WA_BACKFILL_BATCH", WA_C(WA_CMD_BACKFILL) },
+    { NULL, 0, NULL, 0 }
+};
+
+static const char  *wa_cmd_names[] = {
+    "run", "migrate", "status", "backfill-leads"
+};
+
+
+static int wa_conf_set(wa_conf_t *conf, int opt, const char *value,
+    const char *from);
+static int wa_conf_uint(const char *value, const char *from, unsigned min,
+    unsigned max, unsigned *out);
+static int wa_conf_size(const char *value, const char *from, uint64_t *out);
+
+
+void
+wa_conf_usage(FILE *stream)
+{
+    fprintf(stream,
+"usage: wa-writer [run] --ring PATH [--db DSN] [options]\n"
+"       wa-writer migrate [--db DSN]\n"
+"       wa-writer status --ring PATH\n"
+"       wa-writer backfill-leads [--db DSN] [--batch N]\n"
+"\n"
+"Drains the ngx_wa ring into PostgreSQL; the ring's cursor moves only\n"
+"after COMMIT. DSN is a libpq connection string or URI; without --db the\n"
+"PG* environment variables (PGHOST, PGDATABASE, ...) are used.\n"
+"\n"
+"run options:\n"
+"  --ring PATH            the ring file (nginx's wa_ring)          [WA_RING]\n"
+"  --db DSN               PostgreSQL to write to                   [WA_DB]\n"
+"  --batch-size N         records per transaction, 1-100000 (1000)\n"
+"                                                          [WA_BATCH_SIZE]\n"
+"  --batch-delay-ms MS    longest wait to fill a batch, 0-60000 (20)\n"
+"                                                      [WA_BATCH_DELAY_MS]\n"
+"  --idle-ms MS           poll interval of an empty ring, 1-1000 (2)\n"
+"                                                             [WA_IDLE_MS]\n"
+"  --backoff-max-ms MS    longest wait between retries of a failed flush,\n"
+"                         100-3600000 (5000)              [WA_BACKOFF_MAX_MS]\n"
+"  --ring-size BYTES      create the ring with this size (k/m/g suffixes,\n"
+"                         a power of two) when it is missing; without it,\n"
+"                         wait for nginx to create it          [WA_RING_SIZE]\n"
+"\n"
+"backfill-leads options:\n"
+"  --batch N              rows per transaction, 1-100000 (1000)\n"
+"\n"
+"  -h, --help             this text\n");
+}
+
+
+int
+wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
+{
+    int              c, i, first;
+    char             from[64];
+    const char      *env;
+    const wa_opt_t  *o;
+    struct option    longopts[sizeof(wa_opts) / sizeof(wa_opts[0]) + 1];
+
+    memset(conf, 0, sizeof(wa_conf_t));
+    conf->batch_size = 1000;
+    conf->batch_delay_ms = 20;
+    conf->idle_ms = 2;
+    conf->backoff_max_ms = 5000;
+    conf->backfill_batch = 1000;
+
+    first = 1;
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            wa_conf_usage(stdout);
+            return -1;
+        }
+    }
+
+    if (argc > 1 && argv[1][0] != '-') {
+        for (i = 0; i < (int) (sizeof(wa_cmd_names) / sizeof(char *)); i++) {
+            if (strcmp(argv[1], wa_cmd_names[i]) == 0) {
+                conf->cmd = (wa_cmd_e) i;
+                break;
+            }
+        }
+
+        if (i == (int) (sizeof(wa_cmd_names) / sizeof(char *))) {
+            fprintf(stderr, "wa-writer: unknown command \"%s\" "
+                    "(run, migrate, status, backfill-leads; see --help)\n",
+                    argv[1]);
+            return WA_EXIT_USAGE;
+        }
+
+        first = 2;
+    }
+
+    /* environment first: the command line overrides it */
+    for (o = wa_opts; o->name; o++) {
+        env = getenv(o->env);
+
+        if (env == NULL || env[0] == '\0'
+            || !(o->cmds & WA_C(conf->cmd)))
+        {
+            continue;
+        }
+
+        snprintf(from, sizeof(from), "environment variable %s", o->env);
+
+        if (wa_conf_set(conf, o->opt, env, from) != 0) {
+            return WA_EXIT_USAGE;
+        }
+    }
+
+    for (i = 0, o = wa_opts; o->name; o++, i++) {
+        longopts[i].name = o->name;
+        longopts[i].has_arg = required_argument;
+        longopts[i].flag = NULL;
+        longopts[i].val = o->opt;
+    }
+
+    memset(&longopts[i], 0, sizeof(struct option));
+
+    optind = first;
+    opterr = 0;
+
+    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+
+        if (c == '?' || c == ':') {
+            if (c == ':') {
+                fprintf(stderr, "wa-writer: %s needs a value\n",
+                        argv[optind - 1]);
+            } else {
+                fprintf(stderr, "wa-writer: unknown option \"%s\" "
+                        "(see --help)\n", argv[optind - 1]);
+            }
+
+            return WA_EXIT_USAGE;
+        }
+
+        for (o = wa_opts; o->name; o++) {
+            if (o->opt == c) {
+                break;
+            }
+        }
+
+        if (!(o->cmds & WA_C(conf->cmd))) {
+            fprintf(stderr, "wa-writer: --%s does not apply to \"%s\"\n",
+                    o->name, wa_cmd_names[conf->cmd]);
+            return WA_EXIT_USAGE;
+        }
+
+        snprintf(from, sizeof(from), "--%s", o->name);
+
+        if (wa_conf_set(conf, c, optarg, from) != 0) {
+            return WA_EXIT_USAGE;
+        }
+    }
+
+    if (optind < argc) {
+        fprintf(stderr, "wa-writer: unexpected argument \"%s\" "
+                "(see --help)\n", argv[optind]);
+        return WA_EXIT_USAGE;
+    }
+
+    if ((conf->cmd == WA_CMD_RUN || conf->cmd == WA_CMD_STATUS)
+        && conf->ring_path == NULL)
+    {
+        fprintf(stderr, "wa-writer: %s needs --ring PATH (or WA_RING)\n",
+                wa_cmd_names[conf->cmd]);
+        return WA_EXIT_USAGE;
+    }
+
+    return WA_EXIT_OK;
+}
+
+
+static int
+wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
+{
+    char  err[256];
+
+    switch (opt) {
+
+    case WA_OPT_RING:
+        if (value[0] == '\0') {
+            fprintf(stderr, "wa-writer: %s: empty path\n", from);
+            return -1;
+        }
+
+        conf->ring_path = value;
+        return 0;
+
+    case WA_OPT_DB:
+        if (wa_db_check_dsn(value, err, sizeof(err)) != 0) {
+            fprintf(stderr, "wa-writer: %s: %s\n", from, err);
+            return -1;
+        }
+
+        conf->dsn = value;
+        return 0;
+
+    case WA_OPT_BATCH_SIZE:
+        return wa_conf_uint(value, from, 1, 100000, &conf->batch_size);
+
+    case WA_OPT_BATCH_DELAY:
+        return wa_conf_uint(value, from, 0, 60000, &conf->batch_delay_ms);
+
+    case WA_OPT_IDLE:
+        return wa_conf_uint(value, from, 1, 1000, &conf->idle_ms);
+
+    case WA_OPT_BACKOFF_MAX:
+        return wa_conf_uint(value, from, 100, 3600000, &conf->backoff_max_ms);
+
+    case WA_OPT_RING_SIZE:
+        return wa_conf_size(value, from, &conf->ring_size);
+
+    case WA_OPT_BATCH:
+        return wa_conf_uint(value, from, 1, 100000, &conf->backfill_batch);
+    }
+
+    return -1;
+}
+
+
+static int
+wa_conf_uint(const char *value, const char *from, unsigned min, unsigned max,
+    unsigned *out)
+{
+    char           *end;
+    unsigned long   n;
+
+    errno = 0;
+    n = strtoul(value, &end, 10);
+
+    if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0
+        || n < min || n > max)
+    {
+        fprintf(stderr, "wa-writer: %s: \"%s\" is not a number from %u "
+                "to %u\n", from, value, min, max);
+        return -1;
+    }
+
+    *out = (unsigned) n;
+
+    return 0;
+}
+
+
+static int
+wa_conf_size(const char *value, const char *from, uint64_t *out)
+{
+    char                *end;
+    unsigned             shift;
+    unsigned long long   n;
+
+    errno = 0;
+    n = strtoull(value, &end, 10);
+
+    if (value[0] < '0' || value[0] > '9' || errno != 0) {
+        goto bad;
+    }
+
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: shift = 0;
+    }
+
+    if (*end != '\0' || n > (UINT64_C(1) << 40) >> shift) {
+        goto bad;
+    }
+
+    n <<= shift;
+
+    if (n < WA_RING_MIN_SIZE || (n & (n - 1)) != 0) {
+        fprintf(stderr, "wa-writer: %s: %s is not a power of two of at "
+                "least %u bytes (e.g. 64m)\n", from, value,
+                (unsigned) WA_RING_MIN_SIZE);
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+
+bad:
+
+    fprintf(stderr, "wa-writer: %s: \"%s\" is not a size (bytes, or with "
+            "k, m, g)\n", from, value);
+    return -1;
+}

@@ -1,0 +1,104 @@
+/*
+ * wa-writer status: the ring header as "key value" lines, for people and
+ * scripts, without nginx. Reading never changes the ring.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wa_writer.h"
+
+
+#define wa_load(field)  __atomic_load_n(&hdr->field, __ATOMIC_RELAXED)
+
+
+static void wa_status_age(const char *key, uint64_t now, uint64_t then);
+
+
+int
+wa_status(wa_conf_t *conf)
+{
+    char            err[WA_RING_ERR_LEN], last[WA_RING_ERR_LEN * 4];
+    int32_t         pid;
+    uint64_t        now, head, tail;
+    wa_ring_t       ring;
+    const char     *alive;
+    wa_ring_hdr_t  *hdr;
+
+    if (wa_ring_open(&ring, conf->ring_path, 0, 0, 0600, err, sizeof(err))
+        != WA_RING_OK)
+    {
+        fprintf(stderr, "wa-writer: cannot open the ring %s: %s\n",
+                conf->ring_path, err);
+        return WA_EXIT_FAIL;
+    }
+
+    hdr = ring.hdr;
+    now = wa_now_ms();
+    head = wa_ring_head(&ring);
+    tail = wa_ring_tail(&ring);
+    pid = wa_load(writer_pid);
+
+    if (pid <= 0) {
+        alive = "no";
+    } else if (kill(pid, 0) == 0 || errno == EPERM) {
+        alive = "yes";
+    } else {
+        alive = "no";
+    }
+
+    printf("ring %s\n", conf->ring_path);
+    printf("capacity %" PRIu64 "\n", ring.capacity);
+    printf("max_payload %u\n", (unsigned) wa_ring_max_payload(&ring));
+    printf("head %" PRIu64 "\n", head);
+    printf("tail %" PRIu64 "\n", tail);
+    printf("bytes_waiting %" PRIu64 "\n", tail - head);
+    printf("published %" PRIu64 "\n", (uint64_t) wa_load(published));
+    printf("published_bytes %" PRIu64 "\n",
+           (uint64_t) wa_load(published_bytes));
+    printf("refused %" PRIu64 "\n", (uint64_t) wa_load(refused));
+    printf("refused_too_big %" PRIu64 "\n",
+           (uint64_t) wa_load(refused_too_big));
+    printf("writer_pid %d\n", (int) pid);
+    printf("writer_alive %s\n", alive);
+    wa_status_age("writer_heartbeat_age_ms", now, wa_load(writer_heartbeat_ms));
+    wa_status_age("writer_uptime_ms", now, wa_load(writer_started_ms));
+    wa_status_age("last_flush_age_ms", now, wa_load(last_flush_ms));
+    printf("last_flush_records %" PRIu64 "\n",
+           (uint64_t) wa_load(last_flush_records));
+    printf("rows_written %" PRIu64 "\n", (uint64_t) wa_load(rows_written));
+    printf("dead_letters %" PRIu64 "\n", (uint64_t) wa_load(dead_letters));
+    printf("flush_failures %" PRIu64 "\n", (uint64_t) wa_load(flush_failures));
+    printf("skipped_records %" PRIu64 "\n",
+           (uint64_t) wa_load(skipped_records));
+    printf("skipped_bytes %" PRIu64 "\n", (uint64_t) wa_load(skipped_bytes));
+    printf("corrupt_records %" PRIu64 "\n",
+           (uint64_t) wa_load(corrupt_records));
+    printf("lag_ms %" PRIu64 "\n", (uint64_t) wa_load(lag_ms));
+    wa_status_age("last_error_age_ms", now, wa_load(last_error_ms));
+
+    memcpy(err, hdr->last_error, sizeof(err));
+    err[sizeof(err) - 1] = '\0';
+    wa_sanitize(last, sizeof(last), err, strlen(err));
+    printf("last_error %s\n", last[0] ? last : "-");
+
+    wa_ring_close(&ring);
+
+    return WA_EXIT_OK;
+}
+
+
+/* milliseconds since then, or "-" for never */
+static void
+wa_status_age(const char *key, uint64_t now, uint64_t then)
+{
+    if (then == 0) {
+        printf("%s -\n", key);
+        return;
+    }
+
+    printf("%s %" PRIu64 "\n", key, now > then ? now - then : 0);
+}
