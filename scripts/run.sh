@@ -18,7 +18,7 @@ VERIFY=${WA_VERIFY_TOKEN:-verify-me}
 
 # PostgreSQL refuses root; the writer and nginx workers run unprivileged too
 if [ "$(id -u)" = 0 ]; then
-    AS="runuser -u nobody --"
+    AS="setpriv --reuid=nobody --regid=nogroup --clear-groups --reset-env"
     USER_LINE="user nobody nogroup;"
 else
     AS=""
@@ -120,4 +120,5 @@ logs: $RUN/nginx/error.log  $RUN/writer.log
 Ctrl-C stops everything.
 EOF
 
-while :; do sleep 3600; done
+# short sleeps: a signal runs the trap within a second
+while :; do sleep 1; done
