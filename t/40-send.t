@@ -15,7 +15,21 @@ my $t = WaTest->new;
 $t->start_pg;
 $t->migrate;
 my $mock = $t->start_mock;
-$t->start_nginx(workers => 1, ring_size => '64k');
+my $url = $mock->url;
+$t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations . <<EOF);
+        location /send2 {
+            wa_send;
+            wa_api_base $url;
+            wa_channel 111111111 business=2 token=T2;
+            wa_channel 222222222 business=3 token=T3;
+        }
+        location /send_narrow {
+            wa_send;
+            wa_api_base $url;
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_concurrency 2;
+        }
+EOF
 $t->start_writer;
 
 sub row {
@@ -127,6 +141,64 @@ sleep 0.5;
 $r = $t->send_message({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
 is($r->{status}, 409, 'repeat while the first is in flight: 409');
 waitpid $pid, 0;
+
+# ---- connections to the provider are reused ---------------------------------
+
+my %conns;
+my @before_reqs = $mock->requests;
+for (1 .. 10) {
+    $t->send_message({ to => $phone, text => "reuse $_" });
+}
+my @reqs = $mock->requests;
+splice @reqs, 0, scalar @before_reqs;
+$conns{ $_->{conn} }++ for @reqs;
+is(scalar @reqs, 10, '10 sends, 10 provider requests');
+ok(keys %conns <= 2, 'over ' . scalar(keys %conns) . ' kept-alive connection(s)');
+
+# ---- several channels: the request names one --------------------------------
+
+$r = $t->send_message({ to => $phone, text => 'which one?' }, path => '/send2');
+is($r->{status}, 400, 'several channels and none named: 400');
+like($r->{json}{error}, qr/^phone_number_id:/, 'the error names phone_number_id');
+$r = $t->send_message({ to => $phone, text => 'channel three', phone_number_id => '222222222' },
+                      path => '/send2');
+is($r->{status}, 200, 'the named channel sends');
+($req) = grep { $_->{body} =~ /channel three/ } $mock->requests;
+is($req->{headers}{authorization}, 'Bearer T3', 'with its own token');
+like($req->{path}, qr{^/222222222/messages$}, 'from its own number');
+is(row($r->{json}{id})->{business_id}, 3, 'recorded under its business');
+
+# ---- the concurrency cap -------------------------------------------------------
+
+my @slow;
+for (1 .. 2) {
+    my $k = fork;
+    if ($k == 0) {
+        $t->{down} = 1;
+        $t->send_message({ to => $phone, text => 'SLOW_1500' }, path => '/send_narrow');
+        POSIX::_exit(0);
+    }
+    push @slow, $k;
+}
+sleep 0.5;
+$before = mock_count();
+$r = $t->send_message({ to => $phone, text => 'third' }, path => '/send_narrow');
+is($r->{status}, 503, 'over wa_send_concurrency: 503');
+ok($r->{headers}{'retry-after'}, 'with Retry-After');
+waitpid $_, 0 for @slow;
+is(scalar(grep { $_->{body} =~ /"third"/ } $mock->requests), 0, 'and it was not sent');
+
+# ---- a client that leaves does not lose the outcome ----------------------------
+
+my $ua = HTTP::Tiny->new(timeout => 0.5);
+$r = $ua->request('POST', "http://127.0.0.1:" . $t->port . '/send', {
+    headers => { 'Content-Type' => 'application/json' },
+    content => '{"to":"972501234567","text":"SLOW_1500 left early"}' });
+is($r->{status}, 599, 'the client gave up before the provider answered');
+ok($t->wait_for(sub {
+    $t->sql_value("SELECT status FROM whatsapp_message WHERE body = 'SLOW_1500 left early'")
+        // '' eq 'sent' }, 10, 'outcome'),
+   'the outcome is still recorded: sent, with its wamid');
 
 # ---- bad input: 400 naming the field, nothing sent, nothing recorded ----------
 
