@@ -850,6 +850,48 @@ ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * A POST with a JSON body, read without blocking; post() runs when it is
+ * all in. The handler's return value. Both wa_webhook and wa_send raise
+ * client_body_buffer_size to their body limit, so the body is one memory
+ * buffer.
+ */
+
+ngx_int_t
+ngx_http_wa_read_json(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *ct;
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    ct = r->headers_in.content_type;
+
+    if (ct != NULL
+        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "wa: Content-Type \"%V\" refused", &ct->value);
+        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, post);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
 /* the body as one contiguous buffer; usually the single memory buffer */
 
 u_char *

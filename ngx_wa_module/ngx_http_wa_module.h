@@ -87,6 +87,9 @@ ngx_int_t ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_wa_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg);
 
+ngx_int_t ngx_http_wa_read_json(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post);
+
 /* the request body in one buffer (NULL: out of memory or read error) */
 u_char *ngx_http_wa_body(ngx_http_request_t *r, size_t *len);
 

@@ -182,32 +182,7 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 ngx_int_t
 ngx_http_wa_send_handler(ngx_http_request_t *r)
 {
-    ngx_int_t         rc;
-    ngx_table_elt_t  *ct;
-
-    if (!(r->method & NGX_HTTP_POST)) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    ct = r->headers_in.content_type;
-
-    if (ct != NULL
-        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
-                           sizeof("application/json") - 1)
-           != 0)
-    {
-        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
-    }
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_wa_send_read);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_wa_read_json(r, ngx_http_wa_send_read);
 }
 
 

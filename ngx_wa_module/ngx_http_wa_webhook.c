@@ -44,7 +44,6 @@ ngx_int_t
 ngx_http_wa_webhook_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
-    ngx_table_elt_t         *ct;
     ngx_http_wa_loc_conf_t  *wlcf;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
@@ -58,32 +57,7 @@ ngx_http_wa_webhook_handler(ngx_http_request_t *r)
         return ngx_http_wa_webhook_verify(r, wlcf);
     }
 
-    if (!(r->method & NGX_HTTP_POST)) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    ct = r->headers_in.content_type;
-
-    if (ct != NULL
-        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
-                           sizeof("application/json") - 1)
-           != 0)
-    {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "wa webhook: Content-Type \"%V\" refused", &ct->value);
-        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
-    }
-
-    /* the whole body in one memory buffer: see the merge of wa_webhook */
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_wa_webhook_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_wa_read_json(r, ngx_http_wa_webhook_body);
 }
 
 
