@@ -8,6 +8,7 @@ package MockGraph;
 #   FAIL_<code>   400 with a Meta-shaped error of that code
 #   FAIL_500      500 with a transient error
 #   SLOW_<ms>     wait, then accept
+#   WAMID_<x>     accept as wamid.<x>
 #   anything else 200 with a fresh wamid
 #
 # One process per connection, keep-alive honoured, so slow answers do not
@@ -150,10 +151,13 @@ sub connection {
                 fbtrace_id => 'AmockTrace' . $1 } });
         } else {
             my $to = $req->{to} // '';
+            # WAMID_<x>: the test chooses the id (to send receipts first)
+            my $id = $text =~ /^WAMID_(\S+)/ ? "wamid.$1"
+                   : sprintf('wamid.MOCK%s%d%d', $conn, $n, int(time * 1000));
             ($status, $answer) = (200, {
                 messaging_product => 'whatsapp',
                 contacts => [ { input => $to, wa_id => $to } ],
-                messages => [ { id => sprintf('wamid.MOCK%s%d%d', $conn, $n, int(time * 1000)) } ] });
+                messages => [ { id => $id } ] });
         }
 
         my $out = $json->encode($answer);
