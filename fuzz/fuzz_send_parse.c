@@ -1,0 +1,48 @@
+/*
+ * libFuzzer target: arbitrary bytes as a send request and as a provider
+ * answer. A request that parses must build a provider body that is JSON
+ * again.
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "wa_send_parse.h"
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char           err[WA_SEND_ERR_LEN], *out;
+    cJSON         *back;
+    wa_send_req_t  req;
+    wa_send_res_t  res;
+
+    if (wa_send_parse_request((const char *) data, size, &req, err,
+                              sizeof(err))
+        == 0)
+    {
+        out = wa_send_build_body(&req, "wa-fuzz-1");
+        if (out == NULL) {
+            abort();
+        }
+
+        back = cJSON_Parse(out);
+        if (back == NULL) {
+            abort();
+        }
+
+        cJSON_Delete(back);
+        cJSON_free(out);
+    }
+
+    wa_send_req_free(&req);
+
+    wa_send_parse_response(size % 2 ? 400 : 200, (const char *) data, size,
+                           &res);
+
+    return 0;
+}
