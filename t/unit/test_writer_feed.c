@@ -1,0 +1,427 @@
+/*
+ * test_writer_feed: a producer for testing wa-writer without nginx.
+ *
+ * Without arguments it is a TAP test of the producer side the writer
+ * relies on: records published into a fresh ring come back, in order, and
+ * decode to the same fields.
+ *
+ * With arguments it feeds a ring from a script on stdin:
+ *
+ *   test_writer_feed RING [SIZE]      (SIZE: create the ring when missing)
+ *
+ *   in business=1 phone=972501234567 wamid=wamid.A body=Hi
+ *   status business=1 wamid=wamid.A status=read timestamp=1764037800
+ *   out_pending local_id=L1 business=1 phone=972501234567 lead_id=42
+ *   raw 3 0102ff                      (type, payload in hex: malformed)
+ *   bench N [in|mixed] [TAG]          (N synthetic records, see below)
+ *   wait SECONDS                      (until the writer committed all)
+ *
+ * Field values are %XX-decoded (%00 is a NUL byte, %ff an invalid UTF-8
+ * byte, %20 a space). A full ring is retried for up to 30 s. Prints
+ * "published N" at the end; exits 1 on any failure.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wa_record.h"
+#include "wa_ring.h"
+
+
+#define LINE_MAX_LEN  (1024 * 1024)
+
+
+static unsigned long  published;
+
+
+static int
+type_of(const char *s)
+{
+    static const char  *names[] = {
+        NULL, "in", "status", "out_pending", "out_result", "webhook_error"
+    };
+
+    for (int i = 1; i <= WA_REC_TYPE_MAX; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static int
+tag_of(const char *s, size_t len)
+{
+    static const char  *names[WA_F__MAX] = {
+        NULL, "business", "phone_number_id", "phone", "wa_user_id", "name",
+        "wamid", "msg_type", "body", "timestamp", "payload", "status",
+        "error_code", "error_title", "error_detail", "local_id", "lead_id",
+        "source", "client_ref", "fbtrace_id", "retryable", "callback_data",
+        "http_status", "received_ms"
+    };
+
+    for (int i = 1; i < WA_F__MAX; i++) {
+        if (strlen(names[i]) == len && memcmp(s, names[i], len) == 0) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/* %XX-decode in place; returns the decoded length */
+static size_t
+unescape(char *s)
+{
+    char          *d = s;
+    unsigned int   x;
+
+    for (char *p = s; *p; p++) {
+        if (p[0] == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &x) == 1) {
+            *d++ = (char) x;
+            p += 2;
+        } else {
+            *d++ = *p;
+        }
+    }
+
+    *d = '\0';
+
+    return (size_t) (d - s);
+}
+
+
+static int
+publish(wa_ring_t *ring, uint16_t type, const void *payload, uint32_t len)
+{
+    int  rc;
+
+    for (int i = 0; i < 30000; i++) {
+        rc = wa_ring_publish(ring, type, payload, len);
+
+        if (rc == WA_RING_OK) {
+            published++;
+            return 0;
+        }
+
+        if (rc != WA_RING_FULL) {
+            fprintf(stderr, "test_writer_feed: publish failed: %d\n", rc);
+            return -1;
+        }
+
+        usleep(1000);
+    }
+
+    fprintf(stderr, "test_writer_feed: the ring stayed full for 30 s\n");
+    return -1;
+}
+
+
+static int
+publish_record(wa_ring_t *ring, wa_record_t *rec)
+{
+    int             rc;
+    size_t          size;
+    unsigned char  *buf;
+
+    size = wa_record_size(rec);
+    buf = malloc(size ? size : 1);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    wa_record_encode(rec, buf);
+    rc = publish(ring, rec->type, buf, (uint32_t) size);
+    free(buf);
+
+    return rc;
+}
+
+
+static int
+feed_line(wa_ring_t *ring, char *line)
+{
+    int          type, tag;
+    char        *word, *eq, *save;
+    wa_record_t  rec;
+
+    word = strtok_r(line, " \t\r\n", &save);
+
+    if (word == NULL || word[0] == '#') {
+        return 0;
+    }
+
+    if (strcmp(word, "raw") == 0) {
+        char           *t = strtok_r(NULL, " \t\r\n", &save);
+        char           *hex = strtok_r(NULL, " \t\r\n", &save);
+        unsigned char   bytes[4096];
+        size_t          n = 0;
+        unsigned int    x;
+
+        if (t == NULL) {
+            return -1;
+        }
+
+        for (char *p = hex; p && p[0] && p[1] && n < sizeof(bytes); p += 2) {
+            if (sscanf(p, "%2x", &x) != 1) {
+                return -1;
+            }
+            bytes[n++] = (unsigned char) x;
+        }
+
+        return publish(ring, (uint16_t) atoi(t), bytes, (uint32_t) n);
+    }
+
+    if (strcmp(word, "wait") == 0) {
+        char      *s = strtok_r(NULL, " \t\r\n", &save);
+        uint64_t   end = wa_now_ms() + (uint64_t) (s ? atof(s) * 1000 : 30000);
+
+        while (wa_ring_head(ring) != wa_ring_tail(ring)) {
+            if (wa_now_ms() > end) {
+                fprintf(stderr, "test_writer_feed: the writer did not "
+                        "catch up\n");
+                return -1;
+            }
+            usleep(2000);
+        }
+
+        return 0;
+    }
+
+    if (strcmp(word, "bench") == 0) {
+        char        *s = strtok_r(NULL, " \t\r\n", &save);
+        char        *mix = strtok_r(NULL, " \t\r\n", &save);
+        char        *run = strtok_r(NULL, " \t\r\n", &save);
+        long         n = s ? atol(s) : 0;
+        int          mixed = mix && strcmp(mix, "mixed") == 0;
+        char         phone[32], wamid[64], local[64], ts[16], rms[24];
+        char         runid[32];
+        static const char  body[] = "Hello, this is a benchmark message of "
+            "a typical length, about one line of chat text.";
+        static const char  payload[] = "{\"from\":\"972500000000\",\"id\":"
+            "\"wamid.HBgMOTcyNTAwMDAwMDAwFQIAEhggQjVGRDU0QjA3RjE1OUFBRTk3\","
+            "\"timestamp\":\"1764037800\",\"type\":\"text\",\"text\":{\"body"
+            "\":\"Hello, this is a benchmark message of a typical length, "
+            "about one line of chat text.\"}}";
+
+        snprintf(runid, sizeof(runid), "%s",
+                 run ? run : "b");
+        snprintf(ts, sizeof(ts), "%ld", (long) time(NULL));
+
+        for (long i = 0; i < n; i++) {
+            memset(&rec, 0, sizeof(wa_record_t));
+            /* half the phones are new: a lead is created for them */
+            snprintf(phone, sizeof(phone), "97250%07ld", i % (n / 2 + 1));
+            snprintf(rms, sizeof(rms), "%llu",
+                     (unsigned long long) wa_now_ms());
+            wa_record_set(&rec, WA_F_BUSINESS, "1");
+            wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, "106540352242922");
+            wa_record_set(&rec, WA_F_RECEIVED_MS, rms);
+
+            if (!mixed || i % 4 == 0) {
+                snprintf(wamid, sizeof(wamid), "wamid.%s.%ld", runid, i);
+                rec.type = WA_REC_IN_MESSAGE;
+                wa_record_set(&rec, WA_F_PHONE, phone);
+                wa_record_set(&rec, WA_F_NAME, "Bench");
+                wa_record_set(&rec, WA_F_WAMID, wamid);
+                wa_record_set(&rec, WA_F_MSG_TYPE, "text");
+                wa_record_set(&rec, WA_F_BODY, body);
+                wa_record_set(&rec, WA_F_TIMESTAMP, ts);
+                wa_record_set(&rec, WA_F_PAYLOAD, payload);
+
+            } else if (i % 4 == 1) {
+                snprintf(local, sizeof(local), "%s-%ld", runid, i);
+                rec.type = WA_REC_OUT_PENDING;
+                wa_record_set(&rec, WA_F_LOCAL_ID, local);
+                wa_record_set(&rec, WA_F_PHONE, phone);
+                wa_record_set(&rec, WA_F_SOURCE, "bot");
+                wa_record_set(&rec, WA_F_MSG_TYPE, "text");
+                wa_record_set(&rec, WA_F_BODY, body);
+                wa_record_set(&rec, WA_F_PAYLOAD, payload);
+
+            } else if (i % 4 == 2) {
+                snprintf(local, sizeof(local), "%s-%ld", runid, i - 1);
+                snprintf(wamid, sizeof(wamid), "wamid.%s.out.%ld", runid,
+                         i - 1);
+                rec.type = WA_REC_OUT_RESULT;
+                wa_record_set(&rec, WA_F_LOCAL_ID, local);
+                wa_record_set(&rec, WA_F_STATUS, "sent");
+                wa_record_set(&rec, WA_F_WAMID, wamid);
+                wa_record_set(&rec, WA_F_HTTP_STATUS, "200");
+
+            } else {
+                snprintf(wamid, sizeof(wamid), "wamid.%s.out.%ld", runid,
+                         i - 2);
+                rec.type = WA_REC_STATUS;
+                wa_record_set(&rec, WA_F_WAMID, wamid);
+                wa_record_set(&rec, WA_F_STATUS, "delivered");
+                wa_record_set(&rec, WA_F_TIMESTAMP, ts);
+                wa_record_set(&rec, WA_F_PHONE, phone);
+                wa_record_set(&rec, WA_F_PAYLOAD, "{\"status\":\"delivered\"}");
+            }
+
+            if (publish_record(ring, &rec) != 0) {
+                return -1;
+            }
+        }
+
+        return 0;
+    }
+
+    type = type_of(word);
+    if (type < 0) {
+        fprintf(stderr, "test_writer_feed: unknown record type \"%s\"\n",
+                word);
+        return -1;
+    }
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = (uint16_t) type;
+
+    while ((word = strtok_r(NULL, " \t\r\n", &save)) != NULL) {
+        eq = strchr(word, '=');
+        tag = eq ? tag_of(word, (size_t) (eq - word)) : -1;
+
+        if (tag < 0) {
+            fprintf(stderr, "test_writer_feed: bad field \"%s\"\n", word);
+            return -1;
+        }
+
+        rec.f[tag].data = eq + 1;
+        rec.f[tag].len = (uint32_t) unescape(eq + 1);
+    }
+
+    return publish_record(ring, &rec);
+}
+
+
+static int
+feed(const char *path, uint64_t size)
+{
+    int         rc;
+    char        err[WA_RING_ERR_LEN], *line;
+    wa_ring_t   ring;
+
+    if (wa_ring_open(&ring, path, size, size ? WA_RING_CREATE : 0, 0600,
+                     err, sizeof(err))
+        != WA_RING_OK)
+    {
+        fprintf(stderr, "test_writer_feed: %s: %s\n", path, err);
+        return 1;
+    }
+
+    line = malloc(LINE_MAX_LEN);
+    rc = 0;
+
+    while (line && fgets(line, LINE_MAX_LEN, stdin) != NULL) {
+        if (feed_line(&ring, line) != 0) {
+            rc = 1;
+            break;
+        }
+    }
+
+    free(line);
+    wa_ring_close(&ring);
+
+    printf("published %lu\n", published);
+
+    return rc;
+}
+
+
+/* the TAP self-test: what is published is what the writer reads */
+static int
+self_test(void)
+{
+    int             rc, n, ok;
+    char            path[] = "/tmp/test_writer_feed.XXXXXX", err[256];
+    uint64_t        cursor;
+    wa_ring_t       ring;
+    wa_record_t     in, out;
+    wa_ring_rec_t   rr;
+    static const char  body[] = "caf\xc3\xa9 \xf0\x9f\x98\x80 with\nnewline";
+
+    printf("1..6\n");
+
+    n = mkstemp(path);
+    if (n < 0) {
+        printf("Bail out! mkstemp\n");
+        return 1;
+    }
+
+    close(n);
+    unlink(path);
+
+    rc = wa_ring_open(&ring, path, WA_RING_MIN_SIZE, WA_RING_CREATE, 0600,
+                      err, sizeof(err));
+    printf("%sok 1 - a fresh ring opens\n", rc == WA_RING_OK ? "" : "not ");
+    if (rc != WA_RING_OK) {
+        return 1;
+    }
+
+    memset(&in, 0, sizeof(wa_record_t));
+    in.type = WA_REC_IN_MESSAGE;
+    wa_record_set(&in, WA_F_BUSINESS, "7");
+    wa_record_set(&in, WA_F_WAMID, "wamid.self");
+    wa_record_set(&in, WA_F_BODY, body);
+
+    n = 0;
+
+    for (int i = 0; i < 100; i++) {
+        n += publish_record(&ring, &in) == 0;
+    }
+
+    printf("%sok 2 - 100 records published\n", n == 100 ? "" : "not ");
+
+    cursor = wa_ring_head(&ring);
+    ok = 1;
+    n = 0;
+
+    while ((rc = wa_ring_read(&ring, &cursor, &rr, wa_now_ms()))
+           == WA_RING_OK)
+    {
+        if (rr.type != WA_REC_IN_MESSAGE
+            || wa_record_decode(&out, rr.type, rr.payload, rr.payload_len)
+               != 0
+            || out.f[WA_F_BODY].len != sizeof(body) - 1
+            || memcmp(out.f[WA_F_BODY].data, body, sizeof(body) - 1) != 0
+            || out.f[WA_F_PHONE].data != NULL)
+        {
+            ok = 0;
+        }
+
+        n++;
+    }
+
+    printf("%sok 3 - all 100 read back (%d)\n", n == 100 ? "" : "not ", n);
+    printf("%sok 4 - each decodes to the same fields\n", ok ? "" : "not ");
+    printf("%sok 5 - the reader stops at the tail\n",
+           rc == WA_RING_EMPTY ? "" : "not ");
+
+    /* reading does not consume: only advance does */
+    printf("%sok 6 - head stays until advanced\n",
+           wa_ring_head(&ring) == 0 && cursor == wa_ring_tail(&ring)
+           ? "" : "not ");
+
+    wa_ring_close(&ring);
+    unlink(path);
+
+    return 0;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        return self_test();
+    }
+
+    return feed(argv[1], argc > 2 ? strtoull(argv[2], NULL, 0) : 0);
+}
