@@ -381,6 +381,9 @@ ngx_http_wa_curl_timer(CURLM *multi, long timeout_ms, void *data)
     }
 
     if (timeout_ms >= 0) {
+        /* a reload waits for sends in flight (their timer is not
+         * cancelable), bounded by wa_send_timeout; an idle one does not */
+        curl->timer.cancelable = curl->active ? 0 : 1;
         ngx_add_timer(&curl->timer, (ngx_msec_t) timeout_ms);
     }
 

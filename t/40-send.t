@@ -200,6 +200,22 @@ ok($t->wait_for(sub {
         // '' eq 'sent' }, 10, 'outcome'),
    'the outcome is still recorded: sent, with its wamid');
 
+# ---- a reload waits for sends in flight ----------------------------------------
+
+my $kid = fork;
+if ($kid == 0) {
+    $t->{down} = 1;
+    my $res = $t->send_message({ to => $phone, text => "SLOW_1500 across a reload" });
+    POSIX::_exit($res->{status} == 200 ? 0 : 1);
+}
+sleep 0.4;
+$t->reload_nginx;
+waitpid $kid, 0;
+is($? >> 8, 0, 'a send in flight during a reload still gets its 200');
+ok($t->wait_for(sub {
+    ($t->sql_value("SELECT status FROM whatsapp_message WHERE body = 'SLOW_1500 across a reload'")
+        // '') eq 'sent' }, 10, 'sent row'), 'and its row says sent');
+
 # ---- bad input: 400 naming the field, nothing sent, nothing recorded ----------
 
 my @bad = (
