@@ -75,8 +75,9 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS
 	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I t/unit -o $@ $< \
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
+# no terminal for the daemons the tests start
 test: deps all
-	$(PROVE) t/
+	$(PROVE) t/ < /dev/null
 
 run: deps all
 	sh scripts/run.sh

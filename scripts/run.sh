@@ -63,6 +63,11 @@ else
     perl -I "$TOP/t/lib" -MMockGraph -e 'MockGraph::serve_forever(@ARGV)' \
         "$MOCK_PORT" "$RUN/mock" >"$RUN/mock.log" 2>&1 &
     pids="$pids $!"
+    # nginx must not send before the mock listens
+    perl -MIO::Socket::INET -e 'for (1 .. 100) {
+        exit 0 if IO::Socket::INET->new("127.0.0.1:$ARGV[0]");
+        select undef, undef, undef, 0.1 } exit 1' "$MOCK_PORT" \
+        || { echo "ngx_wa: the mock Cloud API did not start: $RUN/mock.log" >&2; exit 1; }
     echo "ngx_wa: mock Cloud API on 127.0.0.1:$MOCK_PORT"
 fi
 
