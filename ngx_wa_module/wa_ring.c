@@ -207,7 +207,9 @@ wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size, char *err,
         return WA_RING_ERROR;
     }
 
-    if (hdr->tail < hdr->head || hdr->tail - hdr->head > hdr->capacity) {
+    if (hdr->tail < hdr->head || hdr->tail - hdr->head > hdr->capacity
+        || (hdr->head & WA_ALIGN_MASK) || (hdr->tail & WA_ALIGN_MASK))
+    {
         snprintf(err, errlen, "ring positions are corrupt (head %llu, tail "
                  "%llu)", (unsigned long long) hdr->head,
                  (unsigned long long) hdr->tail);
