@@ -60,7 +60,8 @@ ngx_http_wa_curl_create(ngx_log_t *log)
     ngx_http_wa_curl_t  *curl;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        ngx_log_error(NGX_LOG_EMERG, log, 0, "wa send: curl_global_init failed");
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "wa send: curl_global_init failed");
         return NULL;
     }
 

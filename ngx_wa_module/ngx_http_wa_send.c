@@ -91,7 +91,7 @@ static void ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
-/* ---- configuration and worker life --------------------------------------- */
+/* ---- configuration and worker life ------------------------------------ */
 
 
 char *
@@ -176,7 +176,7 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 }
 
 
-/* ---- the request ---------------------------------------------------------- */
+/* ---- the request ------------------------------------------------------- */
 
 
 ngx_int_t
@@ -648,7 +648,7 @@ ngx_http_wa_send_channel(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf,
 }
 
 
-/* ---- idempotency zone ------------------------------------------------------ */
+/* ---- idempotency zone -------------------------------------------------- */
 
 
 static ngx_int_t
