@@ -73,9 +73,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hdr->version = WA_RING_VERSION;
     hdr->hdr_size = WA_RING_HDR_SIZE;
     hdr->capacity = FUZZ_CAP;
-    head %= 4 * FUZZ_CAP;
+    /* positions are aligned in any file open accepts: keep them so, and
+     * let the fuzzer corrupt what the reader walks over */
+    head = (head % (4 * FUZZ_CAP)) & ~(uint64_t) (WA_RING_ALIGN - 1);
     hdr->head = head;
-    hdr->tail = head + tail % (FUZZ_CAP + 1);
+    hdr->tail = head + ((tail % (FUZZ_CAP + 1))
+                        & ~(uint64_t) (WA_RING_ALIGN - 1));
 
     memcpy(file + WA_RING_HDR_SIZE, data, size < FUZZ_CAP ? size : FUZZ_CAP);
 
