@@ -437,8 +437,13 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
         h = wa_ring_rec(ring, pos);
         ctl = __atomic_load_n(&h->ctl, __ATOMIC_ACQUIRE);
 
-        if (WA_CTL_POS(ctl) != pos) {
-            /* claimed, header not written yet: or its producer died */
+        /*
+         * Claimed, header not written yet, or its producer died. State 0
+         * is the same: in a fresh file every ctl is 0, which at position 0
+         * reads as "position matches" while the producer is still filling
+         * in the header.
+         */
+        if (WA_CTL_POS(ctl) != pos || WA_CTL_STATE(ctl) == 0) {
             return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
         }
 

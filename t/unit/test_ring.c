@@ -104,7 +104,7 @@ main(void)
 
     snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
 
-    plan(40);
+    plan(43);
 
     /* ---- create, reopen, refuse to reinitialise ---- */
 
@@ -215,6 +215,35 @@ main(void)
        && ring.hdr->refused_too_big == 1, "a record over capacity/4: TOO_BIG");
     wa_ring_close(&ring);
 
+    /* ---- a fresh file: position 0 mid-claim is not a corrupt record ---- */
+
+    ok(fresh(&ring, CAP) == WA_RING_OK, "fresh ring");
+    {
+        wa_ring_rec_hdr_t  *h = (wa_ring_rec_hdr_t *) ring.data;
+
+        /* a producer that won the CAS and wrote len, not yet ctl (still 0) */
+        __atomic_store_n(&ring.hdr->tail, 48, __ATOMIC_RELEASE);
+        h->len = 48;
+        h->payload_len = 5;
+        h->pid = (uint32_t) getpid();
+        h->claim_sec = (uint32_t) (wa_now_ms() / 1000);
+        cursor = 0;
+        ok(read_one(&ring, &cursor, &rec) == WA_RING_WAIT && cursor == 0,
+           "ctl still 0 at position 0: the reader waits, skips nothing");
+
+        memcpy((unsigned char *) h + sizeof(wa_ring_rec_hdr_t), "fresh", 5);
+        __atomic_store_n(&h->ctl, 0 | WA_RING_CLAIMED, __ATOMIC_RELEASE);
+        claim.rec = h;
+        claim.payload = (unsigned char *) h + sizeof(wa_ring_rec_hdr_t);
+        claim.pos = 0;
+        wa_ring_commit(&ring, &claim);
+        ok(read_one(&ring, &cursor, &rec) == WA_RING_OK
+           && memcmp(rec.payload, "fresh", 5) == 0
+           && ring.hdr->corrupt_records == 0,
+           "then published: read intact, nothing counted corrupt");
+    }
+    wa_ring_close(&ring);
+
     /* ---- concurrent producers in several processes ---- */
 
     ok(fresh(&ring, CAP) == WA_RING_OK, "fresh ring for producers");
@@ -271,6 +300,9 @@ main(void)
 
     status = 0;
     for (i = 0; i < PRODUCERS; i++) {
+        if (!ok_all) {
+            kill(pids[i], SIGKILL);     /* they would spin on a full ring */
+        }
         waitpid(pids[i], &rc, 0);
         status |= rc;
     }
