@@ -6,6 +6,7 @@
 #include "ngx_http_wa_module.h"
 
 #include <sys/stat.h>
+#include <openssl/crypto.h>
 
 
 #define NGX_HTTP_WA_RING_CHECK  1000   /* ms between ring file checks */
@@ -26,6 +27,8 @@ static char *ngx_http_wa_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_wa_digits(ngx_str_t *s);
 static ngx_int_t ngx_http_wa_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_wa_init_process(ngx_cycle_t *cycle);
+static void ngx_http_wa_ring_own(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf, wa_ring_t *ring, mode_t mode);
 static void ngx_http_wa_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_wa_ring_attach(ngx_cycle_t *cycle,
     ngx_http_wa_main_conf_t *wmcf);
@@ -35,7 +38,7 @@ static void ngx_http_wa_ring_check_handler(ngx_event_t *ev);
 static ngx_command_t  ngx_http_wa_commands[] = {
 
     { ngx_string("wa_ring"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_wa_ring,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -96,6 +99,13 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       (void *) ngx_http_wa_send_handler },
+
+    { ngx_string("wa_send_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_keys),
+      NULL },
 
     { ngx_string("wa_api_base"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -193,6 +203,7 @@ ngx_http_wa_create_main_conf(ngx_conf_t *cf)
      */
 
     wmcf->ring.fd = -1;
+    wmcf->ring_gid = (ngx_gid_t) NGX_CONF_UNSET_UINT;
     wmcf->idem_size = NGX_CONF_UNSET_SIZE;
 
     return wmcf;
@@ -235,6 +246,7 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
      */
 
     wlcf->channels = NGX_CONF_UNSET_PTR;
+    wlcf->send_keys = NGX_CONF_UNSET_PTR;
     wlcf->webhook_max_body = NGX_CONF_UNSET_SIZE;
     wlcf->send_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->send_connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -262,6 +274,7 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->webhook_max_body, prev->webhook_max_body,
                               NGX_HTTP_WA_WEBHOOK_MAX_BODY);
 
+    ngx_conf_merge_ptr_value(conf->send_keys, prev->send_keys, NULL);
     ngx_conf_merge_str_value(conf->api_base, prev->api_base,
                              "https://graph.facebook.com/v21.0");
     ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout, 10000);
@@ -329,15 +342,22 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* wa_ring PATH [size=64m]; */
+/*
+ * wa_ring PATH [size=64m] [group=NAME];
+ *
+ * The file is 0600, owned by the worker user; with group= it is 0660 and
+ * of that group, so a writer running as another user of the group can map it.
+ */
 
 static char *
 ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_wa_main_conf_t *wmcf = conf;
 
-    off_t       size;
-    ngx_str_t  *value, s;
+    off_t           size;
+    ngx_str_t      *value, s;
+    ngx_uint_t      i;
+    struct group   *grp;
 
     if (wmcf->ring_path.len) {
         return "is duplicate";
@@ -352,30 +372,48 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (cf->args->nelts == 3) {
-        if (ngx_strncmp(value[2].data, "size=", 5) != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid parameter \"%V\"",
-                               &cmd->name, &value[2]);
-            return NGX_CONF_ERROR;
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "size=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            size = ngx_parse_offset(&s);
+
+            if (size == NGX_ERROR || size < WA_RING_MIN_SIZE
+                || (size & (size - 1)) != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": invalid ring size \"%V\", a "
+                                   "power of two of at least 64k is needed",
+                                   &cmd->name, &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            wmcf->ring_size = (uint64_t) size;
+            continue;
         }
 
-        s.data = value[2].data + 5;
-        s.len = value[2].len - 5;
-
-        size = ngx_parse_offset(&s);
-
-        if (size == NGX_ERROR || size < WA_RING_MIN_SIZE
-            || (size & (size - 1)) != 0)
+        if (ngx_strncmp(value[i].data, "group=", 6) == 0
+            && value[i].len > 6)
         {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid ring size \"%V\", a power "
-                               "of two of at least 64k is needed",
-                               &cmd->name, &value[2]);
-            return NGX_CONF_ERROR;
+            /* value[i] is NUL-terminated by the configuration parser */
+            grp = getgrnam((char *) value[i].data + 6);
+            if (grp == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": unknown group in \"%V\"",
+                                   &cmd->name, &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            wmcf->ring_gid = grp->gr_gid;
+            continue;
         }
 
-        wmcf->ring_size = (uint64_t) size;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": invalid parameter \"%V\"",
+                           &cmd->name, &value[i]);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -565,8 +603,8 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
 {
     int                       flags;
     char                      err[WA_RING_ERR_LEN];
+    mode_t                    mode;
     wa_ring_t                 ring;
-    ngx_core_conf_t          *ccf;
     ngx_http_wa_main_conf_t  *wmcf;
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_wa_module);
@@ -581,8 +619,10 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    mode = (wmcf->ring_gid == (ngx_gid_t) NGX_CONF_UNSET_UINT) ? 0600 : 0660;
+
     if (wa_ring_open(&ring, (char *) wmcf->ring_path.data, wmcf->ring_size,
-                     flags, 0600, err, sizeof(err))
+                     flags, mode, err, sizeof(err))
         != WA_RING_OK)
     {
         /* not fatal: workers answer 503 and retry every second */
@@ -592,16 +632,8 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
-
-    if (!ngx_test_config && geteuid() == 0
-        && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT)
-    {
-        if (fchown(ring.fd, ccf->user, ccf->group) == -1) {
-            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
-                          "wa_ring: fchown(\"%V\") failed",
-                          &wmcf->ring_path);
-        }
+    if (!ngx_test_config) {
+        ngx_http_wa_ring_own(cycle, wmcf, &ring, mode);
     }
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
@@ -612,6 +644,52 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
     wa_ring_close(&ring);
 
     return NGX_OK;
+}
+
+
+/*
+ * The workers (the "user" directive) own the ring, the group= group shares
+ * it; the mode is set on every start, so adding or removing group= on an
+ * existing file takes effect and no other user can write it.
+ */
+
+static void
+ngx_http_wa_ring_own(ngx_cycle_t *cycle, ngx_http_wa_main_conf_t *wmcf,
+    wa_ring_t *ring, mode_t mode)
+{
+    uid_t             uid;
+    gid_t             gid;
+    struct stat       st;
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    uid = (uid_t) -1;
+    gid = (gid_t) -1;
+
+    if (geteuid() == 0 && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+        uid = ccf->user;
+        gid = ccf->group;
+    }
+
+    if (wmcf->ring_gid != (ngx_gid_t) NGX_CONF_UNSET_UINT) {
+        gid = wmcf->ring_gid;
+    }
+
+    if ((uid != (uid_t) -1 || gid != (gid_t) -1)
+        && fchown(ring->fd, uid, gid) == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "wa_ring: fchown(\"%V\") failed", &wmcf->ring_path);
+    }
+
+    if (fstat(ring->fd, &st) == 0 && (st.st_mode & 0777) != mode
+        && fchmod(ring->fd, mode) == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "wa_ring: fchmod(\"%V\", %04o) failed",
+                      &wmcf->ring_path, mode);
+    }
 }
 
 
@@ -749,6 +827,34 @@ ngx_http_wa_ring_check_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * A truncated ring file faults (SIGBUS) on the next access to the pages it
+ * lost; the 1 s check is too late for that, so every use checks the size
+ * first (one fstat) and detaches at once.
+ */
+
+ngx_int_t
+ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log)
+{
+    if (!wmcf->ring_ok) {
+        return 0;
+    }
+
+    if (wa_ring_intact(&wmcf->ring)) {
+        return 1;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "wa_ring \"%V\" was truncated under nginx, answering 503",
+                  &wmcf->ring_path);
+
+    wa_ring_close(&wmcf->ring);
+    wmcf->ring_ok = 0;
+
+    return 0;
+}
+
+
 ngx_int_t
 ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec)
 {
@@ -766,7 +872,7 @@ ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     size_t           size;
     wa_ring_claim_t  claim;
 
-    if (!wmcf->ring_ok) {
+    if (!ngx_http_wa_ring_usable(wmcf, log)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "wa: ring unavailable, refusing a %s record",
                       wa_record_type_name(rec->type));
@@ -951,6 +1057,19 @@ ngx_http_wa_body(ngx_http_request_t *r, size_t *len)
     *len = p - body;
 
     return body;
+}
+
+
+/* constant-time equality for secrets (the length is not secret) */
+
+ngx_int_t
+ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b)
+{
+    if (a->len != b->len) {
+        return 0;
+    }
+
+    return CRYPTO_memcmp(a->data, b->data, a->len) == 0;
 }
 
 

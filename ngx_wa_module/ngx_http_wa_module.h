@@ -29,6 +29,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                 ring_path;       /* empty: no wa_ring */
     uint64_t                  ring_size;
+    ngx_gid_t                 ring_gid;        /* group=, or unset */
 
     /* per worker, set in init_process: the cycle-scoped conf is where
      * nginx keeps per-process state, so there is no global */
@@ -56,6 +57,7 @@ typedef struct {
     ngx_str_t                 default_business;
     size_t                    webhook_max_body;
 
+    ngx_array_t              *send_keys;       /* wa_send_key; never logged */
     ngx_str_t                 api_base;
     ngx_msec_t                send_timeout;
     ngx_msec_t                send_connect_timeout;
@@ -75,6 +77,12 @@ extern ngx_module_t  ngx_http_wa_module;
 ngx_int_t ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec);
 ngx_int_t ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf,
     ngx_log_t *log, wa_record_t *rec);
+
+/* The ring is mapped and its file intact; detaches (503s) if truncated. */
+ngx_int_t ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf,
+    ngx_log_t *log);
+
+ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
 
 ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
     u_char *id, size_t len);

@@ -69,6 +69,8 @@ typedef struct {
 #define NGX_HTTP_WA_IDEM_DONE    2
 
 
+static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
+    ngx_http_wa_loc_conf_t *wlcf);
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
 static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
@@ -182,7 +184,60 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 ngx_int_t
 ngx_http_wa_send_handler(ngx_http_request_t *r)
 {
+    ngx_int_t                rc;
+    ngx_http_wa_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
+
+    if (wlcf->send_keys != NULL && !ngx_http_wa_send_key_ok(r, wlcf)) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_wa_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                      "X-WA-Key: missing or wrong");
+    }
+
     return ngx_http_wa_read_json(r, ngx_http_wa_send_read);
+}
+
+
+/*
+ * The optional shared key: X-WA-Key must equal one of the wa_send_key
+ * values (several, so a key can be rotated without downtime). Compared in
+ * constant time; neither key is ever logged.
+ */
+
+static ngx_int_t
+ngx_http_wa_send_key_ok(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
+{
+    ngx_uint_t        i, ok;
+    ngx_str_t        *key;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_wa_header(r, "X-WA-Key", sizeof("X-WA-Key") - 1);
+
+    if (h == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa_send: no X-WA-Key header, refused");
+        return 0;
+    }
+
+    key = wlcf->send_keys->elts;
+    ok = 0;
+
+    for (i = 0; i < wlcf->send_keys->nelts; i++) {
+        /* no early exit: the time does not tell which key matched */
+        ok |= ngx_http_wa_streq(&key[i], &h->value);
+    }
+
+    if (!ok) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa_send: wrong X-WA-Key, refused");
+    }
+
+    return ok;
 }
 
 

@@ -107,7 +107,7 @@ ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
     tp = ngx_timeofday();
     st->now_ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
-    if (!wmcf->ring_ok) {
+    if (!ngx_http_wa_ring_usable(wmcf, ngx_cycle->log)) {
         return;
     }
 

@@ -34,7 +34,6 @@ static ngx_int_t ngx_http_wa_signature_ok(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, u_char *body, size_t len);
 static ngx_int_t ngx_http_wa_arg(ngx_http_request_t *r, const char *name,
     size_t len, ngx_str_t *value);
-static ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
 static const char *ngx_http_wa_webhook_business(wa_webhook_ctx_t *ctx,
     const char *phone_id);
 static int ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec);
@@ -282,19 +281,6 @@ ngx_http_wa_arg(ngx_http_request_t *r, const char *name, size_t len,
     value->len = dst - value->data;
 
     return NGX_OK;
-}
-
-
-/* constant-time equality for secrets */
-
-static ngx_int_t
-ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b)
-{
-    if (a->len != b->len) {
-        return 0;
-    }
-
-    return CRYPTO_memcmp(a->data, b->data, a->len) == 0;
 }
 
 

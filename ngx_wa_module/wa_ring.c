@@ -87,6 +87,13 @@ wa_ring_open(wa_ring_t *ring, const char *path, uint64_t capacity, int flags,
         goto failed;
     }
 
+    if (st.st_mode & S_IWOTH) {
+        snprintf(err, errlen, "\"%s\" is writable by any user (mode %04o): "
+                 "anyone could forge or erase records; chmod o-w it", path,
+                 (unsigned) (st.st_mode & 07777));
+        goto failed;
+    }
+
     if (st.st_size == 0) {
         if (!(flags & WA_RING_CREATE) || capacity == 0) {
             snprintf(err, errlen, "\"%s\" is empty: not a ring yet", path);
@@ -278,6 +285,19 @@ wa_ring_check(wa_ring_t *ring, const char *path, char *err, size_t errlen)
     }
 
     return WA_RING_OK;
+}
+
+
+int
+wa_ring_intact(wa_ring_t *ring)
+{
+    struct stat  st;
+
+    if (fstat(ring->fd, &st) == -1 || (size_t) st.st_size != ring->map_size) {
+        return 0;
+    }
+
+    return 1;
 }
 
 

@@ -171,6 +171,7 @@ typedef struct {
  * 0 to accept whatever the existing file has. An existing file with another
  * magic, version or capacity is an error, never re-initialised. New files are
  * created with mode (e.g. 0600), under an exclusive flock while initialised.
+ * A file any user may write is refused: anyone could forge or erase records.
  * Returns WA_RING_OK or WA_RING_ERROR with a message in err.
  */
 int wa_ring_open(wa_ring_t *ring, const char *path, uint64_t capacity,
@@ -181,6 +182,10 @@ void wa_ring_close(wa_ring_t *ring);
  * WA_RING_OK or WA_RING_ERROR (deleted, replaced, truncated) with err. */
 int wa_ring_check(wa_ring_t *ring, const char *path, char *err,
     size_t errlen);
+
+/* The mapped file still has its size: a truncated mapping faults (SIGBUS)
+ * on the next access, so producers check before touching it. One fstat. */
+int wa_ring_intact(wa_ring_t *ring);
 
 /* Largest payload a record may carry. */
 uint32_t wa_ring_max_payload(const wa_ring_t *ring);

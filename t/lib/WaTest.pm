@@ -202,16 +202,18 @@ sub nginx_conf {
     my $user = $self->{root} ? 'user nobody nogroup;' : '';
     my $workers = $o{workers} // 2;
     my $size = $o{ring_size} // '1m';
+    $o{ring_args} //= '';
     my $http = $o{http} // '';
     my $server = $o{server} // $self->default_locations;
-    my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size;";
+    my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
+    my $level = $o{log_level} // 'info';
 
     return <<EOF;
 load_module $TOP/build/nginx/ngx_http_wa_module.so;
 $user
 worker_processes $workers;
 pid $d/nginx.pid;
-error_log $d/error.log info;
+error_log $d/error.log $level;
 events { worker_connections 1024; }
 http {
     access_log $d/access.log;
