@@ -829,24 +829,31 @@ ngx_http_wa_ring_check_handler(ngx_event_t *ev)
 
 /*
  * A truncated ring file faults (SIGBUS) on the next access to the pages it
- * lost; the 1 s check is too late for that, so every use checks the size
- * first (one fstat) and detaches at once.
+ * lost, and a record put in a deleted file is lost once the writer has
+ * drained it and moved on; the 1 s check is too late for both, so every
+ * use looks first (one fstat) and detaches at once.
  */
 
 ngx_int_t
 ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log)
 {
+    const char  *damage;
+
     if (!wmcf->ring_ok) {
         return 0;
     }
 
-    if (wa_ring_intact(&wmcf->ring)) {
+    damage = wa_ring_damage(&wmcf->ring);
+
+    if (damage == NULL) {
         return 1;
     }
 
     ngx_log_error(NGX_LOG_ALERT, log, 0,
-                  "wa_ring \"%V\" was truncated under nginx, answering 503",
-                  &wmcf->ring_path);
+                  "wa_ring \"%V\" was %s under nginx, answering 503 until "
+                  "a valid file is back (nginx -s reload creates one)",
+                  &wmcf->ring_path, damage);
+    ngx_cpystrn(wmcf->ring_error, (u_char *) damage, WA_RING_ERR_LEN);
 
     wa_ring_close(&wmcf->ring);
     wmcf->ring_ok = 0;

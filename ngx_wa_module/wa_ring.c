@@ -288,16 +288,20 @@ wa_ring_check(wa_ring_t *ring, const char *path, char *err, size_t errlen)
 }
 
 
-int
-wa_ring_intact(wa_ring_t *ring)
+const char *
+wa_ring_damage(wa_ring_t *ring)
 {
     struct stat  st;
 
     if (fstat(ring->fd, &st) == -1 || (size_t) st.st_size != ring->map_size) {
-        return 0;
+        return "truncated";
     }
 
-    return 1;
+    if (st.st_nlink == 0) {
+        return "deleted";
+    }
+
+    return NULL;
 }
 
 

@@ -183,9 +183,13 @@ void wa_ring_close(wa_ring_t *ring);
 int wa_ring_check(wa_ring_t *ring, const char *path, char *err,
     size_t errlen);
 
-/* The mapped file still has its size: a truncated mapping faults (SIGBUS)
- * on the next access, so producers check before touching it. One fstat. */
-int wa_ring_intact(wa_ring_t *ring);
+/*
+ * The mapped file still has its size and a name: a truncated mapping faults
+ * (SIGBUS) on the next access, and records put in a deleted file reach no
+ * reader once the writer moves on. Producers check before each record; one
+ * fstat. Returns NULL, or "truncated" or "deleted".
+ */
+const char *wa_ring_damage(wa_ring_t *ring);
 
 /* Largest payload a record may carry. */
 uint32_t wa_ring_max_payload(const wa_ring_t *ring);

@@ -38,6 +38,7 @@ typedef struct {
     wa_batch_t      batch;
     wa_db_t         db;
     uint64_t        checked_ms;
+    uint64_t        changed_ms;       /* the ring file was found replaced */
 
     /* for the periodic summary */
     uint64_t        stats_ms;
@@ -76,6 +77,7 @@ wa_run(wa_conf_t *conf)
     wa_batch_t       *b;
     wa_ring_rec_t     rr;
     wa_writer_t       w;
+    const char       *damage;
     struct sigaction  sa;
 
     memset(&w, 0, sizeof(wa_writer_t));
@@ -135,6 +137,23 @@ wa_run(wa_conf_t *conf)
 
         if (wa_stop) {
             break;
+        }
+
+        /* a truncated file faults (SIGBUS) on access: look before each
+         * batch; what it held is gone, someone must find out why */
+        damage = (b->n == 0) ? wa_ring_damage(&w.ring) : NULL;
+
+        if (damage != NULL && strcmp(damage, "truncated") == 0) {
+            wa_log(WA_LOG_CRITICAL, "the ring %s was truncated under us at "
+                   "pos %" PRIu64 ": records not yet read in it are lost; "
+                   "reopening it", conf->ring_path, w.cursor);
+            wa_writer_detach(&w);
+
+            if (wa_writer_attach(&w) != 0) {
+                goto stopped;
+            }
+
+            continue;
         }
 
         rc = WA_RING_EMPTY;
@@ -197,8 +216,22 @@ wa_run(wa_conf_t *conf)
             if (wa_ring_check(&w.ring, conf->ring_path, err, sizeof(err))
                 != WA_RING_OK)
             {
-                wa_log(WA_LOG_WARN, "the ring %s changed under us (%s): "
-                       "reopening it", conf->ring_path, err);
+                /*
+                 * Deleted or replaced: producers stop using it at their
+                 * next record, one may be finishing one now; drain for one
+                 * more check period before letting go of the old file.
+                 */
+                if (w.changed_ms == 0) {
+                    w.changed_ms = now;
+                    wa_log(WA_LOG_WARN, "the ring %s changed under us (%s): "
+                           "draining it, then reopening", conf->ring_path,
+                           err);
+                    continue;
+                }
+
+                wa_log(WA_LOG_WARN, "the ring %s is drained up to pos %"
+                       PRIu64 ": reopening it", conf->ring_path, w.cursor);
+                w.changed_ms = 0;
                 wa_writer_detach(&w);
 
                 if (wa_writer_attach(&w) != 0) {
