@@ -3,6 +3,9 @@
 
 NGINX_SRC   ?= /usr/share/nginx/src
 BUILD       := $(CURDIR)/build
+# make test-asan builds here, with SAN_FLAGS
+SAN_BUILD   := $(CURDIR)/build-asan
+SAN_FLAGS   ?=
 NGX_BUILD   := $(BUILD)/nginx
 MODULE      := $(NGX_BUILD)/ngx_http_wa_module.so
 WRITER      := $(BUILD)/wa-writer
@@ -10,7 +13,7 @@ WRITER      := $(BUILD)/wa-writer
 CC          ?= cc
 WFLAGS      := -Wall -Wextra -Werror
 CFLAGS      ?= -O2 -g
-ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS)
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) $(SAN_FLAGS)
 PG_INC      := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 # plain C shared by the module, the writer and the unit tests
@@ -34,7 +37,7 @@ FUZZ_TIME   ?= 600
 FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
-.PHONY: all deps module writer unit test run fuzz clean
+.PHONY: all deps module writer unit test test-asan valgrind run fuzz clean
 
 all: module writer unit
 
@@ -53,8 +56,8 @@ $(NGX_BUILD)/Makefile: config
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(BUILD)/nginx-src
 	cd $(BUILD)/nginx-src && bash -c '. ./conf_flags && ./configure \
-	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC -Wextra -Werror" \
-	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC -Wextra -Werror $(SAN_FLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC $(SAN_FLAGS)" \
 	    "$${NGX_CONF_FLAGS[@]}" \
 	    --add-dynamic-module=$(CURDIR) \
 	    --builddir=$(NGX_BUILD)' > $(BUILD)/configure.log 2>&1 \
@@ -80,6 +83,32 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS
 test: deps all
 	$(PROVE) t/ < /dev/null
 
+# The whole suite again with the module, the writer and the unit tests
+# built with ASan and UBSan. Debian's nginx is not instrumented: it loads
+# the ASan runtime first (LD_PRELOAD) so the module's checks work; its own
+# allocations are not leak-checked, the writer's are. Any report fails.
+SAN_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               -fno-omit-frame-pointer
+test-asan: deps all
+	$(MAKE) BUILD=$(SAN_BUILD) SAN_FLAGS="$(SAN_CFLAGS)" module writer unit
+	rm -rf $(SAN_BUILD)/reports && mkdir -p $(SAN_BUILD)/reports
+	chmod 1777 $(SAN_BUILD)/reports
+	WA_BUILD=$(SAN_BUILD) WA_SAN_REPORTS=$(SAN_BUILD)/reports \
+	WA_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=1:log_path=$(SAN_BUILD)/reports/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_BUILD)/reports/ubsan \
+	    $(PROVE) t/ < /dev/null
+	@if ls $(SAN_BUILD)/reports | grep -q .; then \
+	    head -50 $(SAN_BUILD)/reports/*; \
+	    echo "test-asan: sanitizer reports above"; exit 1; \
+	fi
+	@echo "test-asan: no sanitizer report"
+
+# wa-writer under valgrind over VALGRIND_RECORDS records: no error, no leak
+VALGRIND_RECORDS ?= 100000
+valgrind: deps all
+	perl scripts/valgrind-writer.pl $(VALGRIND_RECORDS) < /dev/null
+
 run: deps all
 	sh scripts/run.sh
 
@@ -100,4 +129,4 @@ $(BUILD)/fuzz/%: fuzz/%.c $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD)

@@ -61,6 +61,7 @@ typedef struct {
     char                       local_id[64];
     ngx_str_t                  answer;
     ngx_uint_t                 status;
+    ngx_pool_cleanup_t        *cln;          /* in the request's pool */
 } ngx_http_wa_send_ctx_t;
 
 
@@ -436,6 +437,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
     cln->handler = ngx_http_wa_send_cleanup;
     cln->data = ctx;
+    ctx->cln = cln;
     ctx->request = r;
 
     return NGX_DONE;
@@ -621,6 +623,7 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
 static void
 ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 {
+    u_char              *answer;
     ngx_int_t            rc;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
@@ -640,16 +643,28 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
         return;
     }
 
-    /* detach before finalizing: the cleanup below must not see us */
+    /*
+     * Detach: ctx lives in the transfer's pool, freed below, while the
+     * request (and its pool's cleanups) may live on, kept alive or still
+     * writing. The answer is copied to the request's pool for the same
+     * reason: a slow client's socket may take it after ctx is gone.
+     */
+    ctx->cln->handler = NULL;
     ctx->request = NULL;
     c = r->connection;
 
-    if (ctx->answer.len == 0) {
+    answer = NULL;
+
+    if (ctx->answer.len) {
+        answer = ngx_pnalloc(r->pool, ctx->answer.len);
+    }
+
+    if (answer == NULL) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     } else {
-        rc = ngx_http_wa_send_json(r, ctx->status, ctx->answer.data,
-                                   ctx->answer.len);
+        ngx_memcpy(answer, ctx->answer.data, ctx->answer.len);
+        rc = ngx_http_wa_send_json(r, ctx->status, answer, ctx->answer.len);
     }
 
     ngx_http_finalize_request(r, rc);

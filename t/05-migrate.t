@@ -58,7 +58,7 @@ is(scalar @{ $t->sql("SELECT 1 FROM pg_constraint
    1, 'no duplicate foreign key');
 
 # the damage the bug did: repaired by backfill-leads
-my ($rc, $bf) = $t->run_quiet("$WaTest::TOP/build/wa-writer", 'backfill-leads', '--db', $t->dsn);
+my ($rc, $bf) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'backfill-leads', '--db', $t->dsn);
 is($rc, 0, 'backfill-leads runs');
 like($bf, qr/linked 2 rows/, 'reports the rows it linked');
 is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE lead_id IS NULL'), 0,
@@ -66,7 +66,7 @@ is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE lead_id IS NULL'),
 is($t->sql_value("SELECT l.phone FROM whatsapp_message m JOIN leads l ON l.id = m.lead_id
                    WHERE m.provider_message_id = 'wamid.old1'"), '972501111111',
    'linked to the existing lead');
-($rc, $bf) = $t->run_quiet("$WaTest::TOP/build/wa-writer", 'backfill-leads', '--db', $t->dsn);
+($rc, $bf) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'backfill-leads', '--db', $t->dsn);
 like($bf, qr/linked 0 rows/, 'safe to re-run');
 
 # deleting a lead leaves its messages, with a NULL lead_id (the one allowed case)

@@ -18,7 +18,7 @@ $t->start_pg;
 $t->migrate;
 $t->start_nginx;
 
-my $writer = "$WaTest::TOP/build/wa-writer";
+my $writer = "$WaTest::BUILD/wa-writer";
 
 # ---- status with the writer down, records waiting --------------------------------
 

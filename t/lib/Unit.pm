@@ -1,6 +1,6 @@
 package Unit;
 
-# Runs a C unit test binary from build/t/ in place of the .t file, so its
+# Runs a C unit test binary from build/t/ (or $WA_BUILD/t/) in place of the .t file, so its
 # TAP goes straight to prove. A missing binary fails: a test that was never
 # built must not pass by being skipped.
 
@@ -10,7 +10,7 @@ use FindBin;
 
 sub run {
     my ($name) = @_;
-    my $bin = "$FindBin::Bin/../build/t/$name";
+    my $bin = ($ENV{WA_BUILD} // "$FindBin::Bin/../build") . "/t/$name";
 
     if (!-x $bin) {
         print "1..0 # SKIP $bin not built\n" and exit 0 if $ENV{WA_ALLOW_SKIP};

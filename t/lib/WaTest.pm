@@ -22,6 +22,13 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 our $TOP = abs_path("$FindBin::Bin/..");
+# make test-asan points these at the sanitizer build
+our $BUILD = $ENV{WA_BUILD} // "$TOP/build";
+our @NGINX = ('/usr/sbin/nginx');
+@NGINX = ('env', "LD_PRELOAD=$ENV{WA_PRELOAD}",
+          # nginx's own allocations are not ours to leak-check
+          "ASAN_OPTIONS=detect_leaks=0:log_path=$ENV{WA_SAN_REPORTS}/asan",
+          @NGINX) if $ENV{WA_PRELOAD};
 our $PGBIN = '/usr/lib/postgresql/15/bin';
 our $SECRET = 'test-app-secret';
 our $VERIFY = 'test-verify-token';
@@ -33,7 +40,7 @@ my @live;
 sub new {
     my ($class, %o) = @_;
 
-    for my $f ("$TOP/build/nginx/ngx_http_wa_module.so", "$TOP/build/wa-writer") {
+    for my $f ("$BUILD/nginx/ngx_http_wa_module.so", "$BUILD/wa-writer") {
         die "$f is missing: run make first\n" unless -e $f;
     }
 
@@ -79,9 +86,11 @@ sub free_port {
 # execs in place, so signals reach the daemon itself
 sub as_user {
     my ($self, @cmd) = @_;
+    # the sanitizers' settings survive --reset-env
+    my @san = map { "$_=$ENV{$_}" } grep { $ENV{$_} } qw(ASAN_OPTIONS UBSAN_OPTIONS);
     return $self->{root}
         ? ('setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
-           '--reset-env', @cmd)
+           '--reset-env', @san ? ('env', @san) : (), @cmd)
         : @cmd;
 }
 
@@ -150,7 +159,7 @@ sub sql_value {
 
 sub migrate {
     my ($self) = @_;
-    my ($rc, $out) = $self->run_quiet("$TOP/build/wa-writer", 'migrate',
+    my ($rc, $out) = $self->run_quiet("$BUILD/wa-writer", 'migrate',
                                       '--db', $self->dsn);
     die "migrate failed: $out" if $rc;
     return $out;
@@ -166,7 +175,8 @@ sub start_writer {
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/writer.log" or die;
         open STDERR, '>>', "$self->{dir}/writer.log" or die;
-        { exec $self->as_user("$TOP/build/wa-writer", '--ring', $self->ring,
+        { exec $self->as_user(@{ $self->{writer_prefix} // [] },
+                              "$BUILD/wa-writer", '--ring', $self->ring,
                               '--db', $self->dsn, '--batch-delay-ms', '5',
                               @extra) }
         print STDERR "exec wa-writer: $!\n";
@@ -174,6 +184,13 @@ sub start_writer {
     }
     $self->{writer} = $pid;
     return $pid;
+}
+
+# the writer under a wrapper command (valgrind, ...)
+sub start_writer_cmd {
+    my ($self, @prefix) = @_;
+    local $self->{writer_prefix} = \@prefix;
+    return $self->start_writer;
 }
 
 sub stop_writer {
@@ -209,7 +226,7 @@ sub nginx_conf {
     my $level = $o{log_level} // 'info';
 
     return <<EOF;
-load_module $TOP/build/nginx/ngx_http_wa_module.so;
+load_module $BUILD/nginx/ngx_http_wa_module.so;
 $user
 worker_processes $workers;
 pid $d/nginx.pid;
@@ -268,7 +285,7 @@ sub start_nginx {
     my $conf = "$self->{dir}/nginx.conf";
     spew($conf, $self->nginx_conf(%o));
 
-    my ($rc, $out) = $self->run_quiet('/usr/sbin/nginx', '-p', $self->{dir},
+    my ($rc, $out) = $self->run_quiet(@NGINX, '-p', $self->{dir},
                                       '-c', $conf);
     die "nginx failed to start: $out" . $self->error_log if $rc;
 
@@ -310,7 +327,7 @@ sub nginx_t {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/test.conf";
     spew($conf, $o{raw} // $self->nginx_conf(%o));
-    return $self->run_quiet('/usr/sbin/nginx', '-t', '-p', $self->{dir},
+    return $self->run_quiet(@NGINX, '-t', '-p', $self->{dir},
                             '-c', $conf);
 }
 

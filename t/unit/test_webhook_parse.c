@@ -318,8 +318,8 @@ main(void)
     ctx.default_business = "99";
     rc = wa_webhook_parse(text_body, strlen(text_body), &ctx);
     ok(rc == WA_WH_OK, "first record fits");
+    sink_reset(&s);
     s.fail_at = 0;
-    s.n = 0;
     rc = wa_webhook_parse(text_body, strlen(text_body), &ctx);
     ok(rc == WA_WH_EMIT_FAILED, "emit failure is reported");
 
