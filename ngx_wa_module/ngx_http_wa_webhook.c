@@ -114,7 +114,11 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
 
-    if (r->request_body == NULL) {
+    /*
+     * Content-Length: 0, or a chunked body of no chunk (nginx counts its
+     * length here): the body chain then holds only a buffer with no data
+     */
+    if (r->request_body == NULL || r->headers_in.content_length_n == 0) {
         return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
                                       "empty body");
     }
