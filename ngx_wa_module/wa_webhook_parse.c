@@ -7,6 +7,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -30,6 +31,8 @@ static int wa_walk_error(wa_walk_t *w, cJSON *err);
 static int wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw);
 static int wa_scan(wa_walk_t *w, const unsigned char *p, size_t len);
 static size_t wa_utf8_len(const unsigned char *p, size_t avail);
+static int wa_unique_keys(wa_walk_t *w, cJSON *item);
+static int wa_keycmp(const void *a, const void *b);
 static int wa_invalid(wa_walk_t *w, const char *fmt, const char *arg);
 static const char *wa_str(cJSON *obj, const char *key);
 static const char *wa_text(cJSON *obj, const char *key, char *buf,
@@ -80,6 +83,11 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
 
     if (end != body + len) {
         rc = wa_invalid(&w, "trailing data after the JSON body", NULL);
+        goto done;
+    }
+
+    rc = wa_unique_keys(&w, root);
+    if (rc != WA_WH_OK) {
         goto done;
     }
 
@@ -468,6 +476,85 @@ wa_utf8_len(const unsigned char *p, size_t avail)
     }
 
     return n;
+}
+
+
+/*
+ * A key twice in one object, anywhere: cJSON finds the first, jsonb keeps
+ * the last, so a second "messages" would be acknowledged and never recorded,
+ * and a second "id" would disagree with the stored payload. Which one the
+ * sender meant is a guess: refuse. Sorted when big, so 100k keys stay cheap;
+ * the depth is bounded by cJSON's nesting limit.
+ */
+
+static int
+wa_unique_keys(wa_walk_t *w, cJSON *item)
+{
+    int           rc;
+    size_t        n, i;
+    cJSON        *c, *d;
+    const char  **keys, *dup;
+
+    n = 0;
+
+    for (c = item->child; c != NULL; c = c->next) {
+        n++;
+
+        if (c->child != NULL) {
+            rc = wa_unique_keys(w, c);
+            if (rc != WA_WH_OK) {
+                return rc;
+            }
+        }
+    }
+
+    if (!cJSON_IsObject(item) || n < 2) {
+        return WA_WH_OK;
+    }
+
+    dup = NULL;
+
+    if (n <= 16) {
+        for (c = item->child; c != NULL && dup == NULL; c = c->next) {
+            for (d = c->next; d != NULL; d = d->next) {
+                if (strcmp(c->string, d->string) == 0) {
+                    dup = c->string;
+                    break;
+                }
+            }
+        }
+
+    } else {
+        keys = malloc(n * sizeof(const char *));
+        if (keys == NULL) {
+            return WA_WH_NOMEM;
+        }
+
+        i = 0;
+        for (c = item->child; c != NULL; c = c->next) {
+            keys[i++] = c->string;
+        }
+
+        qsort(keys, n, sizeof(const char *), wa_keycmp);
+
+        for (i = 1; i < n; i++) {
+            if (strcmp(keys[i - 1], keys[i]) == 0) {
+                dup = keys[i];
+                break;
+            }
+        }
+
+        free(keys);
+    }
+
+    return dup ? wa_invalid(w, "duplicate key \"%s\"", dup) : WA_WH_OK;
+}
+
+
+static int
+wa_keycmp(const void *a, const void *b)
+{
+    return strcmp(*(const char * const *) a, *(const char * const *) b);
 }
 
 

@@ -197,7 +197,7 @@ main(void)
 
     memset(&s, 0, sizeof(sink_t));
 
-    plan(79);
+    plan(87);
 
     /* a text message from Meta's documentation */
 
@@ -433,6 +433,58 @@ main(void)
 
     ok(TEXT("\\ud800") == WA_WH_INVALID, "lone high surrogate escape");
     ok(TEXT("\\udc00") == WA_WH_INVALID, "lone low surrogate escape");
+
+    /* duplicate keys: which one was meant is a guess */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"id\":\"d2\","
+        "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "message id twice");
+    ok(strstr(ctx.error, "duplicate key \"id\"") != NULL, "reason: %s",
+       ctx.error);
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"type\":\"text\"}],"
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d2\",\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "messages[] twice");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"type\":\"x\","
+        "\"x\":{\"a\":[{\"b\":1,\"b\":2}]}}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "a key twice deep in a message");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"ID\":\"d2\","
+        "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_OK && s.n == 1, "keys that differ in case are distinct");
+
+    {
+        int    i;
+        char  *big, *p;
+
+        /* 20 keys take the sorted path */
+        big = malloc(4096);
+        p = big + sprintf(big, "{\"object\":\"whatsapp_business_account\","
+                               "\"entry\":[]");
+        for (i = 0; i < 20; i++) {
+            p += sprintf(p, ",\"k%02d\":%d", i, i);
+        }
+        strcpy(p, "}");
+
+        rc = parse(&s, &ctx, big);
+        ok(rc == WA_WH_OK, "20 distinct keys");
+
+        strcpy(p, ",\"k07\":0}");
+        rc = parse(&s, &ctx, big);
+        ok(rc == WA_WH_INVALID && strstr(ctx.error, "\"k07\""),
+           "21 keys, one twice: %s", ctx.error);
+
+        free(big);
+    }
+
+    rc = parse(&s, &ctx, "{\"a\\n\x7f\xc3\xa9\":1,\"a\\n\x7f\xc3\xa9\":2}");
+    ok(rc == WA_WH_INVALID && strstr(ctx.error, "\"a????\"") != NULL,
+       "the reason shows only printable ASCII: %s", ctx.error);
 
     /* the ring refuses midway: the parser stops and says so */
 
