@@ -106,6 +106,7 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
     int                          rc;
     u_char                      *body, ms[NGX_INT64_LEN + 1];
     size_t                       len;
+    ngx_uint_t                   level;
     ngx_time_t                  *tp;
     wa_webhook_ctx_t             ctx;
     ngx_http_wa_loc_conf_t      *wlcf;
@@ -113,7 +114,11 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
 
-    if (r->request_body == NULL) {
+    /*
+     * Content-Length: 0, or a chunked body of no chunk (nginx counts its
+     * length here): the body chain then holds only a buffer with no data
+     */
+    if (r->request_body == NULL || r->headers_in.content_length_n == 0) {
         return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
                                       "empty body");
     }
@@ -171,7 +176,13 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
                                      (u_char *) "{\"ok\":true}", 11);
 
     case WA_WH_INVALID:
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+        /*
+         * a signed body is Meta's: refused, it is lost once Meta gives up
+         * retrying, so it must show at nginx's default log level
+         */
+        level = wlcf->app_secret.len ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, r->connection->log, 0,
                       "wa webhook: body refused: %s", ctx.error);
         return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, ctx.error);
 

@@ -7,6 +7,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -28,6 +29,10 @@ static int wa_walk_message(wa_walk_t *w, cJSON *msg);
 static int wa_walk_status(wa_walk_t *w, cJSON *st);
 static int wa_walk_error(wa_walk_t *w, cJSON *err);
 static int wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw);
+static int wa_scan(wa_walk_t *w, const unsigned char *p, size_t len);
+static size_t wa_utf8_len(const unsigned char *p, size_t avail);
+static int wa_unique_keys(wa_walk_t *w, cJSON *item);
+static int wa_keycmp(const void *a, const void *b);
 static int wa_invalid(wa_walk_t *w, const char *fmt, const char *arg);
 static const char *wa_str(cJSON *obj, const char *key);
 static const char *wa_text(cJSON *obj, const char *key, char *buf,
@@ -58,6 +63,11 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
 
     end = NULL;
 
+    rc = wa_scan(&w, (const unsigned char *) body, len);
+    if (rc != WA_WH_OK) {
+        return rc;
+    }
+
     root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (root == NULL) {
         return wa_invalid(&w, "body is not valid JSON", NULL);
@@ -73,6 +83,11 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
 
     if (end != body + len) {
         rc = wa_invalid(&w, "trailing data after the JSON body", NULL);
+        goto done;
+    }
+
+    rc = wa_unique_keys(&w, root);
+    if (rc != WA_WH_OK) {
         goto done;
     }
 
@@ -360,6 +375,189 @@ wa_walk_error(wa_walk_t *w, cJSON *err)
 }
 
 
+/*
+ * What cJSON lets through but RFC 8259 or PostgreSQL do not, refused before
+ * anything is acknowledged: bytes that are not UTF-8 (text and jsonb refuse
+ * them, so the record could only be dead-lettered), NUL raw or as \u0000
+ * (it cuts a C string short: the text would be stored truncated, and jsonb
+ * refuses it), and other raw control characters (cJSON takes them for
+ * whitespace, and keeps them raw in strings). One pass, no allocation.
+ */
+
+static int
+wa_scan(wa_walk_t *w, const unsigned char *p, size_t len)
+{
+    int            in_string;
+    char           at[24];
+    size_t         i, n;
+    unsigned char  c;
+
+    in_string = 0;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if (c >= 0x80) {
+            n = wa_utf8_len(p + i, len - i);
+            if (n == 0) {
+                snprintf(at, sizeof(at), "%zu", i);
+                return wa_invalid(w, "invalid UTF-8 at byte %s", at);
+            }
+
+            i += n - 1;
+            continue;
+        }
+
+        if (c < 0x20
+            && (in_string || (c != '\t' && c != '\n' && c != '\r')))
+        {
+            snprintf(at, sizeof(at), "%zu", i);
+            return wa_invalid(w, "control character at byte %s", at);
+        }
+
+        if (c == '"') {
+            in_string = !in_string;
+
+        } else if (c == '\\' && in_string && i + 1 < len) {
+
+            if (p[i + 1] == '"' || p[i + 1] == '\\') {
+                /* an escaped quote or backslash neither ends nor escapes */
+                i++;
+
+            } else if (p[i + 1] == 'u' && i + 5 < len
+                       && memcmp(&p[i + 2], "0000", 4) == 0)
+            {
+                snprintf(at, sizeof(at), "%zu", i);
+                return wa_invalid(w, "\\u0000 at byte %s", at);
+            }
+        }
+    }
+
+    return WA_WH_OK;
+}
+
+
+/* the length of the well-formed UTF-8 sequence at p, or 0 (Unicode 3-7) */
+
+static size_t
+wa_utf8_len(const unsigned char *p, size_t avail)
+{
+    size_t         n, k;
+    unsigned char  lo, hi;
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+        lo = (p[0] == 0xe0) ? 0xa0 : 0x80;    /* overlong */
+        hi = (p[0] == 0xed) ? 0x9f : 0xbf;    /* UTF-16 surrogates */
+
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+        lo = (p[0] == 0xf0) ? 0x90 : 0x80;    /* overlong */
+        hi = (p[0] == 0xf4) ? 0x8f : 0xbf;    /* over U+10FFFF */
+
+    } else {
+        return 0;
+    }
+
+    if (avail < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (k = 2; k < n; k++) {
+        if (p[k] < 0x80 || p[k] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * A key twice in one object, anywhere: cJSON finds the first, jsonb keeps
+ * the last, so a second "messages" would be acknowledged and never recorded,
+ * and a second "id" would disagree with the stored payload. Which one the
+ * sender meant is a guess: refuse. Sorted when big, so 100k keys stay cheap;
+ * the depth is bounded by cJSON's nesting limit.
+ */
+
+static int
+wa_unique_keys(wa_walk_t *w, cJSON *item)
+{
+    int           rc;
+    size_t        n, i;
+    cJSON        *c, *d;
+    const char  **keys, *dup;
+
+    n = 0;
+
+    for (c = item->child; c != NULL; c = c->next) {
+        n++;
+
+        if (c->child != NULL) {
+            rc = wa_unique_keys(w, c);
+            if (rc != WA_WH_OK) {
+                return rc;
+            }
+        }
+    }
+
+    if (!cJSON_IsObject(item) || n < 2) {
+        return WA_WH_OK;
+    }
+
+    dup = NULL;
+
+    if (n <= 16) {
+        for (c = item->child; c != NULL && dup == NULL; c = c->next) {
+            for (d = c->next; d != NULL; d = d->next) {
+                if (strcmp(c->string, d->string) == 0) {
+                    dup = c->string;
+                    break;
+                }
+            }
+        }
+
+    } else {
+        keys = malloc(n * sizeof(const char *));
+        if (keys == NULL) {
+            return WA_WH_NOMEM;
+        }
+
+        i = 0;
+        for (c = item->child; c != NULL; c = c->next) {
+            keys[i++] = c->string;
+        }
+
+        qsort(keys, n, sizeof(const char *), wa_keycmp);
+
+        for (i = 1; i < n; i++) {
+            if (strcmp(keys[i - 1], keys[i]) == 0) {
+                dup = keys[i];
+                break;
+            }
+        }
+
+        free(keys);
+    }
+
+    return dup ? wa_invalid(w, "duplicate key \"%s\"", dup) : WA_WH_OK;
+}
+
+
+static int
+wa_keycmp(const void *a, const void *b)
+{
+    return strcmp(*(const char * const *) a, *(const char * const *) b);
+}
+
+
 /* stamp the common fields, attach the raw object, publish */
 
 static int
@@ -387,11 +585,18 @@ wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw)
 static int
 wa_invalid(wa_walk_t *w, const char *fmt, const char *arg)
 {
-    char  id[48];
+    char            id[48];
+    unsigned char  *p;
 
     if (arg != NULL) {
         /* ids come from the client: keep the message short and printable */
         snprintf(id, sizeof(id), "%.40s", arg);
+
+        for (p = (unsigned char *) id; *p; p++) {
+            if (*p < 0x20 || *p > 0x7e) {
+                *p = '?';
+            }
+        }
     }
 
     snprintf(w->ctx->error, WA_WH_ERR_LEN, fmt, arg ? id : "");

@@ -93,7 +93,7 @@ sink_reset(sink_t *s)
 
 
 static int
-parse(sink_t *s, wa_webhook_ctx_t *ctx, const char *body)
+parse_len(sink_t *s, wa_webhook_ctx_t *ctx, const char *body, size_t len)
 {
     sink_reset(s);
 
@@ -104,7 +104,14 @@ parse(sink_t *s, wa_webhook_ctx_t *ctx, const char *body)
     ctx->default_business = "99";
     ctx->received_ms = "1700000000000";
 
-    return wa_webhook_parse(body, strlen(body), ctx);
+    return wa_webhook_parse(body, len, ctx);
+}
+
+
+static int
+parse(sink_t *s, wa_webhook_ctx_t *ctx, const char *body)
+{
+    return parse_len(s, ctx, body, strlen(body));
 }
 
 
@@ -133,6 +140,45 @@ field_is(sink_t *s, int i, int tag, const char *want)
     "\"changes\":[{\"field\":\"messages\",\"value\":" values "}]}]}"
 
 
+/* a one-message body whose text is the given raw bytes (NUL allowed) */
+
+static int
+parse_text(sink_t *s, wa_webhook_ctx_t *ctx, const char *text, size_t len)
+{
+    int     rc;
+    char   *body;
+    size_t  n;
+
+    static const char  head[] =
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\","
+        "\"changes\":[{\"field\":\"messages\",\"value\":"
+        VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"t\",\"type\":\"text\","
+        "\"text\":{\"body\":\"";
+    static const char  tail[] = "\"}}]}}]}]}";
+
+    n = sizeof(head) - 1 + len + sizeof(tail) - 1;
+
+    body = malloc(n);
+    if (body == NULL) {
+        return WA_WH_NOMEM;
+    }
+
+    memcpy(body, head, sizeof(head) - 1);
+    memcpy(body + sizeof(head) - 1, text, len);
+    memcpy(body + sizeof(head) - 1 + len, tail, sizeof(tail) - 1);
+
+    rc = parse_len(s, ctx, body, n);
+
+    free(body);
+
+    return rc;
+}
+
+
+#define TEXT(t)  parse_text(&s, &ctx, t, sizeof(t) - 1)
+
+
 static const char  text_body[] = BODY(
     VALUE_HEAD("106540352242922")
     "\"contacts\":[{\"profile\":{\"name\":\"Sheena Nelson\"},"
@@ -151,7 +197,7 @@ main(void)
 
     memset(&s, 0, sizeof(sink_t));
 
-    plan(47);
+    plan(87);
 
     /* a text message from Meta's documentation */
 
@@ -306,6 +352,139 @@ main(void)
 
     rc = parse(&s, &ctx, BODY(VALUE_HEAD("1") "\"messages\":[]}") "trailing");
     ok(rc == WA_WH_INVALID, "trailing garbage after the JSON");
+
+    /* what PostgreSQL cannot store is refused before anything is emitted */
+
+    rc = TEXT("plain");
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_BODY, "plain"),
+       "the raw-text body builder makes a valid body");
+
+    rc = TEXT("\xd7\xa9 \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf "
+              "\xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80");
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_BODY,
+       "\xd7\xa9 \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf "
+       "\xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80"),
+       "UTF-8 of 2, 3 and 4 bytes, up to U+10FFFF and around the "
+       "surrogates: kept");
+
+    rc = TEXT("a\x80");
+    ok(rc == WA_WH_INVALID && s.n == 0, "lone continuation byte");
+    ok(strstr(ctx.error, "UTF-8") != NULL, "reason names UTF-8: %s",
+       ctx.error);
+    ok(TEXT("\xff") == WA_WH_INVALID, "byte 0xff");
+    ok(TEXT("\xc1\xbf") == WA_WH_INVALID, "overlong 2 bytes (0xc1)");
+    ok(TEXT("\xe0\x9f\xbf") == WA_WH_INVALID, "overlong 3 bytes");
+    ok(TEXT("\xf0\x8f\xbf\xbf") == WA_WH_INVALID, "overlong 4 bytes");
+    ok(TEXT("\xed\xa0\x80") == WA_WH_INVALID, "UTF-16 high surrogate");
+    ok(TEXT("\xed\xbf\xbf") == WA_WH_INVALID, "UTF-16 low surrogate");
+    ok(TEXT("\xf4\x90\x80\x80") == WA_WH_INVALID, "over U+10FFFF");
+    ok(TEXT("\xf5\x80\x80\x80") == WA_WH_INVALID, "lead byte 0xf5");
+    ok(TEXT("\xe2\x82") == WA_WH_INVALID, "sequence cut by the quote");
+    ok(TEXT("\xe2\x28\xa1") == WA_WH_INVALID, "ASCII inside a sequence");
+
+    rc = parse_len(&s, &ctx, "{\"a\":\"\xe2\x82", 8);
+    ok(rc == WA_WH_INVALID && strstr(ctx.error, "UTF-8"),
+       "sequence cut by the end of the body");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"k\",\"type\":\"text\","
+        "\"t\xffxt\":{\"body\":\"x\"}}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "invalid UTF-8 in a key");
+
+    rc = TEXT("ab\0cd");
+    ok(rc == WA_WH_INVALID && s.n == 0, "raw NUL in a string");
+    ok(strstr(ctx.error, "control character") != NULL, "reason: %s",
+       ctx.error);
+
+    rc = parse_len(&s, &ctx, text_body, sizeof(text_body));
+    ok(rc == WA_WH_INVALID && s.n == 0, "raw NUL after the body");
+
+    ok(TEXT("ab\\u0000cd") == WA_WH_INVALID && s.n == 0,
+       "\\u0000 in a string");
+    ok(strstr(ctx.error, "u0000") != NULL, "reason: %s", ctx.error);
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"k\",\"type\":\"text\","
+        "\"text\":{\"bo\\u0000dy\":\"x\"}}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "\\u0000 in a key");
+
+    rc = TEXT("C:\\\\u0000 \\\\\\\\u0000 \\\"\\u0000");
+    ok(rc == WA_WH_INVALID, "\\u0000 after an escaped quote");
+
+    rc = TEXT("C:\\\\u0000 \\\\\\\\u0000 \\u00001 \\u0001");
+    ok(rc == WA_WH_INVALID, "\\u0000 followed by a digit");
+
+    rc = TEXT("C:\\\\u0000 \\\\\\\\u0000 \\\"u0000\\\" \\u0001");
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_BODY,
+       "C:\\u0000 \\\\u0000 \"u0000\" \x01"),
+       "escaped backslashes before u0000 are text, \\u0001 is fine");
+
+    ok(TEXT("tab\there") == WA_WH_INVALID, "raw tab in a string");
+    ok(TEXT("nl\nhere") == WA_WH_INVALID, "raw newline in a string");
+    ok(TEXT("\x1f") == WA_WH_INVALID, "raw 0x1f in a string");
+
+    rc = parse(&s, &ctx, "\r\n\t " BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[]}") "\r\n");
+    ok(rc == WA_WH_OK, "CR, LF, tab and space around tokens are fine");
+
+    rc = parse(&s, &ctx, "{\"object\":\x0b\"whatsapp_business_account\","
+                         "\"entry\":[]}");
+    ok(rc == WA_WH_INVALID, "vertical tab between tokens");
+
+    ok(TEXT("\\ud800") == WA_WH_INVALID, "lone high surrogate escape");
+    ok(TEXT("\\udc00") == WA_WH_INVALID, "lone low surrogate escape");
+
+    /* duplicate keys: which one was meant is a guess */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"id\":\"d2\","
+        "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "message id twice");
+    ok(strstr(ctx.error, "duplicate key \"id\"") != NULL, "reason: %s",
+       ctx.error);
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"type\":\"text\"}],"
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d2\",\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "messages[] twice");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"type\":\"x\","
+        "\"x\":{\"a\":[{\"b\":1,\"b\":2}]}}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "a key twice deep in a message");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"1\",\"id\":\"d1\",\"ID\":\"d2\","
+        "\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_OK && s.n == 1, "keys that differ in case are distinct");
+
+    {
+        int    i;
+        char  *big, *p;
+
+        /* 20 keys take the sorted path */
+        big = malloc(4096);
+        p = big + sprintf(big, "{\"object\":\"whatsapp_business_account\","
+                               "\"entry\":[]");
+        for (i = 0; i < 20; i++) {
+            p += sprintf(p, ",\"k%02d\":%d", i, i);
+        }
+        strcpy(p, "}");
+
+        rc = parse(&s, &ctx, big);
+        ok(rc == WA_WH_OK, "20 distinct keys");
+
+        strcpy(p, ",\"k07\":0}");
+        rc = parse(&s, &ctx, big);
+        ok(rc == WA_WH_INVALID && strstr(ctx.error, "\"k07\""),
+           "21 keys, one twice: %s", ctx.error);
+
+        free(big);
+    }
+
+    rc = parse(&s, &ctx, "{\"a\\n\x7f\xc3\xa9\":1,\"a\\n\x7f\xc3\xa9\":2}");
+    ok(rc == WA_WH_INVALID && strstr(ctx.error, "\"a????\"") != NULL,
+       "the reason shows only printable ASCII: %s", ctx.error);
 
     /* the ring refuses midway: the parser stops and says so */
 
