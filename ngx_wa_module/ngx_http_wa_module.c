@@ -974,6 +974,7 @@ ngx_int_t
 ngx_http_wa_read_json(ngx_http_request_t *r,
     ngx_http_client_body_handler_pt post)
 {
+    size_t            len;
     ngx_int_t         rc;
     ngx_table_elt_t  *ct;
 
@@ -983,10 +984,15 @@ ngx_http_wa_read_json(ngx_http_request_t *r,
 
     ct = r->headers_in.content_type;
 
+    len = sizeof("application/json") - 1;
+
+    /* application/json, with parameters or not; not application/jsonx */
     if (ct != NULL
-        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
-                           sizeof("application/json") - 1)
-           != 0)
+        && (ct->value.len < len
+            || ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
+                               len) != 0
+            || (ct->value.len > len && ct->value.data[len] != ';'
+                && ct->value.data[len] != ' ')))
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "wa: Content-Type \"%V\" refused", &ct->value);
@@ -1024,6 +1030,12 @@ ngx_http_wa_body(ngx_http_request_t *r, size_t *len)
     }
 
     if (cl->next == NULL && !cl->buf->in_file) {
+        /* an empty body may come as a buffer with no memory at all */
+        if (cl->buf->pos == NULL) {
+            *len = 0;
+            return (u_char *) "";
+        }
+
         *len = cl->buf->last - cl->buf->pos;
         return cl->buf->pos;
     }

@@ -362,7 +362,8 @@ refused('duplicate text.body', 400, [$id], sub { post($dupb) });
 
 # ---- Content-Type --------------------------------------------------------------
 
-for my $ct ('text/plain', 'application/x-www-form-urlencoded') {
+for my $ct ('text/plain', 'application/x-www-form-urlencoded',
+            'application/jsonx', 'application/json-patch+json') {
     $id = wamid();
     refused("Content-Type $ct", 415, [$id],
             sub { post(one($id), headers => { 'Content-Type' => $ct }) });

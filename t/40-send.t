@@ -234,6 +234,7 @@ my @bad = (
     [ { to => $phone, text => 'x', phone_number_id => '999' }, qr/^phone_number_id:/, 'unknown phone_number_id' ],
     [ '{"to": "972501234567", "text": ',        qr/JSON/,        'not JSON' ],
     [ '[1,2]',                                  qr/JSON object/, 'not an object' ],
+    [ '',                                       qr/JSON|body/,   'an empty body' ],
     [ { to => $phone, text => 'x' x 5000 },     qr/^text:/,      'text too long' ],
 );
 my $rows_before = $t->sql_value('SELECT count(*) FROM whatsapp_message');
@@ -248,6 +249,8 @@ $r = $t->send_message({ to => $phone, text => 'x' x 70000 });
 is($r->{status}, 413, 'body over wa_send_max_body_size: 413');
 $r = $t->send_message({ to => $phone, text => 'x' }, headers => { 'Content-Type' => 'text/plain' });
 is($r->{status}, 415, 'wrong Content-Type: 415');
+$r = $t->send_message({ to => $phone, text => 'x' }, headers => { 'Content-Type' => 'application/jsonx' });
+is($r->{status}, 415, 'application/jsonx is not JSON: 415');
 is($t->http('GET', '/send')->{status}, 405, 'GET: 405');
 sleep 0.3;
 is(mock_count() - $before, 0, 'no bad request reached the provider');

@@ -124,12 +124,14 @@ $t->stop_writer;
 my @m = map { message('text', from => '97250444444' . $_, text => "batch $_ $tag") } 1 .. 3;
 my $bad = message('text', from => '972504444449', text => "bad \xff\xfe byte $tag");
 my $json = body(value(messages => [ $m[0], $m[1] ]));
-# a raw invalid UTF-8 byte, as a broken client could send: cJSON keeps it,
-# PostgreSQL refuses it
-my $raw = body(value(messages => [ $bad ]));
-$raw =~ s/\\u00ff\\u00fe|\x{c3}\x{bf}\x{c3}\x{be}/\xff\xfe/;
+# a record PostgreSQL refuses for good (invalid UTF-8): the webhook refuses
+# such bodies now, so it goes into the ring as an older build or another
+# producer could have put it there
 is($t->post_webhook($json)->{status}, 200, 'two good messages');
-is($t->post_webhook($raw)->{status}, 200, 'one with invalid UTF-8');
+open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed", $t->ring or die;
+print $feed "in business=1 phone_number_id=$WaTest::PHONE_ID phone=972504444449"
+          . " wamid=$bad->{id} msg_type=text body=bad%ff%fe%20byte\n";
+ok(close($feed), 'one with invalid UTF-8');
 is($t->post_webhook(body(value(messages => [ $m[2] ])))->{status}, 200, 'one more good');
 $t->start_writer;
 my @good = map { $_->{id} } @m;
