@@ -37,7 +37,7 @@ FUZZ_TIME   ?= 600
 FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
-.PHONY: all deps module writer unit test test-asan valgrind run fuzz clean
+.PHONY: all deps module writer unit test test-asan valgrind bench run fuzz fuzz-deps clean
 
 all: module writer unit
 
@@ -107,14 +107,24 @@ test-asan: deps all
 # wa-writer under valgrind over VALGRIND_RECORDS records: no error, no leak
 VALGRIND_RECORDS ?= 100000
 valgrind: deps all
+	@sh scripts/deps.sh valgrind
 	perl scripts/valgrind-writer.pl $(VALGRIND_RECORDS) < /dev/null
+
+# benchmarks against their references, one run, a table (not a test)
+BENCH_SECS ?= 8
+bench: deps all
+	@sh scripts/deps.sh bench
+	perl bench/run.pl $(BENCH_SECS) < /dev/null
 
 run: deps all
 	sh scripts/run.sh
 
 # each target runs FUZZ_TIME seconds over its committed seed corpus
 # (fuzz/corpus/NAME); new inputs it finds stay under build/fuzz/
-fuzz: $(FUZZ_BINS)
+fuzz-deps: deps
+	@sh scripts/deps.sh fuzz
+
+fuzz: fuzz-deps $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do \
 	    n=$$(basename $$f | sed 's/^fuzz_//'); \
 	    mkdir -p $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n; \

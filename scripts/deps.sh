@@ -1,10 +1,21 @@
 #!/bin/sh
 # Install the Debian packages ngx_wa needs to build, test and run, when any
-# is missing. Idempotent: prints nothing and touches nothing when all are in.
+# is missing (and those of the extras named: bench, valgrind, fuzz).
+# Idempotent: prints nothing and touches nothing when all are in.
 set -eu
 
 PKGS="gcc make perl nginx-core nginx-dev libssl-dev libcurl4-openssl-dev
       libcjson-dev libpq-dev postgresql-15 libdbd-pg-perl"
+
+# extras for the targets that are not make run / make test
+for extra in "$@"; do
+    case "$extra" in
+    bench)    PKGS="$PKGS wrk python3-flask gunicorn python3-psycopg2" ;;
+    valgrind) PKGS="$PKGS valgrind" ;;
+    fuzz)     PKGS="$PKGS clang" ;;
+    *)        echo "deps.sh: unknown extra \"$extra\"" >&2; exit 2 ;;
+    esac
+done
 
 missing=""
 for p in $PKGS; do

@@ -118,7 +118,9 @@ sub start_pg {
     my ($rc, $out) = $self->run_quiet($self->as_user("$PGBIN/pg_ctl",
         '-D', $data, '-l', "$data/postgresql.log", '-w', '-t', '60',
         '-o', "-p $self->{pg_port} -k $data -c listen_addresses=127.0.0.1"
-              . " -c fsync=off -c full_page_writes=off", 'start'));
+              . " -c fsync=off -c full_page_writes=off"
+              . join('', map { " -c $_" } @{ $self->{pg_settings} // [] }),
+        'start'));
     die "pg_ctl start failed: $out" if $rc;
 
     $self->{pg_up} = 1;
@@ -224,6 +226,8 @@ sub nginx_conf {
     my $server = $o{server} // $self->default_locations;
     my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
     my $level = $o{log_level} // 'info';
+    my $main = $o{main} // '';
+    my $conns = $o{worker_connections} // 1024;
 
     return <<EOF;
 load_module $BUILD/nginx/ngx_http_wa_module.so;
@@ -231,7 +235,8 @@ $user
 worker_processes $workers;
 pid $d/nginx.pid;
 error_log $d/error.log $level;
-events { worker_connections 1024; }
+$main
+events { worker_connections $conns; }
 http {
     access_log $d/access.log;
     client_body_temp_path $d/body;

@@ -1,0 +1,341 @@
+#!/usr/bin/perl
+# make bench: every benchmark side by side with its reference, in one run,
+# on this machine; prints one table of ratios. Not a test.
+#
+#   perl bench/run.pl [seconds per wrk run = 8]
+#
+# PostgreSQL runs with fsync on (as in production) and commit timestamps
+# on (for the lag). Everything shares the machine's cores: wrk, nginx, the
+# writer, PostgreSQL, and the baseline app.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../t/lib";
+
+use Digest::SHA qw(hmac_sha256_hex);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use WaTest;
+
+my $SECS = shift // 8;
+chdir "$FindBin::Bin/.." or die;
+
+for my $tool (qw(wrk gunicorn)) {
+    system("command -v $tool >/dev/null") == 0
+        or die "$tool is needed: sh scripts/deps.sh bench\n";
+}
+
+my @rows;           # the table
+sub row { push @rows, [@_]; printf STDERR "  %-48s %s\n", $_[0], join('  ', @_[1 .. $#_]) }
+
+my $t = WaTest->new(pg_settings => [ 'fsync=on', 'full_page_writes=on',
+                                     'track_commit_timestamp=on' ]);
+$t->start_pg;
+$t->migrate;
+
+my $mock_port = WaTest::free_port();
+my $slow_port = WaTest::free_port();
+my $flask_port = WaTest::free_port();
+my $PHONE = $WaTest::PHONE_ID;
+my $TOKEN = $WaTest::TOKEN;
+
+$t->start_nginx(ring_size => '512m', workers => 2, worker_connections => 8192,
+                main => 'worker_rlimit_nofile 20000;', http => <<EOF, server => <<EOF);
+    access_log off;
+    upstream graph_mock { server 127.0.0.1:$mock_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$mock_port;
+        location / {
+            return 200 '{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.mock.\$request_id"}]}';
+        }
+    }
+EOF
+        location /ref { return 200 '{"ok":true}'; }
+        location /webhook {
+            wa_webhook;
+            wa_channel $PHONE business=1 token=$TOKEN;
+        }
+        location /webhook_signed {
+            wa_webhook;
+            wa_app_secret $WaTest::SECRET;
+            wa_channel $PHONE business=1 token=$TOKEN;
+        }
+        location /send {
+            wa_send;
+            wa_api_base http://127.0.0.1:$mock_port;
+            wa_channel $PHONE business=1 token=$TOKEN;
+            wa_send_concurrency 2000;
+        }
+        location /send_slow {
+            wa_send;
+            wa_api_base http://127.0.0.1:$slow_port;
+            wa_channel $PHONE business=1 token=$TOKEN;
+            wa_send_concurrency 2000;
+            wa_send_timeout 60s;
+        }
+        location /proxy {
+            proxy_pass http://graph_mock/v21.0/$PHONE/messages;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $TOKEN";
+        }
+EOF
+$t->start_writer;
+
+# ---- helpers -------------------------------------------------------------
+
+sub wrk {
+    my ($url, %o) = @_;
+    my $script = $o{script} // 'bench/webhook.lua';
+    my $args = join ' ', @{ $o{args} // [] };
+    my $out = `wrk -t2 -c@{[ $o{conns} // 32 ]} -d@{[ $o{secs} // $SECS ]}s --latency -s $script $url -- $args 2>&1`;
+    my ($line) = $out =~ /^(RESULT .*)$/m or die "wrk: $out";
+    my %r = $line =~ /(\w+)=([\d.]+)/g;
+    $r{ok} = $r{requests} - $r{non2xx};
+    $r{rps} = $r{ok} / $r{seconds};
+    return \%r;
+}
+
+sub url { 'http://127.0.0.1:' . ($_[1] // $t->port) . $_[0] }
+
+sub count_tag {
+    my ($tag) = @_;
+    return $t->sql_value("SELECT count(*) FROM whatsapp_message
+                           WHERE provider_message_id LIKE 'wamid.bench.$tag.%'");
+}
+
+# wait until the database holds n rows of a tag; the seconds it took
+sub persisted {
+    my ($tag, $n, $t0) = @_;
+    my $c = 0;
+    for (1 .. 1200) {
+        $c = count_tag($tag);
+        last if $c >= $n;
+        sleep 0.25;
+    }
+    return ($c, time - $t0);
+}
+
+# private memory only (RssAnon): the ring's pages a worker has touched are
+# the shared file mapping, counted in VmRSS but not the worker's to free
+# the writer has committed everything in the ring
+sub drained {
+    $t->wait_for(sub {
+        my (undef, $o) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'status',
+                                       '--ring', $t->ring);
+        $o =~ /^bytes_waiting 0$/m;
+    }, 600, 'the writer to drain the ring');
+}
+
+sub rss_kb {
+    my $s = WaTest::slurp("/proc/$_[0]/status");
+    return $s =~ /RssAnon:\s+(\d+)/ ? $1 : 0;
+}
+sub workers_rss { join '+', map { sprintf '%.1f', rss_kb($_) / 1024 } $t->worker_pids }
+
+my $tag = sub { sprintf '%s%d', $_[0], time % 100000 };
+
+# ---- 1. webhook ingestion --------------------------------------------------
+
+print STDERR "webhook ingestion ($SECS s per run)\n";
+my $rss0 = workers_rss();
+my $requests_seen = 0;
+
+my $ref = wrk(url('/ref'));
+row('(a) nginx return 200 (ceiling)', sprintf('%.0f req/s', $ref->{rps}),
+    "p50 $ref->{p50_ms} ms", "p99 $ref->{p99_ms} ms");
+
+my $tg = $tag->('u');
+my $t0 = time;
+my $wh = wrk(url('/webhook'), args => [ "tag=$tg" ]);
+my ($stored, $took) = persisted($tg, $wh->{ok}, $t0);
+$requests_seen += $wh->{requests};
+row('wa_webhook, signature off', sprintf('%.0f req/s', $wh->{rps}),
+    "p50 $wh->{p50_ms} ms", "p99 $wh->{p99_ms} ms",
+    sprintf('x%.2f of (a)', $wh->{rps} / $ref->{rps}));
+row('  persisted (acknowledged -> committed)',
+    sprintf('%.0f msg/s', $stored / $took),
+    "$stored of $wh->{ok} acknowledged stored",
+    $stored >= $wh->{ok} ? 'all' : 'MISSING');
+
+# signed: pre-signed unique bodies, cycled
+my $nbodies = 200_000;
+my $bodies = $t->dir . '/signed.txt';
+my $sg = $tag->('s');
+open my $bf, '>', $bodies or die;
+for my $i (1 .. $nbodies) {
+    my $from = '97251' . sprintf('%07d', $i % 1000);
+    my $b = '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"' . $PHONE . '"},"contacts":[{"profile":{"name":"Bench"},"wa_id":"' . $from . '"}],"messages":[{"from":"' . $from . '","id":"wamid.bench.' . $sg . '.' . $i . '","timestamp":"1700000000","type":"text","text":{"body":"hello from the bench"}}]}}]}]}';
+    print $bf hmac_sha256_hex($b, $WaTest::SECRET), "\t", $b, "\n";
+}
+close $bf;
+$t0 = time;
+my $ws = wrk(url('/webhook_signed'), args => [ "bodies=$bodies" ]);
+$requests_seen += $ws->{requests};
+# each thread sends its ids in order (odd or even), wrapping after its
+# half: every id up to the highest of each parity must be stored, once
+my ($sent_ids, $rows_s);
+drained();
+{
+    my ($odd, $even, $n) = $t->dbh->selectrow_array(
+        "SELECT max(i) FILTER (WHERE i % 2 = 1), max(i) FILTER (WHERE i % 2 = 0),
+                count(*)
+           FROM (SELECT split_part(provider_message_id, '.', 4)::int AS i
+                   FROM whatsapp_message
+                  WHERE provider_message_id LIKE 'wamid.bench.$sg.%') s");
+    $sent_ids = int((($odd // -1) + 1) / 2) + int(($even // 0) / 2);
+    $rows_s = $n;
+}
+$took = time - $t0;
+row('wa_webhook, signature on', sprintf('%.0f req/s', $ws->{rps}),
+    "p50 $ws->{p50_ms} ms", "p99 $ws->{p99_ms} ms",
+    sprintf('x%.2f of (a)', $ws->{rps} / $ref->{rps}));
+row('  persisted (ids cycle after 200k; no gap allowed)',
+    "$rows_s of $sent_ids distinct ids stored",
+    $rows_s == $sent_ids && !$ws->{non2xx} ? 'all, none twice' : 'MISSING');
+
+# (b) the seed's architecture
+my $fpid = fork // die;
+if ($fpid == 0) {
+    open STDOUT, '>', $t->dir . '/gunicorn.log';
+    open STDERR, '>&', \*STDOUT;
+    $ENV{WA_BENCH_DSN} = $t->dsn;
+    { exec '/usr/bin/python3', '/usr/bin/gunicorn', '-w', '4', '-b', "127.0.0.1:$flask_port",
+           '--chdir', 'bench', '--log-level', 'warning', 'flask_app:app' }
+    POSIX::_exit(127);
+}
+$t->wait_for(sub { IO::Socket::INET->new("127.0.0.1:$flask_port") }, 30, 'gunicorn')
+    or die "gunicorn did not start:\n" . WaTest::slurp($t->dir . '/gunicorn.log');
+my $fg = $tag->('f');
+my $fl = wrk(url('/webhook', $flask_port), args => [ "tag=$fg" ], conns => 8);
+kill 'TERM', $fpid;
+waitpid $fpid, 0;
+my $fstored = count_tag($fg);
+row('(b) Flask + gunicorn (4) + psycopg2, per request', sprintf('%.0f req/s', $fl->{rps}),
+    "p50 $fl->{p50_ms} ms", "p99 $fl->{p99_ms} ms",
+    sprintf('wa_webhook is x%.0f of (b)', $wh->{rps} / ($fl->{rps} || 1)));
+row('  persisted', "$fstored of $fl->{ok} acknowledged");
+
+# ---- 2. end-to-end lag at half the ceiling ----------------------------------
+
+print STDERR "lag at half of wa_webhook's rate\n";
+my $target = $wh->{rps} / 2;
+my $conns = 64;
+my $delay = int($conns * 1000 / $target + 0.5) || 1;
+my $lg = $tag->('l');
+my $lw = wrk(url('/webhook'), args => [ "tag=$lg", "delay=$delay" ], conns => $conns);
+$requests_seen += $lw->{requests};
+persisted($lg, $lw->{ok}, time);
+my ($p50, $p99, $max) = @{ $t->dbh->selectrow_arrayref(
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l),
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY l), max(l)
+       FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS l
+               FROM whatsapp_message
+              WHERE provider_message_id LIKE 'wamid.bench.$lg.%') s") };
+row(sprintf('lag ack -> commit at %.0f req/s', $lw->{rps}),
+    sprintf('p50 %.1f ms', $p50), sprintf('p99 %.1f ms', $p99), sprintf('max %.1f ms', $max));
+
+# ---- 3. memory: nginx workers over 1M requests, the writer ---------------------
+
+print STDERR "worker memory over 1M webhook requests\n";
+my $more = 1_000_000 - $requests_seen;
+if ($more > 0) {
+    my $secs = int($more / ($wh->{rps} || 1) * 1.2) + 1;
+    my $mw = wrk(url('/webhook'), args => [ 'tag=' . $tag->('m') ], secs => $secs);
+    $requests_seen += $mw->{requests};
+}
+row('nginx worker private RSS (MB), before -> after', "$rss0 -> " . workers_rss(),
+    "after $requests_seen webhook requests");
+
+# ---- 4. send -----------------------------------------------------------------
+
+print STDERR "send\n";
+my $px = wrk(url('/proxy'), script => 'bench/send.lua');
+row('(c) proxy_pass to the same mock (ceiling)', sprintf('%.0f req/s', $px->{rps}),
+    "p50 $px->{p50_ms} ms", "p99 $px->{p99_ms} ms");
+my $before = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE direction = 'out'");
+$t0 = time;
+my $sd = wrk(url('/send'), script => 'bench/send.lua');
+my $sent = 0;
+for (1 .. 600) {
+    $sent = $t->sql_value("SELECT count(*) FROM whatsapp_message
+                            WHERE direction = 'out' AND status = 'sent'") - $before;
+    last if $sent >= $sd->{ok};
+    sleep 0.25;
+}
+row('wa_send to the mock', sprintf('%.0f req/s', $sd->{rps}),
+    "p50 $sd->{p50_ms} ms", "p99 $sd->{p99_ms} ms",
+    sprintf('x%.2f of (c)', $sd->{rps} / $px->{rps}));
+row('  rows sent', "$sent of $sd->{ok} answered 200", $sent >= $sd->{ok} ? 'all' : 'MISSING');
+
+# webhook latency while 1,000 sends wait on a 10 s provider
+my $spid = fork // die;
+if ($spid == 0) {
+    exec 'sh', '-c', "ulimit -n 8192; exec perl bench/slow_mock.pl $slow_port 10";
+}
+$t->wait_for(sub { IO::Socket::INET->new("127.0.0.1:$slow_port") }, 10, 'slow mock');
+my $quiet = wrk(url('/webhook'), args => [ 'tag=' . $tag->('q') ], conns => 8, secs => 3);
+my $cpid = fork // die;
+if ($cpid == 0) {
+    open STDOUT, '>', $t->dir . '/slow.out' or die;
+    exec 'sh', '-c', "ulimit -n 8192; exec perl bench/slow_sends.pl " . $t->port
+        . ' /send_slow 1000';
+}
+sleep 2;
+my $busy = wrk(url('/webhook'), args => [ 'tag=' . $tag->('w') ], conns => 8, secs => 3);
+waitpid $cpid, 0;
+kill 'TERM', $spid;
+waitpid $spid, 0;
+my $slow_ok = WaTest::slurp($t->dir . '/slow.out') =~ /(\d+)/ ? $1 : 0;
+row('webhook p99, alone vs 1,000 sends waiting', "$quiet->{p99_ms} ms -> $busy->{p99_ms} ms",
+    sprintf('%.0f -> %.0f req/s', $quiet->{rps}, $busy->{rps}),
+    "$slow_ok of 1000 slow sends answered 200");
+
+# ---- 5. writer drain vs COPY ---------------------------------------------------
+
+print STDERR "writer drain vs COPY\n";
+$t->stop_writer;
+my $n = 200_000;
+my $dt = $tag->('d');
+open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null' or die;
+print $feed "bench $n in bench.$dt\n";
+close $feed or die "feed failed";
+my $wmark = length $t->writer_log;
+$t0 = time;
+$t->start_writer;
+drained();
+my $drain = time - $t0;
+my $wrss = sprintf '%.1f', rss_kb($t->{writer}) / 1024;
+my $rows_w = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.bench.$dt.%'");
+
+# the same rows, COPYed into the same table (indexes and all)
+my $csv = $t->dir . '/rows.csv';
+chmod 0777, $t->dir;
+my $cols = 'business_id, lead_id, direction, phone, wa_user_id, phone_number_id, '
+         . 'provider_message_id, type, body, payload, status, provider_ts, created_at, updated_at';
+$t->dbh->do("COPY (SELECT $cols FROM whatsapp_message
+                    WHERE provider_message_id LIKE 'wamid.bench.$dt.%') TO '$csv' CSV");
+$t->dbh->do("DELETE FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.bench.$dt.%'");
+$t->dbh->do('VACUUM whatsapp_message');
+my $psql = "/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $t->{pg_port} -U wa postgres";
+$t0 = time;
+system("$psql -c \"\\copy whatsapp_message ($cols) FROM '$csv' CSV\"") == 0 or die "psql copy";
+my $copy = time - $t0;
+row('wa-writer drain, 200k messages (ring pre-filled)', sprintf('%.0f rows/s', $rows_w / $drain),
+    sprintf('%.1f s', $drain), "leads resolved, pipelined");
+row('(d) psql \\copy of the same rows (ceiling)', sprintf('%.0f rows/s', $rows_w / $copy),
+    sprintf('%.1f s', $copy), sprintf('writer x%.2f of (d)', $copy / $drain));
+row('wa-writer private RSS after the drain', "$wrss MB");
+
+# ---- the table ---------------------------------------------------------------
+
+my $cpu = (grep { /model name/ } split /\n/, WaTest::slurp('/proc/cpuinfo'))[0] // '';
+$cpu =~ s/.*:\s*//;
+printf "\nngx_wa bench: %d cores (%s), %s, wrk -t2 %ds runs, PostgreSQL 15 fsync on\n\n",
+    scalar(grep { /^processor/ } split /\n/, WaTest::slurp('/proc/cpuinfo')), $cpu,
+    (split /\n/, WaTest::slurp('/etc/debian_version'))[0] ? 'Debian ' . WaTest::slurp('/etc/debian_version') =~ s/\s+//gr : '', $SECS;
+printf "| %s |\n", join ' | ', 'run', 'figure', '', '', '';
+print "| --- | --- | --- | --- | --- |\n";
+printf "| %s |\n", join ' | ', map { $_ // '' } @$_[0 .. 4] for @rows;
