@@ -1059,7 +1059,11 @@ ngx_http_wa_body(ngx_http_request_t *r, size_t *len)
         b = cl->buf;
 
         if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            /* a chunked body's chain has empty buffers with no memory */
+            if (b->pos != b->last) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
             continue;
         }
 

@@ -413,6 +413,7 @@ sub teardown {
 
     $self->stop_nginx;
     $self->stop_writer;
+    $self->save_sanitizer_reports;
     $self->{mock}->stop if $self->{mock};
     $self->stop_pg('immediate');
 
@@ -421,6 +422,18 @@ sub teardown {
     } else {
         system('rm', '-rf', $self->{dir});
     }
+}
+
+# UBSan (and ASan before its log file opens) may write to stderr, which
+# is nginx's error log or the writer's log: under make test-asan, keep any
+# such line where the target looks for reports
+sub save_sanitizer_reports {
+    my ($self) = @_;
+    my $dir = $ENV{WA_SAN_REPORTS} or return;
+    my @found = grep { /runtime error:|AddressSanitizer|LeakSanitizer/ }
+                split /\n/, $self->error_log . "\n" . $self->writer_log;
+    return unless @found;
+    spew("$dir/from-logs." . $$ . '.' . int(rand 1e9), join("\n", @found) . "\n");
 }
 
 sub teardown_all { $_->teardown for @live; @live = () }
