@@ -202,7 +202,13 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) connect_timeout);
     curl_easy_setopt(easy, CURLOPT_SHARE, curl->share);
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+
+    /* waiting to multiplex only pays over TLS (HTTP/2): on plain HTTP every
+     * send of a fresh worker would queue behind the first answer */
+    if (ngx_strncasecmp((u_char *) url, (u_char *) "https://", 8) == 0) {
+        curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    }
+
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, ngx_http_wa_curl_open);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, curl);
