@@ -256,21 +256,13 @@ wa_ring_close(wa_ring_t *ring)
 int
 wa_ring_check(wa_ring_t *ring, const char *path, char *err, size_t errlen)
 {
-    struct stat  st;
+    const char   *damage;
+    struct stat   st;
 
-    if (fstat(ring->fd, &st) == -1) {
-        snprintf(err, errlen, "fstat: %s", strerror(errno));
-        return WA_RING_ERROR;
-    }
+    damage = wa_ring_damage(ring);
 
-    if (st.st_nlink == 0) {
-        snprintf(err, errlen, "\"%s\" was deleted", path);
-        return WA_RING_ERROR;
-    }
-
-    if ((size_t) st.st_size != ring->map_size) {
-        snprintf(err, errlen, "\"%s\" was truncated to %lld bytes", path,
-                 (long long) st.st_size);
+    if (damage != NULL) {
+        snprintf(err, errlen, "\"%s\" was %s", path, damage);
         return WA_RING_ERROR;
     }
 
