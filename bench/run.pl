@@ -120,15 +120,6 @@ sub persisted {
 
 # private memory only (RssAnon): the ring's pages a worker has touched are
 # the shared file mapping, counted in VmRSS but not the worker's to free
-# the writer has committed everything in the ring
-sub drained {
-    $t->wait_for(sub {
-        my (undef, $o) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'status',
-                                       '--ring', $t->ring);
-        $o =~ /^bytes_waiting 0$/m;
-    }, 600, 'the writer to drain the ring');
-}
-
 sub rss_kb {
     my $s = WaTest::slurp("/proc/$_[0]/status");
     return $s =~ /RssAnon:\s+(\d+)/ ? $1 : 0;
@@ -177,7 +168,7 @@ $requests_seen += $ws->{requests};
 # each thread sends its ids in order (odd or even), wrapping after its
 # half: every id up to the highest of each parity must be stored, once
 my ($sent_ids, $rows_s);
-drained();
+$t->wait_drained(600);
 {
     my ($odd, $even, $n) = $t->dbh->selectrow_array(
         "SELECT max(i) FILTER (WHERE i % 2 = 1), max(i) FILTER (WHERE i % 2 = 0),
@@ -305,7 +296,7 @@ close $feed or die "feed failed";
 my $wmark = length $t->writer_log;
 $t0 = time;
 $t->start_writer;
-drained();
+$t->wait_drained(600);
 my $drain = time - $t0;
 my $wrss = sprintf '%.1f', rss_kb($t->{writer}) / 1024;
 my $rows_w = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.bench.$dt.%'");

@@ -41,12 +41,7 @@ $t->start_writer_cmd('valgrind', '--leak-check=full',
     '--errors-for-leak-kinds=definite,indirect,possible',
     '--error-exitcode=99', "--log-file=$vlog");
 
-# drained: nothing waiting in the ring
-my $drained = $t->wait_for(sub {
-    my (undef, $out) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'status',
-                                     '--ring', $t->ring);
-    $out =~ /^bytes_waiting 0$/m;
-}, 1800, 'the writer to drain the ring');
+my $drained = $t->wait_drained(1800);
 my $secs = time - $t0;
 my $rc = $t->stop_writer('TERM') >> 8;
 

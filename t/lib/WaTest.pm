@@ -213,6 +213,16 @@ sub kill_writer { $_[0]->stop_writer('KILL') }
 
 sub writer_log { slurp("$_[0]{dir}/writer.log") }
 
+# wait until the writer has committed everything in the ring
+sub wait_drained {
+    my ($self, $timeout) = @_;
+    return $self->wait_for(sub {
+        my (undef, $out) = $self->run_quiet("$BUILD/wa-writer", 'status',
+                                            '--ring', $self->ring);
+        $out =~ /^bytes_waiting 0$/m;
+    }, $timeout, 'the writer to drain the ring');
+}
+
 # ---- nginx ----------------------------------------------------------------
 
 sub nginx_conf {
