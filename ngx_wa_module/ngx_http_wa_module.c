@@ -805,22 +805,26 @@ ngx_http_wa_ring_check_handler(ngx_event_t *ev)
         return;
     }
 
-    if (wmcf->ring_ok) {
-        if (wa_ring_check(&wmcf->ring, (char *) wmcf->ring_path.data, err,
-                          sizeof(err))
-            != WA_RING_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "wa_ring \"%V\" changed under nginx, answering "
-                          "503: %s", &wmcf->ring_path, err);
-            ngx_cpystrn(wmcf->ring_error, (u_char *) err, sizeof(err));
-
-            wa_ring_close(&wmcf->ring);
-            wmcf->ring_ok = 0;
-        }
-
-    } else {
+    /*
+     * Detached: try again. Attached: a deleted or truncated file takes the
+     * same detach and message as a publish that finds it; a replaced one
+     * only this check sees.
+     */
+    if (!wmcf->ring_ok) {
         (void) ngx_http_wa_ring_attach((ngx_cycle_t *) ngx_cycle, wmcf);
+
+    } else if (ngx_http_wa_ring_usable(wmcf, ev->log)
+               && wa_ring_check(&wmcf->ring, (char *) wmcf->ring_path.data,
+                                err, sizeof(err))
+                  != WA_RING_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "wa_ring \"%V\" changed under nginx, answering "
+                      "503: %s", &wmcf->ring_path, err);
+        ngx_cpystrn(wmcf->ring_error, (u_char *) err, sizeof(err));
+
+        wa_ring_close(&wmcf->ring);
+        wmcf->ring_ok = 0;
     }
 
     ngx_add_timer(ev, NGX_HTTP_WA_RING_CHECK);
