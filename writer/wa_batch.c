@@ -17,7 +17,13 @@ wa_batch_init(wa_batch_t *b, unsigned cap)
     memset(b, 0, sizeof(wa_batch_t));
 
     b->items = calloc(cap, sizeof(wa_item_t));
-    if (b->items == NULL) {
+    b->cmds = calloc(cap, sizeof(wa_cmd_t));
+
+    if (b->items == NULL || b->cmds == NULL) {
+        free(b->items);
+        free(b->cmds);
+        b->items = NULL;
+        b->cmds = NULL;
         return -1;
     }
 
@@ -30,10 +36,19 @@ wa_batch_init(wa_batch_t *b, unsigned cap)
 void
 wa_batch_free(wa_batch_t *b)
 {
+    int  c;
+
     wa_batch_reset(b);
     free(b->items);
+    free(b->cmds);
     b->items = NULL;
+    b->cmds = NULL;
     b->cap = 0;
+
+    for (c = 0; c < WA_SET_COLS; c++) {
+        free(b->cols[c].data);
+        memset(&b->cols[c], 0, sizeof(wa_buf_t));
+    }
 }
 
 
@@ -49,6 +64,7 @@ wa_batch_reset(wa_batch_t *b)
 
     b->n = 0;
     b->done = 0;
+    b->one_by_one = 0;
     b->dead = 0;
     b->first_pos = 0;
     b->end_pos = 0;

@@ -23,6 +23,7 @@ enum {
     WA_OPT_BACKOFF_MAX,
     WA_OPT_RING_SIZE,
     WA_OPT_BATCH,
+    WA_OPT_RUNS,
     WA_OPT_HELP
 };
 
@@ -49,6 +50,7 @@ static const wa_opt_t  wa_opts[] = {
       WA_C(WA_CMD_RUN) },
     { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
     { "batch", WA_OPT_BATCH, "WA_BACKFILL_BATCH", WA_C(WA_CMD_BACKFILL) },
+    { "runs", WA_OPT_RUNS, "WA_RUNS", WA_C(WA_CMD_RUN) },
     { NULL, 0, NULL, 0 }
 };
 
@@ -91,6 +93,9 @@ wa_conf_usage(FILE *stream)
 "  --ring-size BYTES      create the ring with this size (k/m/g suffixes,\n"
 "                         a power of two) when it is missing; without it,\n"
 "                         wait for nginx to create it          [WA_RING_SIZE]\n"
+"  --runs on|off          write each run of inbound messages with one\n"
+"                         statement (on), or one statement per record\n"
+"                         (off, slower; the same rows)               [WA_RUNS]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch N              rows per transaction, 1-100000 (1000)\n"
@@ -114,6 +119,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->idle_ms = 2;
     conf->backoff_max_ms = 5000;
     conf->backfill_batch = 1000;
+    conf->runs = 1;
 
     first = 1;
 
@@ -264,6 +270,16 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
 
     case WA_OPT_BATCH:
         return wa_conf_uint(value, from, 1, 100000, &conf->backfill_batch);
+
+    case WA_OPT_RUNS:
+        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+            fprintf(stderr, "wa-writer: %s: \"%s\" is neither on nor off\n",
+                    from, value);
+            return -1;
+        }
+
+        conf->runs = value[1] == 'n';
+        return 0;
     }
 
     return -1;

@@ -288,6 +288,10 @@ wa_db_prepare(wa_db_t *db)
 
     PQclear(res);
 
+    if (wa_set_prepare(db) != 0) {
+        return -1;
+    }
+
     db->ready = 1;
 
     return 0;

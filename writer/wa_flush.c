@@ -1,15 +1,19 @@
 /*
- * Writing a batch: BEGIN, one prepared call per record, COMMIT, all sent
- * in one libpq pipeline, so a batch costs one round trip.
+ * Writing a batch: BEGIN, the records, COMMIT, all sent in one libpq
+ * pipeline, so a batch costs one round trip. Runs of inbound messages go
+ * as one set statement each (wa_set.c); every other record is one prepared
+ * call.
  *
  * When PostgreSQL rejects a record for good (SQLSTATE class 22 or 23, or
- * a program limit), the pipeline's results say which one. The records
- * before it are committed on their own, the record is retried alone in its
- * own transaction, and if it fails again it goes to wa_dead_letter; then
- * the rest of the batch goes on. Every other error (connection lost,
- * deadlock, schema missing, ...) fails the flush as a whole: the caller
- * logs it and retries the same batch later. Every function is idempotent,
- * so a part committed before a failure is harmless when replayed.
+ * a program limit), the pipeline's results say which statement. A refused
+ * run does not say which record: the batch is then written again record by
+ * record. The records before the refused one are committed on their own,
+ * the record is retried alone in its own transaction, and if it fails again
+ * it goes to wa_dead_letter; then the rest of the batch goes on. Every
+ * other error (connection lost, deadlock, schema missing, ...) fails the
+ * flush as a whole: the caller logs it and retries the same batch later.
+ * Every function is idempotent, so a part committed before a failure is
+ * harmless when replayed.
  */
 
 #include <inttypes.h>
@@ -23,7 +27,8 @@
 typedef enum {
     WA_PIPE_OK = 0,
     WA_PIPE_RETRY,              /* the flush failed: retry it later */
-    WA_PIPE_REJECTED            /* one record was refused: *failed says which */
+    WA_PIPE_REJECTED,           /* one record was refused: *failed says which */
+    WA_PIPE_RUN_REJECTED        /* a run was refused: *failed is its first */
 } wa_pipe_e;
 
 
@@ -68,6 +73,16 @@ wa_flush(wa_db_t *db, wa_batch_t *b)
 
         if (rc == WA_PIPE_RETRY) {
             goto retry;
+        }
+
+        /* from here on, one statement per record: a refusal names it */
+        b->one_by_one = 1;
+
+        if (rc == WA_PIPE_RUN_REJECTED) {
+            wa_log(WA_LOG_WARN, "a run of inbound messages from ring pos "
+                   "%" PRIu64 " was refused as a whole (%s): writing the "
+                   "batch record by record", b->items[fail].pos, db->error);
+            continue;
         }
 
         /* commit what precedes the refused record */
@@ -150,7 +165,8 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
     unsigned *failed)
 {
     int             broken, cmd, ncmd;
-    unsigned        i, bad;
+    unsigned        i, bad, run, nitems;
+    wa_cmd_t       *c;
     wa_pipe_e       rc;
     PGresult       *res;
     ExecStatusType  st;
@@ -166,19 +182,27 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
     }
 
     broken = 0;
+    nitems = 0;
 
     if (!PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
         broken = 1;
     }
 
-    for (i = from; i < to && !broken; i++) {
-        b->items[i].outcome = WA_OUT_NONE;
+    for (i = from; i < to && !broken; i += run) {
+        run = (b->runs && !b->one_by_one) ? wa_set_run(b, i, to) : 0;
 
-        if ((b->items[i].dead ? wa_pipe_send_dead(db, &b->items[i])
-                              : wa_pipe_send(db, &b->items[i])) != 0)
-        {
-            broken = 1;
+        if (run >= 2) {
+            broken = wa_set_send(db, b, i, i + run) != 0;
+
+        } else {
+            run = 1;
+            broken = (b->items[i].dead ? wa_pipe_send_dead(db, &b->items[i])
+                                       : wa_pipe_send(db, &b->items[i])) != 0;
         }
+
+        b->cmds[nitems].first = i;
+        b->cmds[nitems].n = run;
+        nitems++;
     }
 
     if (!broken
@@ -197,7 +221,7 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
 
     rc = WA_PIPE_OK;
     bad = to;
-    ncmd = (int) (to - from) + 2;
+    ncmd = (int) nitems + 2;
 
     for (cmd = 0; cmd < ncmd; cmd++) {
         res = PQgetResult(conn);
@@ -214,19 +238,20 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
         }
 
         st = PQresultStatus(res);
+        c = (cmd > 0 && cmd < ncmd - 1) ? &b->cmds[cmd - 1] : NULL;
 
-        if (st == PGRES_TUPLES_OK && cmd > 0 && cmd < ncmd - 1) {
-            wa_pipe_outcome(&b->items[from + cmd - 1], res);
+        if (st == PGRES_TUPLES_OK && c != NULL) {
+            for (i = c->first; i < c->first + c->n; i++) {
+                wa_pipe_outcome(&b->items[i], c->n == 1 ? res : NULL);
+            }
 
         } else if (st == PGRES_FATAL_ERROR && rc == WA_PIPE_OK) {
             /* the first error is the cause; the rest were skipped */
             wa_db_set_error(db, res, NULL);
 
-            if (cmd > 0 && cmd < ncmd - 1
-                && wa_rejected_for_good(db->sqlstate))
-            {
-                bad = from + (unsigned) cmd - 1;
-                rc = WA_PIPE_REJECTED;
+            if (c != NULL && wa_rejected_for_good(db->sqlstate)) {
+                bad = c->first;
+                rc = c->n == 1 ? WA_PIPE_REJECTED : WA_PIPE_RUN_REJECTED;
 
             } else {
                 rc = WA_PIPE_RETRY;
@@ -374,7 +399,8 @@ wa_pipe_outcome(wa_item_t *it, const PGresult *res)
 {
     const char  *s;
 
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+    /* a run says how many it inserted, not which: none needs a word */
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
         it->outcome = WA_OUT_OK;
         return;
     }

@@ -100,10 +100,13 @@ wa_run(wa_conf_t *conf)
     }
 
     b = &w.batch;
+    b->runs = conf->runs;
 
     wa_log(WA_LOG_INFO, "starting: ring %s, batches of up to %u records or "
-           "%u ms, schema %s", conf->ring_path, conf->batch_size,
-           conf->batch_delay_ms, wa_db_schema_version());
+           "%u ms, inbound messages %s, schema %s", conf->ring_path,
+           conf->batch_size, conf->batch_delay_ms,
+           conf->runs ? "by runs" : "record by record",
+           wa_db_schema_version());
 
     /* connect early so a wrong DSN or a missing schema shows at once; a
      * failure here is not fatal, flushes retry it */

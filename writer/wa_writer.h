@@ -44,6 +44,7 @@ typedef struct {
     unsigned      idle_ms;
     unsigned      backoff_max_ms;
     unsigned      backfill_batch;
+    unsigned      runs;             /* inbound messages by runs (wa_set.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -139,11 +140,26 @@ typedef struct {
     wa_record_t           rec;
 } wa_item_t;
 
+/* inbound messages go to wa_ingest_in_messages (005) by runs: one text[]
+ * parameter per field */
+#define WA_SET_COLS   11
+#define WA_SET_STMT   "wa_in_set"
+
+/* one statement of a pipeline: items [first, first + n) */
+typedef struct {
+    unsigned      first;
+    unsigned      n;
+} wa_cmd_t;
+
 typedef struct {
     wa_item_t    *items;
+    wa_cmd_t     *cmds;             /* the pipeline being read back */
+    wa_buf_t      cols[WA_SET_COLS];    /* the arrays of a run */
     unsigned      n;
     unsigned      cap;
     unsigned      done;             /* items [0, done) are committed */
+    unsigned      runs;             /* conf->runs */
+    unsigned      one_by_one;       /* a record was refused: no more runs */
     unsigned      dead;             /* dead-lettered */
     uint64_t      first_pos;
     uint64_t      end_pos;          /* cursor after the last record */
@@ -162,6 +178,11 @@ wa_item_t *wa_batch_add(wa_batch_t *b, const wa_ring_rec_t *rr,
  * -1 on a failure worth retrying (db->error says why). Records PostgreSQL
  * rejects for good are dead-lettered on the way. */
 int wa_flush(wa_db_t *db, wa_batch_t *b);
+
+/* runs of inbound messages (wa_set.c) */
+unsigned wa_set_run(const wa_batch_t *b, unsigned from, unsigned to);
+int wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to);
+int wa_set_prepare(wa_db_t *db);
 
 
 /* best-effort JSON of a record's fields, for wa_dead_letter; malloc'ed */

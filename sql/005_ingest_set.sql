@@ -1,0 +1,158 @@
+-- 005: inbound messages a run at a time.
+--
+-- wa_ingest_in_message (003) costs one function call, one lead lookup and
+-- one INSERT per message. wa_ingest_in_messages takes a run of them as
+-- parallel arrays and does the same work in a few statements, leaving the
+-- end state what 003 would have left, message by message, in order:
+--
+--   1. leads that exist and would not change are found in one join;
+--   2. leads of phones never seen are created in one INSERT, the first
+--      message of each phone giving its name and wa_user_id, and taken by
+--      the messages they satisfy as they are;
+--   3. everything else (a lead to fill in, a '+' phone, a wa_user_id held
+--      elsewhere, a lost race) goes through wa_lead_resolve, message by
+--      message, in order: the rare cases keep their one careful path;
+--   4. the messages are inserted in one statement, in order, so a wamid
+--      repeated in the run is stored once, from its first record.
+--
+-- Any error fails the whole call; the writer then writes the run record by
+-- record through 003, which finds the one record at fault.
+--
+-- Each step is its own statement, hence its own snapshot: leads committed
+-- by a concurrent writer in the meantime are seen, as in wa_lead_resolve.
+
+-- the existing lead of each message that wa_lead_resolve would return
+-- without changing it, or NULL
+CREATE OR REPLACE FUNCTION wa_leads_known(p_business bigint[],
+    p_phone text[], p_wa_user_id text[], p_name text[])
+RETURNS bigint[]
+LANGUAGE sql STABLE AS $$
+    SELECT array_agg(k.id ORDER BY r.o)
+      FROM unnest(p_business, p_phone, p_wa_user_id, p_name)
+           WITH ORDINALITY AS r(b, ph, u, nm, o)
+      LEFT JOIN LATERAL (
+           SELECT l.id FROM leads l
+            WHERE r.ph IS NOT NULL AND l.phone = r.ph AND l.business_id = r.b
+              AND (r.u IS NULL OR l.wa_user_id IS NOT NULL)
+              AND (r.nm IS NULL OR l.name IS NOT NULL)
+           UNION ALL
+           SELECT l.id FROM leads l
+            WHERE r.ph IS NULL AND l.wa_user_id = r.u AND l.business_id = r.b
+              AND (r.nm IS NULL OR l.name IS NOT NULL)
+           LIMIT 1) k ON true
+$$;
+
+
+CREATE OR REPLACE FUNCTION wa_ingest_in_messages(p_business text[],
+    p_phone_number_id text[], p_phone text[], p_wa_user_id text[],
+    p_name text[], p_wamid text[], p_type text[], p_body text[],
+    p_timestamp text[], p_payload text[], p_received_ms text[])
+RETURNS int
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n         int := coalesce(cardinality(p_wamid), 0);
+    v_biz       bigint[];
+    v_phone     text[];
+    v_lead      bigint[];
+    v_inserted  int;
+    i           bigint;
+BEGIN
+    IF coalesce(cardinality(p_business), 0) <> v_n
+       OR coalesce(cardinality(p_phone_number_id), 0) <> v_n
+       OR coalesce(cardinality(p_phone), 0) <> v_n
+       OR coalesce(cardinality(p_wa_user_id), 0) <> v_n
+       OR coalesce(cardinality(p_name), 0) <> v_n
+       OR coalesce(cardinality(p_type), 0) <> v_n
+       OR coalesce(cardinality(p_body), 0) <> v_n
+       OR coalesce(cardinality(p_timestamp), 0) <> v_n
+       OR coalesce(cardinality(p_payload), 0) <> v_n
+       OR coalesce(cardinality(p_received_ms), 0) <> v_n
+    THEN
+        RAISE EXCEPTION 'wa_ingest_in_messages: arrays of different lengths'
+              USING ERRCODE = 'array_subscript_error';
+    END IF;
+
+    IF v_n = 0 THEN
+        RETURN 0;
+    END IF;
+
+    IF array_position(p_wamid, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'inbound message without a wamid'
+              USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    SELECT array_agg(r.b::bigint ORDER BY r.o),
+           array_agg(wa_norm_phone(r.ph) ORDER BY r.o)
+      INTO v_biz, v_phone
+      FROM unnest(p_business, p_phone) WITH ORDINALITY AS r(b, ph, o);
+
+    -- 1: leads that are already there as they should be
+    v_lead := wa_leads_known(v_biz, v_phone, p_wa_user_id, p_name);
+
+    IF array_position(v_lead, NULL) IS NOT NULL THEN
+
+        -- 2: phones no lead has, with or without a '+', and whose
+        -- wa_user_id no lead holds (else ON CONFLICT leaves them to step
+        -- 3); the messages the new lead satisfies as it is take it
+        WITH ins AS (
+            INSERT INTO leads AS l (business_id, phone, wa_user_id, name)
+            SELECT DISTINCT ON (r.b, r.ph) r.b, r.ph, r.u, r.nm
+              FROM unnest(v_biz, v_phone, p_wa_user_id, p_name, v_lead)
+                   WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
+             WHERE r.lead IS NULL AND r.ph IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM leads x
+                                WHERE x.phone IN (r.ph, '+' || r.ph)
+                                  AND x.business_id = r.b)
+             ORDER BY r.b, r.ph, r.o
+            ON CONFLICT DO NOTHING
+            RETURNING l.id, l.business_id, l.phone,
+                      l.wa_user_id IS NOT NULL AS has_u,
+                      l.name IS NOT NULL AS has_nm)
+        SELECT array_agg(coalesce(r.lead, i.id) ORDER BY r.o) INTO v_lead
+          FROM unnest(v_biz, v_phone, p_wa_user_id, p_name, v_lead)
+               WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
+          LEFT JOIN ins i
+            ON r.lead IS NULL AND i.business_id = r.b AND i.phone = r.ph
+               AND (r.u IS NULL OR i.has_u) AND (r.nm IS NULL OR i.has_nm);
+
+        -- 3: the rest, one by one and in order
+        FOR i IN SELECT r.o FROM unnest(v_lead) WITH ORDINALITY AS r(l, o)
+                  WHERE r.l IS NULL ORDER BY r.o
+        LOOP
+            v_lead[i] := (wa_lead_resolve(v_biz[i], v_phone[i],
+                                          p_wa_user_id[i], p_name[i])).lead_id;
+        END LOOP;
+    END IF;
+
+    -- 4: the messages
+    INSERT INTO whatsapp_message AS m
+           (business_id, lead_id, direction, phone, wa_user_id,
+            phone_number_id, provider_message_id, type, body, payload,
+            status, provider_ts, created_at, updated_at)
+    SELECT r.b, r.lead, 'in', r.ph, r.u, r.pnid, r.w, r.t, r.body,
+           r.pl::jsonb, 'received', wa_ts(r.ts),
+           coalesce(wa_ts_ms(r.rms), now()), now()
+      FROM unnest(v_biz, v_lead, v_phone, p_wa_user_id, p_phone_number_id,
+                  p_wamid, p_type, p_body, p_payload, p_timestamp,
+                  p_received_ms)
+           WITH ORDINALITY AS r(b, lead, ph, u, pnid, w, t, body, pl, ts,
+                                rms, o)
+     ORDER BY r.o
+    ON CONFLICT (business_id, provider_message_id) DO NOTHING;
+
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+
+    -- receipts that came before their message (rare: look first); a
+    -- message stored before this run had its receipts applied then
+    PERFORM wa_apply_pending(m.id, m.business_id, m.provider_message_id,
+                             NULL)
+       FROM unnest(v_biz, p_wamid) AS x(b, w)
+       JOIN whatsapp_message m
+         ON m.provider_message_id = x.w AND m.business_id = x.b
+      WHERE EXISTS (SELECT 1 FROM wa_pending_receipt p
+                     WHERE p.provider_message_id = x.w
+                       AND p.business_id = x.b);
+
+    RETURN v_inserted;
+END
+$$;

@@ -1,0 +1,164 @@
+#!/usr/bin/perl
+# Runs of inbound messages written by one set statement (--runs on, the
+# default) leave exactly what one call per record (--runs off) leaves: the
+# same leads, filled in the same way, the same messages linked to the same
+# leads, the same dead letters. The same script of records is fed once per
+# mode, each under its own business, over the same pre-existing leads, and
+# the two businesses are compared; the cases the set path treats apart are
+# also checked one by one.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use WaTest;
+
+my $t = WaTest->new(pg_settings => [ 'track_functions=pl' ]);
+$t->start_pg;
+$t->migrate;
+
+# leads the CRM had before: one per case the set path cannot take as is
+for my $b (1, 2) {
+    $t->dbh->do("INSERT INTO leads (business_id, phone, wa_user_id, name) VALUES
+        ($b, '+972500000001', NULL, 'Plus'),          -- a '+' phone
+        ($b, NULL, 'U-ONLY', 'No phone yet'),         -- known by wa_user_id alone
+        ($b, '972500000002', 'U-HELD', 'Holder'),     -- holds a wa_user_id
+        ($b, '972500000003', NULL, NULL),             -- no name yet
+        ($b, '972500000015', NULL, 'No uid'),         -- no wa_user_id yet
+        ($b, '972500000004', 'U-FULL', 'Full')        -- nothing to fill in");
+}
+
+my $P = 'phone_number_id=106540352242922 msg_type=text timestamp=1764037800';
+
+# two parts, each drained by a writer started after it is in the ring, so
+# each is read as one batch: a refused run makes the rest of its batch go
+# record by record, which must not hide the first part from the set path
+sub script {
+    my ($b) = @_;
+    my $in = sub { "in business=$b $P " . join(' ', @_) . "\n" };
+    return (join('',
+        # a receipt before its message: parked, then cleared by the run
+        "status business=$b wamid=w.pending status=read timestamp=1764037800\n",
+        $in->('phone=972500000001 wamid=w.plus name=X body=plus'),
+        $in->('phone=972500000005 wa_user_id=U-ONLY name=Y wamid=w.uidonly body=a'),
+        $in->('phone=972500000006 wa_user_id=U-HELD wamid=w.held body=b'),
+        $in->('phone=972500000003 name=Named wamid=w.noname body=c'),
+        $in->('phone=972500000015 wa_user_id=U-FILL wamid=w.fill body=c2'),
+        $in->('phone=972500000007 wamid=w.new1 body=d'),
+        $in->('phone=972500000007 wa_user_id=U-NEW name=Late wamid=w.new2 body=e'),
+        $in->('phone=972500000008 name=First wamid=w.first body=f'),
+        $in->('phone=972500000008 name=Second wamid=w.second body=g'),
+        $in->('wa_user_id=U-NOPHONE name=Hidden wamid=w.nophone body=h'),
+        $in->('wa_user_id=U-NOPHONE wamid=w.nophone2 body=h2'),
+        $in->('phone=%2B972%2050-000-0009 wamid=w.format body=i'),
+        $in->('phone=972500000010 wamid=w.dup body=one'),
+        $in->('phone=972500000010 wamid=w.dup body=two'),
+        $in->('phone=972500000004 wa_user_id=U-FULL name=Full wamid=w.full body=j'),
+        $in->('phone=972500000011 wamid=w.pending body=k'),
+        "status business=$b wamid=w.plus status=delivered timestamp=1764037801\n"),
+        join('',
+        # a second run: a replay, and one record PostgreSQL refuses
+        $in->('phone=972500000001 wamid=w.plus body=replay'),
+        $in->('phone=972500000012 wamid=w.before body=l'),
+        $in->('phone=972500000013 wamid=w.bad body=m timestamp=not-a-number'),
+        $in->('phone=972500000014 wamid=w.after body=n')));
+}
+
+sub drain {
+    my ($b, $runs) = @_;
+    my $log = '';
+    for my $part (script($b)) {
+        open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' 1048576 >/dev/null'
+            or die "feed: $!";
+        print $feed $part;
+        close $feed or die "the feed failed\n";
+        chown((getpwnam 'nobody')[2, 3], $t->ring) if $> == 0;    # the writer's user
+        my $mark = length $t->writer_log;
+        $t->start_writer('--runs', $runs);
+        ok($t->wait_drained(30), "runs $runs: drained");
+        is($t->stop_writer, 0, "runs $runs: stopped cleanly");
+        $log .= substr $t->writer_log, $mark;
+    }
+    return $log;
+}
+
+sub calls {
+    $t->dbh->do('SELECT pg_stat_clear_snapshot()');
+    return $t->sql_value("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
+                           WHERE funcname = 'wa_ingest_in_messages'");
+}
+
+my $log_off = drain(1, 'off');
+$t->wait_for(sub { 0 }, 1.2);    # statistics are flushed once a second
+is(calls(), 0, 'runs off: no set statement');
+my $log_on = drain(2, 'on');
+# (a call in a transaction rolled back is not counted)
+ok($t->wait_for(sub { calls() >= 1 }, 5), 'runs on: set statements ran');
+
+# ---- the two businesses hold the same things ------------------------------
+
+sub leads {
+    my ($b) = @_;
+    return $t->dbh->selectall_arrayref(
+        "SELECT coalesce(phone, '-'), coalesce(wa_user_id, '-'), coalesce(name, '-')
+           FROM leads WHERE business_id = ? ORDER BY 1, 2, 3", undef, $b);
+}
+
+sub messages {
+    my ($b) = @_;
+    return $t->dbh->selectall_arrayref(
+        "SELECT m.provider_message_id, m.body, m.phone, m.status,
+                coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-')
+           FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
+          WHERE m.business_id = ? ORDER BY 1", undef, $b);
+}
+
+sub dead {
+    my ($b) = @_;
+    return $t->dbh->selectcol_arrayref(
+        "SELECT fields->'fields'->>'wamid' FROM wa_dead_letter
+          WHERE fields->'fields'->>'business' = ? ORDER BY 1", undef, "$b");
+}
+
+is_deeply(leads(2), leads(1), 'the same leads, filled in the same way');
+is_deeply(messages(2), messages(1), 'the same messages, linked to the same leads');
+is_deeply(dead(2), dead(1), 'the same dead letters');
+is($t->sql_value('SELECT count(*) FROM wa_pending_receipt'), 0, 'no receipt left parked');
+
+# ---- and what they hold is right --------------------------------------------
+
+my %lead_of = map { $_->[0] => "$_->[4] $_->[5] $_->[6]" } @{ messages(2) };
+is($lead_of{'w.plus'}, '+972500000001 - Plus', "a '+' phone's lead is found, not duplicated");
+is($lead_of{'w.uidonly'}, '972500000005 U-ONLY No phone yet', 'a lead known by wa_user_id gets the phone');
+is($lead_of{'w.held'}, '972500000006 - -', 'a wa_user_id held by another phone stays there');
+is($lead_of{'w.noname'}, '972500000003 - Named', 'a lead without a name gets one');
+is($lead_of{'w.fill'}, '972500000015 U-FILL No uid', 'a lead without a wa_user_id gets one');
+is($lead_of{'w.new2'}, '972500000007 U-NEW Late', 'a new lead is filled in by a later message');
+is($lead_of{'w.new1'}, $lead_of{'w.new2'}, 'both messages of a new phone share its lead');
+is($lead_of{'w.second'}, '972500000008 - First', 'the first name given stays');
+is($lead_of{'w.nophone2'}, '- U-NOPHONE Hidden', 'a lead without a phone, found again');
+is($lead_of{'w.format'}, '972500000009 - -', 'a formatted phone is stored as digits');
+is($lead_of{'w.full'}, '972500000004 U-FULL Full', 'a complete lead is found');
+is($t->sql_value("SELECT count(*) FROM leads WHERE business_id = 2
+                   AND phone IN ('972500000001', '+972500000001', '972500000004')"),
+   2, 'no second lead for existing phones');
+is($t->sql_value("SELECT body FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = 'w.dup'"),
+   'one', 'a wamid twice in a run: stored once, from its first record');
+is($t->sql_value("SELECT body FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = 'w.plus'"),
+   'plus', 'a replay changes nothing');
+is($t->sql_value("SELECT status FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = 'w.pending'"),
+   'received', 'an inbound message takes no receipt');
+is_deeply(dead(2), ['w.bad'], 'only the refused record is a dead letter');
+ok(defined $lead_of{'w.before'} && defined $lead_of{'w.after'},
+   'the records around it are stored');
+is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE lead_id IS NULL'), 0,
+   'every message has its lead');
+
+like($log_on, qr/WARN.*run of inbound messages .* refused as a whole.*record by record/,
+     'runs on: the refused run is logged, then written record by record');
+unlike($log_off, qr/refused as a whole/, 'runs off: no run to refuse');
+like($log_on, qr/CRITICAL.*dead letter.*w\.bad/, 'runs on: the dead letter is CRITICAL');
+
+done_testing;
