@@ -284,41 +284,14 @@ row('webhook p99, alone vs 1,000 sends waiting', "$quiet->{p99_ms} ms -> $busy->
     sprintf('%.0f -> %.0f req/s', $quiet->{rps}, $busy->{rps}),
     "$slow_ok of 1000 slow sends answered 200");
 
-# ---- 5. writer drain vs COPY ---------------------------------------------------
+# ---- 5. writer drain vs COPY (its own PostgreSQL: bench/writer.pl) ----------
 
 print STDERR "writer drain vs COPY\n";
-$t->stop_writer;
-my $n = 200_000;
-my $dt = $tag->('d');
-open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null' or die;
-print $feed "bench $n in bench.$dt\n";
-close $feed or die "feed failed";
-my $wmark = length $t->writer_log;
-$t0 = time;
-$t->start_writer;
-$t->wait_drained(600);
-my $drain = time - $t0;
-my $wrss = sprintf '%.1f', rss_kb($t->{writer}) / 1024;
-my $rows_w = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.bench.$dt.%'");
-
-# the same rows, COPYed into the same table (indexes and all)
-my $csv = $t->dir . '/rows.csv';
-chmod 0777, $t->dir;
-my $cols = 'business_id, lead_id, direction, phone, wa_user_id, phone_number_id, '
-         . 'provider_message_id, type, body, payload, status, provider_ts, created_at, updated_at';
-$t->dbh->do("COPY (SELECT $cols FROM whatsapp_message
-                    WHERE provider_message_id LIKE 'wamid.bench.$dt.%') TO '$csv' CSV");
-$t->dbh->do("DELETE FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.bench.$dt.%'");
-$t->dbh->do('VACUUM whatsapp_message');
-my $psql = "/usr/lib/postgresql/15/bin/psql -X -q -h 127.0.0.1 -p $t->{pg_port} -U wa postgres";
-$t0 = time;
-system("$psql -c \"\\copy whatsapp_message ($cols) FROM '$csv' CSV\"") == 0 or die "psql copy";
-my $copy = time - $t0;
-row('wa-writer drain, 200k messages (ring pre-filled)', sprintf('%.0f rows/s', $rows_w / $drain),
-    sprintf('%.1f s', $drain), "leads resolved, pipelined");
-row('(d) psql \\copy of the same rows (ceiling)', sprintf('%.0f rows/s', $rows_w / $copy),
-    sprintf('%.1f s', $copy), sprintf('writer x%.2f of (d)', $copy / $drain));
-row('wa-writer private RSS after the drain', "$wrss MB");
+$t->teardown;
+for (`perl bench/writer.pl 200000`) {
+    push @rows, [ map { s/^\s+|\s+$//gr } split /\|/, $1 ] if /^\|(.*)\|\s*$/;
+}
+$? == 0 or die "bench/writer.pl failed\n";
 
 # ---- the table ---------------------------------------------------------------
 

@@ -54,6 +54,7 @@ sub new {
         pg_port   => free_port(),
         writer    => undef,
         nginx_pid => undef,
+        owner     => $$,
         %o,
     }, $class;
 
@@ -446,7 +447,9 @@ sub save_sanitizer_reports {
     spew("$dir/from-logs." . $$ . '.' . int(rand 1e9), join("\n", @found) . "\n");
 }
 
-sub teardown_all { $_->teardown for @live; @live = () }
+# only in the process that started them: a forked helper (a mock, a flood
+# client) that dies or exits must not run the test's teardown
+sub teardown_all { $_->teardown for grep { $_->{owner} == $$ } @live; @live = () }
 
 END {
     my $rc = $?;
