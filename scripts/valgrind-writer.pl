@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # make valgrind: wa-writer under valgrind's memcheck drains N records
-# (100,000 by default: inbound messages, statuses and sends, half of them
-# creating a lead) into a private PostgreSQL, then stops on SIGTERM. Fails
+# (100,000 by default: half a mix of inbound messages, statuses and sends,
+# which go a record per statement, half inbound messages alone, which go by
+# runs; half of them creating a lead) into a private PostgreSQL, then stops on SIGTERM. Fails
 # on any memory error or any definite, indirect or possible leak.
 #
 # Usage: perl scripts/valgrind-writer.pl [records=100000]
@@ -26,7 +27,8 @@ $t->migrate;
 # the ring, filled before the writer starts
 my $feed = "$WaTest::BUILD/t/test_writer_feed";
 open my $fh, '|-', "$feed " . $t->ring . ' 268435456 >/dev/null' or die "$feed: $!";
-print $fh "bench $n mixed vg\n";
+print $fh "bench @{[ int($n / 2) ]} mixed vg\n";
+print $fh "bench @{[ $n - int($n / 2) ]} in vgruns\n";
 close $fh or die "feeding the ring failed\n";
 if ($> == 0) {
     my ($uid, $gid) = (getpwnam('nobody'))[2, 3];
