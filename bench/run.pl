@@ -187,6 +187,20 @@ row('  persisted (ids cycle after 200k; no gap allowed)',
     "$rows_s of $sent_ids distinct ids stored",
     $rows_s == $sent_ids && !$ws->{non2xx} ? 'all, none twice' : 'MISSING');
 
+# the module alone: the writer stopped, so neither it nor PostgreSQL takes
+# CPU from nginx (records wait in the ring; a short run keeps it from
+# filling), then everything acknowledged is drained and counted
+$t->stop_writer;
+my $og = $tag->('o');
+my $wo = wrk(url('/webhook'), args => [ "tag=$og" ], secs => 3);
+$requests_seen += $wo->{requests};
+$t->start_writer;
+$t->wait_drained(600);
+my $ostored = count_tag($og);
+row('wa_webhook, writer stopped (the module alone)', sprintf('%.0f req/s', $wo->{rps}),
+    "p50 $wo->{p50_ms} ms", "p99 $wo->{p99_ms} ms",
+    sprintf('x%.2f of (a); %d of %d stored after', $wo->{rps} / $ref->{rps}, $ostored, $wo->{ok}));
+
 # (b) the seed's architecture
 my $fpid = fork // die;
 if ($fpid == 0) {
@@ -260,6 +274,18 @@ row('wa_send to the mock', sprintf('%.0f req/s', $sd->{rps}),
     "p50 $sd->{p50_ms} ms", "p99 $sd->{p99_ms} ms",
     sprintf('x%.2f of (c)', $sd->{rps} / $px->{rps}));
 row('  rows sent', "$sent of $sd->{ok} answered 200", $sent >= $sd->{ok} ? 'all' : 'MISSING');
+
+# the module alone, as for the webhook
+$t->stop_writer;
+$before = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE direction = 'out'");
+my $so = wrk(url('/send'), script => 'bench/send.lua', secs => 3);
+$t->start_writer;
+$t->wait_drained(600);
+my $osent = $t->sql_value("SELECT count(*) FROM whatsapp_message
+                            WHERE direction = 'out' AND status = 'sent'") - $before;
+row('wa_send, writer stopped (the module alone)', sprintf('%.0f req/s', $so->{rps}),
+    "p50 $so->{p50_ms} ms", "p99 $so->{p99_ms} ms",
+    sprintf('x%.2f of (c); %d of %d sent rows after', $so->{rps} / $px->{rps}, $osent, $so->{ok}));
 
 # webhook latency while 1,000 sends wait on a 10 s provider
 my $spid = fork // die;

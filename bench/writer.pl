@@ -11,6 +11,8 @@
 #               binary text[] parameters, same batches
 #   mixed       wa-writer: inbound message, send, send outcome, receipt in
 #               turn, so no run forms (a record per statement, pipelined)
+#   receipts    wa-writer, --runs off and on: N/4 sends, their outcomes, then
+#               runs of delivered and of read receipts
 #   staging     psql: \copy of the records' fields into a staging table,
 #               then wa_ingest_in_messages over it, 1000 per transaction
 #   ceiling 1   psql: \copy of the finished messages into whatsapp_message,
@@ -91,28 +93,6 @@ row('wa-writer --runs off (a call per record, pipelined)', $n_off / $s_off, $s_o
 my ($n_on, $s_on, $tag, $rss) = drain('on');
 row('wa-writer --runs on (a call per run, text[] arrays)', $n_on / $s_on, $s_on);
 
-# a mix with no run to gather: inbound, send, send outcome, receipt, in turn
-{
-    my $mt = 'mx' . int(time);
-    fresh_tables();
-    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
-        or die "feed: $!";
-    print $feed "bench $N mixed $mt\n";
-    close $feed or die "the feed failed\n";
-    my $t0 = time;
-    $t->start_writer;
-    $t->wait_drained(900);
-    my $secs = time - $t0;
-    $t->stop_writer;
-    my ($in, $out) = $t->dbh->selectrow_array(
-        "SELECT count(*) FILTER (WHERE direction = 'in' AND provider_message_id LIKE 'wamid.$mt.%'),
-                count(*) FILTER (WHERE direction = 'out' AND local_id LIKE '$mt-%'
-                                   AND status = 'delivered' AND lead_id IS NOT NULL)
-           FROM whatsapp_message");
-    die "mixed: $in inbound and $out delivered sends of @{[ $N / 4 ]} each\n"
-        if $in != $N / 4 || $out != $N / 4;
-    push @mixed, [ 'wa-writer, a mix: inbound, send, outcome, receipt in turn (records)', $N / $secs, $secs ];
-}
 
 # what the records carried, to replay it by COPY
 my $fields = "$dir/fields.csv";
@@ -178,11 +158,57 @@ my $s_all = copy_rows("leads (id, business_id, phone, wa_user_id, name, created_
                       "whatsapp_message ($cols) FROM '$rowscsv' CSV");
 row("psql \\copy of the $n_leads leads, then the messages (ceiling 2)", $N / $s_all, $s_all);
 
+# receipts in runs, as from a busy outbound campaign: every send, every
+# outcome (a statement each), then runs of delivered and of read receipts
+for my $runs ('off', 'on') {
+    my $rt = "rc$runs" . int(time);
+    fresh_tables();
+    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
+        or die "feed: $!";
+    print $feed "receipts $N $rt\n";
+    close $feed or die "the feed failed\n";
+    my $t0 = time;
+    $t->start_writer('--runs', $runs);
+    $t->wait_drained(900);
+    my $secs = time - $t0;
+    $t->stop_writer;
+    my $read = $t->sql_value("SELECT count(*) FROM whatsapp_message
+                               WHERE local_id LIKE '$rt-%' AND status = 'read'
+                                 AND delivered_at IS NOT NULL AND lead_id IS NOT NULL");
+    die "receipts, runs $runs: $read of @{[ $N / 4 ]} sends read\n" if $read != $N / 4;
+    push @mixed, [ "wa-writer --runs $runs, sends then runs of receipts (records)", $N / $secs, $secs,
+                   $runs eq 'on' ? 'receipts by runs' : 'a statement per record' ];
+}
+
+# a mix with no run to gather: inbound, send, send outcome, receipt, in turn
+{
+    my $mt = 'mx' . int(time);
+    fresh_tables();
+    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
+        or die "feed: $!";
+    print $feed "bench $N mixed $mt\n";
+    close $feed or die "the feed failed\n";
+    my $t0 = time;
+    $t->start_writer;
+    $t->wait_drained(900);
+    my $secs = time - $t0;
+    $t->stop_writer;
+    my ($in, $out) = $t->dbh->selectrow_array(
+        "SELECT count(*) FILTER (WHERE direction = 'in' AND provider_message_id LIKE 'wamid.$mt.%'),
+                count(*) FILTER (WHERE direction = 'out' AND local_id LIKE '$mt-%'
+                                   AND status = 'delivered' AND lead_id IS NOT NULL)
+           FROM whatsapp_message");
+    die "mixed: $in inbound and $out delivered sends of @{[ $N / 4 ]} each\n"
+        if $in != $N / 4 || $out != $N / 4;
+    push @mixed, [ 'wa-writer, a mix: inbound, send, outcome, receipt in turn (records)', $N / $secs, $secs,
+                   'no run to gather' ];
+}
+
 printf "| %s | %s msg/s | %.1f s | x%.2f of ceiling 1 | x%.2f of ceiling 2 |\n",
     $_->[0], commify(sprintf '%.0f', $_->[1]), $_->[2], $s_copy / $_->[2],
     $s_all / $_->[2] for @rows;
-printf "| %s | %s records/s | %.1f s | no run to gather | |\n", $_->[0],
-    commify(sprintf '%.0f', $_->[1]), $_->[2] for @mixed;
+printf "| %s | %s records/s | %.1f s | %s | |\n", $_->[0],
+    commify(sprintf '%.0f', $_->[1]), $_->[2], $_->[3] for @mixed;
 printf "| wa-writer private memory (RssAnon) after its drain | %.1f MB | | | |\n", $rss / 1024;
 
 $t->teardown;

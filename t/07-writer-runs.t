@@ -32,12 +32,13 @@ for my $b (1, 2) {
 
 my $P = 'phone_number_id=106540352242922 msg_type=text timestamp=1764037800';
 
-# two parts, each drained by a writer started after it is in the ring, so
-# each is read as one batch: a refused run makes the rest of its batch go
-# record by record, which must not hide the first part from the set path
+# parts, each drained by a writer started after it is in the ring, so each
+# is read as one batch: a refused run makes the rest of its batch go record
+# by record, which must not hide the other parts from the set path
 sub script {
     my ($b) = @_;
     my $in = sub { "in business=$b $P " . join(' ', @_) . "\n" };
+    my $st = sub { "status business=$b phone_number_id=106540352242922 @_\n" };
     return (join('',
         # a receipt before its message: parked, then cleared by the run
         "status business=$b wamid=w.pending status=read timestamp=1764037800\n",
@@ -63,7 +64,36 @@ sub script {
         $in->('phone=972500000001 wamid=w.plus body=replay'),
         $in->('phone=972500000012 wamid=w.before body=l'),
         $in->('phone=972500000013 wamid=w.bad body=m timestamp=not-a-number'),
-        $in->('phone=972500000014 wamid=w.after body=n')));
+        $in->('phone=972500000014 wamid=w.after body=n')),
+        # sends and their outcomes (one statement each), for the receipts
+        join('', map {
+            "out_pending business=$b local_id=L$_ phone=97250000002$_ source=crm"
+          . " msg_type=text body=out$_ received_ms=1764037800000\n"
+          . ($_ == 7 ? '' : "out_result business=$b local_id=L$_ status=sent wamid=o.$_"
+          . " http_status=200 received_ms=1764037800500\n")
+        } 1 .. 7),
+        # a run of receipts that all find their message: merged in waves
+        join('',
+        $st->('wamid=o.1 status=delivered timestamp=1764037810'),
+        $st->('wamid=o.1 status=read timestamp=1764037820'),
+        $st->('wamid=o.2 status=read timestamp=1764037830'),
+        $st->('wamid=o.2 status=sent timestamp=1764037801'),
+        $st->('wamid=o.3 status=failed timestamp=1764037805 error_code=131026'
+              . ' error_title=Undeliverable error_detail=unreachable'),
+        $st->('wamid=o.3 status=delivered timestamp=1764037806'),
+        $st->('wamid=o.4 status=deleted timestamp=1764037807'),
+        $st->('wamid=o.4 status=pending timestamp=1764037807'),
+        $st->('wamid=o.5 status=delivered timestamp=1764037808'),
+        $st->('wamid=o.5 status=delivered timestamp=1764037809'),
+        $st->('wamid=w.plus status=read timestamp=1764037811'),
+        $st->('wamid=o.1 status=delivered timestamp=1764037812')),
+        # a run with receipts to park or to find by callback data
+        join('',
+        $st->('wamid=o.6 status=delivered timestamp=1764037840'),
+        $st->('wamid=o.99 status=delivered timestamp=1764037841'),
+        $st->('wamid=o.7 callback_data=L7 status=sent timestamp=1764037842'),
+        $st->('wamid=o.7 status=delivered timestamp=1764037843'),
+        $st->('wamid=o.6 status=read timestamp=1764037844')));
 }
 
 sub drain {
@@ -85,17 +115,19 @@ sub drain {
 }
 
 sub calls {
+    my ($f) = @_;
     $t->dbh->do('SELECT pg_stat_clear_snapshot()');
     return $t->sql_value("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
-                           WHERE funcname = 'wa_ingest_in_messages'");
+                           WHERE funcname = ?", $f);
 }
 
 my $log_off = drain(1, 'off');
 $t->wait_for(sub { 0 }, 1.2);    # statistics are flushed once a second
-is(calls(), 0, 'runs off: no set statement');
+is(calls('wa_ingest_in_messages') + calls('wa_ingest_statuses'), 0, 'runs off: no set statement');
 my $log_on = drain(2, 'on');
 # (a call in a transaction rolled back is not counted)
-ok($t->wait_for(sub { calls() >= 1 }, 5), 'runs on: set statements ran');
+ok($t->wait_for(sub { calls('wa_ingest_in_messages') >= 1 }, 5), 'runs on: inbound messages by runs');
+ok($t->wait_for(sub { calls('wa_ingest_statuses') >= 2 }, 5), 'runs on: receipts by runs');
 
 # ---- the two businesses hold the same things ------------------------------
 
@@ -109,8 +141,10 @@ sub leads {
 sub messages {
     my ($b) = @_;
     return $t->dbh->selectall_arrayref(
-        "SELECT m.provider_message_id, m.body, m.phone, m.status,
-                coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-')
+        "SELECT coalesce(m.provider_message_id, m.local_id), m.body, m.phone, m.status,
+                coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-'),
+                m.sent_at::text, m.delivered_at::text, m.read_at::text, m.error_code,
+                m.error_title, m.error_detail
            FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
           WHERE m.business_id = ? ORDER BY 1", undef, $b);
 }
@@ -125,7 +159,14 @@ sub dead {
 is_deeply(leads(2), leads(1), 'the same leads, filled in the same way');
 is_deeply(messages(2), messages(1), 'the same messages, linked to the same leads');
 is_deeply(dead(2), dead(1), 'the same dead letters');
-is($t->sql_value('SELECT count(*) FROM wa_pending_receipt'), 0, 'no receipt left parked');
+is_deeply($t->dbh->selectall_arrayref(
+              "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 2 ORDER BY 1, 2"),
+          $t->dbh->selectall_arrayref(
+              "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 1 ORDER BY 1, 2"),
+          'the same receipts parked');
+is_deeply($t->dbh->selectall_arrayref(
+              "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 2"),
+          [ [ 'o.99', 'delivered' ] ], 'only the receipt of an unknown message is parked');
 
 # ---- and what they hold is right --------------------------------------------
 
@@ -141,6 +182,23 @@ is($lead_of{'w.second'}, '972500000008 - First', 'the first name given stays');
 is($lead_of{'w.nophone2'}, '- U-NOPHONE Hidden', 'a lead without a phone, found again');
 is($lead_of{'w.format'}, '972500000009 - -', 'a formatted phone is stored as digits');
 is($lead_of{'w.full'}, '972500000004 U-FULL Full', 'a complete lead is found');
+
+sub at {
+    my ($w) = @_;
+    return join ' ', map { $_ // '-' } $t->dbh->selectrow_array(
+        "SELECT status, extract(epoch FROM sent_at)::bigint, extract(epoch FROM delivered_at)::bigint,
+                extract(epoch FROM read_at)::bigint, error_code
+           FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = ?", undef, $w);
+}
+is(at('o.1'), 'read 1764037801 1764037810 1764037820 -', 'receipts of one message in one run, in order');
+is(at('o.2'), 'read 1764037801 1764037830 1764037830 -', 'read first sets delivered too; a late sent changes nothing');
+is(at('o.3'), 'failed 1764037801 - - 131026', 'failed is terminal and keeps its error');
+is(at('o.4'), 'sent 1764037801 - - -', 'deleted and pending receipts move nothing');
+is(at('o.5'), 'delivered 1764037801 1764037808 - -', 'a timestamp is set once');
+is(at('w.plus'), 'received - - - -', 'an inbound message takes no receipt');
+is(at('o.7'), 'delivered 1764037842 1764037843 - -',
+   'a receipt found by its callback data gives the row its wamid, for the next one');
+is(at('o.6'), 'read 1764037801 1764037840 1764037844 -', 'the run with receipts to park');
 is($t->sql_value("SELECT count(*) FROM leads WHERE business_id = 2
                    AND phone IN ('972500000001', '+972500000001', '972500000004')"),
    2, 'no second lead for existing phones');
@@ -156,7 +214,7 @@ ok(defined $lead_of{'w.before'} && defined $lead_of{'w.after'},
 is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE lead_id IS NULL'), 0,
    'every message has its lead');
 
-like($log_on, qr/WARN.*run of inbound messages .* refused as a whole.*record by record/,
+like($log_on, qr/WARN.*run of in_message records .* refused as a whole.*record by record/,
      'runs on: the refused run is logged, then written record by record');
 unlike($log_off, qr/refused as a whole/, 'runs off: no run to refuse');
 like($log_on, qr/CRITICAL.*dead letter.*w\.bad/, 'runs on: the dead letter is CRITICAL');

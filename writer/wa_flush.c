@@ -1,8 +1,8 @@
 /*
  * Writing a batch: BEGIN, the records, COMMIT, all sent in one libpq
- * pipeline, so a batch costs one round trip. Runs of inbound messages go
- * as one set statement each (wa_set.c); every other record is one prepared
- * call.
+ * pipeline, so a batch costs one round trip. Runs of inbound messages and
+ * runs of statuses go as one set statement each (wa_set.c); every other
+ * record is one prepared call.
  *
  * When PostgreSQL rejects a record for good (SQLSTATE class 22 or 23, or
  * a program limit), the pipeline's results say which statement. A refused
@@ -79,9 +79,11 @@ wa_flush(wa_db_t *db, wa_batch_t *b)
         b->one_by_one = 1;
 
         if (rc == WA_PIPE_RUN_REJECTED) {
-            wa_log(WA_LOG_WARN, "a run of inbound messages from ring pos "
+            wa_log(WA_LOG_WARN, "a run of %s records from ring pos "
                    "%" PRIu64 " was refused as a whole (%s): writing the "
-                   "batch record by record", b->items[fail].pos, db->error);
+                   "batch record by record",
+                   wa_record_type_name(b->items[fail].type),
+                   b->items[fail].pos, db->error);
             continue;
         }
 

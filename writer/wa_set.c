@@ -1,9 +1,11 @@
 /*
- * A run of inbound messages written by one statement: each field becomes
- * one text[] parameter of wa_ingest_in_messages (005), in PostgreSQL's
- * binary array format, so the bytes go as they are, with no quoting to get
- * wrong and no copy but the one into libpq's buffer. The server still
- * checks every element's encoding, as it does for a single record.
+ * A run of records of one type written by one statement: each field the
+ * record's own statement takes (wa_db.c) becomes one text[] parameter of
+ * the type's set function, in PostgreSQL's binary array format, so the
+ * bytes go as they are, with no quoting to get wrong and no copy but the
+ * one into libpq's buffer. The server still checks every element's
+ * encoding, as it does for a single record. Types without a set function
+ * go one statement per record.
  */
 
 #include <arpa/inet.h>
@@ -15,24 +17,37 @@
 #define WA_TEXTOID  25
 
 
-static const int  wa_set_fields[WA_SET_COLS] = {
-    WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_PHONE, WA_F_WA_USER_ID,
-    WA_F_NAME, WA_F_WAMID, WA_F_MSG_TYPE, WA_F_BODY, WA_F_TIMESTAMP,
-    WA_F_PAYLOAD, WA_F_RECEIVED_MS
+typedef struct {
+    const char  *name;
+    const char  *function;
+} wa_set_stmt_t;
+
+static const wa_set_stmt_t  wa_set_stmts[WA_REC_TYPE_MAX + 1] = {
+    [WA_REC_IN_MESSAGE] = { "wa_in_set", "wa_ingest_in_messages" },   /* 005 */
+    [WA_REC_STATUS] = { "wa_status_set", "wa_ingest_statuses" },      /* 006 */
 };
 
 
 static int wa_set_int(wa_buf_t *a, int32_t v);
 
 
-/* how many records from `from` on make a run the set statement can take */
+/* how many records from `from` on make a run one set statement can take */
 unsigned
 wa_set_run(const wa_batch_t *b, unsigned from, unsigned to)
 {
     unsigned  i;
+    uint16_t  type;
+
+    type = b->items[from].type;
+
+    if (type == 0 || type > WA_REC_TYPE_MAX
+        || wa_set_stmts[type].name == NULL)
+    {
+        return 0;
+    }
 
     for (i = from; i < to; i++) {
-        if (b->items[i].dead || b->items[i].type != WA_REC_IN_MESSAGE) {
+        if (b->items[i].dead || b->items[i].type != type) {
             break;
         }
     }
@@ -41,18 +56,23 @@ wa_set_run(const wa_batch_t *b, unsigned from, unsigned to)
 }
 
 
-/* queue wa_ingest_in_messages over items [from, to) in the pipeline */
+/* queue the set function over items [from, to), a run, in the pipeline */
 int
 wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
 {
-    int                 c, nulls;
+    int                 c, n, nulls;
     int                 lengths[WA_SET_COLS], formats[WA_SET_COLS];
     unsigned            i;
+    uint16_t            type;
     wa_buf_t           *a;
+    const int          *fields;
     const char         *values[WA_SET_COLS];
     const wa_field_t   *f;
 
-    for (c = 0; c < WA_SET_COLS; c++) {
+    type = b->items[from].type;
+    (void) wa_db_stmt(type, &n, &fields);
+
+    for (c = 0; c < n; c++) {
         a = &b->cols[c];
         a->len = 0;
         nulls = 0;
@@ -65,7 +85,7 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
         }
 
         for (i = from; i < to; i++) {
-            f = &b->items[i].rec.f[wa_set_fields[c]];
+            f = &b->items[i].rec.f[fields[c]];
 
             /* as for one record: an empty field is NULL */
             if (f->data == NULL || f->len == 0) {
@@ -94,40 +114,49 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
         formats[c] = 1;
     }
 
-    return PQsendQueryPrepared(db->conn, WA_SET_STMT, WA_SET_COLS, values,
+    return PQsendQueryPrepared(db->conn, wa_set_stmts[type].name, n, values,
                                lengths, formats, 0)
            ? 0 : -1;
 }
 
 
-/* the prepared statement, with its parameters typed text[] */
+/* the prepared statements, with their parameters typed text[] */
 int
 wa_set_prepare(wa_db_t *db)
 {
-    int        c;
-    char       sql[256];
-    size_t     len;
-    PGresult  *res;
+    int          c, n, type;
+    char         sql[512];
+    size_t       len;
+    PGresult    *res;
+    const int   *fields;
 
-    len = (size_t) snprintf(sql, sizeof(sql),
-                            "SELECT wa_ingest_in_messages(");
+    for (type = 1; type <= WA_REC_TYPE_MAX; type++) {
+        if (wa_set_stmts[type].name == NULL) {
+            continue;
+        }
 
-    for (c = 0; c < WA_SET_COLS; c++) {
-        len += (size_t) snprintf(sql + len, sizeof(sql) - len, "%s$%d::text[]",
-                                 c ? ", " : "", c + 1);
-    }
+        (void) wa_db_stmt((uint16_t) type, &n, &fields);
 
-    snprintf(sql + len, sizeof(sql) - len, ")");
+        len = (size_t) snprintf(sql, sizeof(sql), "SELECT %s(",
+                                wa_set_stmts[type].function);
 
-    res = PQprepare(db->conn, WA_SET_STMT, sql, WA_SET_COLS, NULL);
+        for (c = 0; c < n; c++) {
+            len += (size_t) snprintf(sql + len, sizeof(sql) - len,
+                                     "%s$%d::text[]", c ? ", " : "", c + 1);
+        }
 
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        wa_db_set_error(db, res, "cannot prepare the ingest statements");
+        snprintf(sql + len, sizeof(sql) - len, ")");
+
+        res = PQprepare(db->conn, wa_set_stmts[type].name, sql, n, NULL);
+
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            wa_db_set_error(db, res, "cannot prepare the ingest statements");
+            PQclear(res);
+            return -1;
+        }
+
         PQclear(res);
-        return -1;
     }
-
-    PQclear(res);
 
     return 0;
 }

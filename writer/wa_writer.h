@@ -44,7 +44,7 @@ typedef struct {
     unsigned      idle_ms;
     unsigned      backoff_max_ms;
     unsigned      backfill_batch;
-    unsigned      runs;             /* inbound messages by runs (wa_set.c) */
+    unsigned      runs;             /* runs by set statements (wa_set.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -140,10 +140,9 @@ typedef struct {
     wa_record_t           rec;
 } wa_item_t;
 
-/* inbound messages go to wa_ingest_in_messages (005) by runs: one text[]
- * parameter per field */
-#define WA_SET_COLS   11
-#define WA_SET_STMT   "wa_in_set"
+/* runs of inbound messages (005) and of statuses (006) go to a set
+ * function: one text[] parameter per field, at most WA_SET_COLS */
+#define WA_SET_COLS   16
 
 /* one statement of a pipeline: items [first, first + n) */
 typedef struct {
@@ -179,7 +178,7 @@ wa_item_t *wa_batch_add(wa_batch_t *b, const wa_ring_rec_t *rr,
  * rejects for good are dead-lettered on the way. */
 int wa_flush(wa_db_t *db, wa_batch_t *b);
 
-/* runs of inbound messages (wa_set.c) */
+/* runs of records of one type (wa_set.c) */
 unsigned wa_set_run(const wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_prepare(wa_db_t *db);
