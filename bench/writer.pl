@@ -69,20 +69,28 @@ sub check_rows {
     return $rows;
 }
 
-sub drain {
-    my ($runs) = @_;
-    my $tag = "w$runs" . int(time);
+# empty tables, the ring fed with one feed command, then a writer drains
+# it: the seconds it took, and the writer's private memory at the end
+sub feed_and_drain {
+    my ($command, @writer_args) = @_;
     fresh_tables();
     open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
         or die "feed: $!";
-    print $feed "bench $N in $tag\n";
+    print $feed "$command\n";
     close $feed or die "the feed failed\n";
     my $t0 = time;
-    $t->start_writer('--runs', $runs);
+    $t->start_writer(@writer_args);
     $t->wait_drained(900);
     my $secs = time - $t0;
     my $rss = WaTest::slurp("/proc/$t->{writer}/status") =~ /RssAnon:\s+(\d+)/ ? $1 : 0;
     $t->stop_writer;
+    return ($secs, $rss);
+}
+
+sub drain {
+    my ($runs) = @_;
+    my $tag = "w$runs" . int(time);
+    my ($secs, $rss) = feed_and_drain("bench $N in $tag", '--runs', $runs);
     return (check_rows("runs $runs", $tag), $secs, $tag, $rss);
 }
 
@@ -162,16 +170,7 @@ row("psql \\copy of the $n_leads leads, then the messages (ceiling 2)", $N / $s_
 # outcome (a statement each), then runs of delivered and of read receipts
 for my $runs ('off', 'on') {
     my $rt = "rc$runs" . int(time);
-    fresh_tables();
-    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
-        or die "feed: $!";
-    print $feed "receipts $N $rt\n";
-    close $feed or die "the feed failed\n";
-    my $t0 = time;
-    $t->start_writer('--runs', $runs);
-    $t->wait_drained(900);
-    my $secs = time - $t0;
-    $t->stop_writer;
+    my ($secs) = feed_and_drain("receipts $N $rt", '--runs', $runs);
     my $read = $t->sql_value("SELECT count(*) FROM whatsapp_message
                                WHERE local_id LIKE '$rt-%' AND status = 'read'
                                  AND delivered_at IS NOT NULL AND lead_id IS NOT NULL");
@@ -183,16 +182,7 @@ for my $runs ('off', 'on') {
 # a mix with no run to gather: inbound, send, send outcome, receipt, in turn
 {
     my $mt = 'mx' . int(time);
-    fresh_tables();
-    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
-        or die "feed: $!";
-    print $feed "bench $N mixed $mt\n";
-    close $feed or die "the feed failed\n";
-    my $t0 = time;
-    $t->start_writer;
-    $t->wait_drained(900);
-    my $secs = time - $t0;
-    $t->stop_writer;
+    my ($secs) = feed_and_drain("bench $N mixed $mt");
     my ($in, $out) = $t->dbh->selectrow_array(
         "SELECT count(*) FILTER (WHERE direction = 'in' AND provider_message_id LIKE 'wamid.$mt.%'),
                 count(*) FILTER (WHERE direction = 'out' AND local_id LIKE '$mt-%'

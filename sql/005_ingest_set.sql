@@ -21,6 +21,23 @@
 -- Each step is its own statement, hence its own snapshot: leads committed
 -- by a concurrent writer in the meantime are seen, as in wa_lead_resolve.
 
+-- the length of a run's arrays, which must all have it
+CREATE OR REPLACE FUNCTION wa_run_length(p_function text,
+    VARIADIC p_lengths int[])
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF (SELECT count(DISTINCT coalesce(l, 0)) FROM unnest(p_lengths) l) > 1
+    THEN
+        RAISE EXCEPTION '%: arrays of different lengths', p_function
+              USING ERRCODE = 'array_subscript_error';
+    END IF;
+
+    RETURN coalesce(p_lengths[1], 0);
+END
+$$;
+
+
 -- the existing lead of each message that wa_lead_resolve would return
 -- without changing it, or NULL
 CREATE OR REPLACE FUNCTION wa_leads_known(p_business bigint[],
@@ -50,27 +67,18 @@ CREATE OR REPLACE FUNCTION wa_ingest_in_messages(p_business text[],
 RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_n         int := coalesce(cardinality(p_wamid), 0);
+    v_n         int;
     v_biz       bigint[];
     v_phone     text[];
     v_lead      bigint[];
     v_inserted  int;
     i           bigint;
 BEGIN
-    IF coalesce(cardinality(p_business), 0) <> v_n
-       OR coalesce(cardinality(p_phone_number_id), 0) <> v_n
-       OR coalesce(cardinality(p_phone), 0) <> v_n
-       OR coalesce(cardinality(p_wa_user_id), 0) <> v_n
-       OR coalesce(cardinality(p_name), 0) <> v_n
-       OR coalesce(cardinality(p_type), 0) <> v_n
-       OR coalesce(cardinality(p_body), 0) <> v_n
-       OR coalesce(cardinality(p_timestamp), 0) <> v_n
-       OR coalesce(cardinality(p_payload), 0) <> v_n
-       OR coalesce(cardinality(p_received_ms), 0) <> v_n
-    THEN
-        RAISE EXCEPTION 'wa_ingest_in_messages: arrays of different lengths'
-              USING ERRCODE = 'array_subscript_error';
-    END IF;
+    v_n := wa_run_length('wa_ingest_in_messages', cardinality(p_business),
+        cardinality(p_phone_number_id), cardinality(p_phone),
+        cardinality(p_wa_user_id), cardinality(p_name), cardinality(p_wamid),
+        cardinality(p_type), cardinality(p_body), cardinality(p_timestamp),
+        cardinality(p_payload), cardinality(p_received_ms));
 
     IF v_n = 0 THEN
         RETURN 0;

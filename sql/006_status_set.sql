@@ -89,7 +89,7 @@ CREATE OR REPLACE FUNCTION wa_ingest_statuses(p_business text[],
 RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_n       int := coalesce(cardinality(p_status), 0);
+    v_n       int;
     v_biz     bigint[];
     v_code    int[];
     v_ts      timestamptz[];
@@ -98,22 +98,13 @@ DECLARE
     v_found   int;
     v_waves   int;
 BEGIN
-    IF coalesce(cardinality(p_business), 0) <> v_n
-       OR coalesce(cardinality(p_phone_number_id), 0) <> v_n
-       OR coalesce(cardinality(p_wamid), 0) <> v_n
-       OR coalesce(cardinality(p_timestamp), 0) <> v_n
-       OR coalesce(cardinality(p_phone), 0) <> v_n
-       OR coalesce(cardinality(p_wa_user_id), 0) <> v_n
-       OR coalesce(cardinality(p_error_code), 0) <> v_n
-       OR coalesce(cardinality(p_error_title), 0) <> v_n
-       OR coalesce(cardinality(p_error_detail), 0) <> v_n
-       OR coalesce(cardinality(p_callback_data), 0) <> v_n
-       OR coalesce(cardinality(p_payload), 0) <> v_n
-       OR coalesce(cardinality(p_received_ms), 0) <> v_n
-    THEN
-        RAISE EXCEPTION 'wa_ingest_statuses: arrays of different lengths'
-              USING ERRCODE = 'array_subscript_error';
-    END IF;
+    v_n := wa_run_length('wa_ingest_statuses', cardinality(p_business),
+        cardinality(p_phone_number_id), cardinality(p_wamid),
+        cardinality(p_status), cardinality(p_timestamp), cardinality(p_phone),
+        cardinality(p_wa_user_id), cardinality(p_error_code),
+        cardinality(p_error_title), cardinality(p_error_detail),
+        cardinality(p_callback_data), cardinality(p_payload),
+        cardinality(p_received_ms));
 
     -- the casts wa_ingest_status makes of every receipt, the timestamp of
     -- those that move a message, and their message by wamid
