@@ -39,6 +39,11 @@ sub script {
     my ($b) = @_;
     my $in = sub { "in business=$b $P " . join(' ', @_) . "\n" };
     my $st = sub { "status business=$b phone_number_id=106540352242922 @_\n" };
+    my $out = sub { my ($l, $f) = split ' ', $_[0], 2;
+                    "out_pending business=$b local_id=$l source=crm msg_type=text body=out.$l $f\n" };
+    my $res = sub { my ($l, $f) = split ' ', $_[0], 2; "out_result business=$b local_id=$l $f\n" };
+    my $full = $t->sql_value("SELECT id FROM leads WHERE business_id = ? AND phone = '972500000004'", $b);
+    my $foreign = $t->sql_value("SELECT id FROM leads WHERE business_id = ? AND phone = '972500000004'", 3 - $b);
     return (join('',
         # a receipt before its message: parked, then cleared by the run
         "status business=$b wamid=w.pending status=read timestamp=1764037800\n",
@@ -72,6 +77,24 @@ sub script {
           . ($_ == 7 ? '' : "out_result business=$b local_id=L$_ status=sent wamid=o.$_"
           . " http_status=200 received_ms=1764037800500\n")
         } 1 .. 7),
+        # sends whose leads are known, their outcomes among them: one run
+        join('',
+        $st->('wamid=o.20 callback_data=L20 status=delivered timestamp=1764037850'),
+        $out->("L20 phone=972500000021 lead_id=$full received_ms=1764037800000"),
+        $out->('L21 phone=972500000022 client_ref=REF-A received_ms=1764037800000'),
+        $res->('L20 status=sent wamid=o.20 received_ms=1764037800600'),
+        $out->('L22 phone=972500000023 client_ref=REF-A received_ms=1764037800000'),
+        $out->('L1 phone=972500000021 received_ms=1764037800000'),
+        $res->('L21 status=failed error_code=131047 error_title=Re-engagement'
+               . ' error_detail=window fbtrace_id=FB1 retryable=false http_status=400'
+               . ' received_ms=1764037800700'),
+        $res->('L22 status=sent wamid=o.22 received_ms=1764037800800'),
+        $res->('L3 status=sent wamid=o.3 received_ms=1764037800900')),
+        # a lead_id of another business, an outcome to park
+        join('',
+        $out->("L30 phone=972500000021 lead_id=$foreign received_ms=1764037800000"),
+        $res->('L30 status=sent wamid=o.30 received_ms=1764037801000'),
+        $res->('L99 status=sent wamid=o.99r received_ms=1764037801000')),
         # a run of receipts that all find their message: merged in waves
         join('',
         $st->('wamid=o.1 status=delivered timestamp=1764037810'),
@@ -123,11 +146,15 @@ sub calls {
 
 my $log_off = drain(1, 'off');
 $t->wait_for(sub { 0 }, 1.2);    # statistics are flushed once a second
-is(calls('wa_ingest_in_messages') + calls('wa_ingest_statuses'), 0, 'runs off: no set statement');
+is(calls('wa_ingest_in_messages') + calls('wa_ingest_statuses') + calls('wa_ingest_sends'), 0,
+   'runs off: no set statement');
 my $log_on = drain(2, 'on');
 # (a call in a transaction rolled back is not counted)
 ok($t->wait_for(sub { calls('wa_ingest_in_messages') >= 1 }, 5), 'runs on: inbound messages by runs');
 ok($t->wait_for(sub { calls('wa_ingest_statuses') >= 2 }, 5), 'runs on: receipts by runs');
+ok($t->wait_for(sub { calls('wa_ingest_sends') > calls('wa_ingest_sends_one_by_one') }, 5),
+   'runs on: a run of sends went as a set (' . calls('wa_ingest_sends') . ' runs, '
+   . calls('wa_ingest_sends_one_by_one') . ' one by one)');
 
 # ---- the two businesses hold the same things ------------------------------
 
@@ -144,7 +171,7 @@ sub messages {
         "SELECT coalesce(m.provider_message_id, m.local_id), m.body, m.phone, m.status,
                 coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-'),
                 m.sent_at::text, m.delivered_at::text, m.read_at::text, m.error_code,
-                m.error_title, m.error_detail
+                m.error_title, m.error_detail, m.client_ref, m.fbtrace_id, m.retryable::text
            FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
           WHERE m.business_id = ? ORDER BY 1", undef, $b);
 }
@@ -166,7 +193,8 @@ is_deeply($t->dbh->selectall_arrayref(
           'the same receipts parked');
 is_deeply($t->dbh->selectall_arrayref(
               "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 2"),
-          [ [ 'o.99', 'delivered' ] ], 'only the receipt of an unknown message is parked');
+          [ [ 'o.99', 'delivered' ], [ 'o.99r', 'sent' ] ],
+          'only the receipt and the outcome of unknown messages are parked');
 
 # ---- and what they hold is right --------------------------------------------
 
@@ -199,6 +227,27 @@ is(at('w.plus'), 'received - - - -', 'an inbound message takes no receipt');
 is(at('o.7'), 'delivered 1764037842 1764037843 - -',
    'a receipt found by its callback data gives the row its wamid, for the next one');
 is(at('o.6'), 'read 1764037801 1764037840 1764037844 -', 'the run with receipts to park');
+
+sub send_row {
+    my ($l) = @_;
+    return join ' ', map { $_ // '-' } $t->dbh->selectrow_array(
+        "SELECT m.status, m.provider_message_id, m.client_ref, m.error_code, m.fbtrace_id,
+                m.retryable::text, l.phone, extract(epoch FROM m.delivered_at)::bigint
+           FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
+          WHERE m.business_id = 2 AND m.local_id = ?", undef, $l);
+}
+is(send_row('L20'), 'delivered o.20 - - - - 972500000004 1764037850',
+   'a given lead_id is kept; a receipt parked by callback data is applied');
+is(send_row('L21'), 'failed - REF-A 131047 FB1 false 972500000022 -', 'a failed outcome keeps its error');
+is(send_row('L22'), 'sent o.22 - - - - 972500000023 -', 'a client_ref already taken: stored without it');
+is(send_row('L1'), 'read o.1 - - - - 972500000021 1764037810', 'a replayed send changes nothing');
+is(send_row('L30'), 'sent o.30 - - - - 972500000021 -', 'an unknown lead_id: linked by phone');
+is($t->sql_value("SELECT count(*) FROM wa_pending_receipt WHERE business_id = 2 AND local_id = 'L99'"),
+   1, 'an outcome without its send is parked');
+like($log_on, qr/WARN.*send \(.*L22.*\) repeats the client_ref of another send/,
+     'runs on: the taken client_ref is logged');
+like($log_on, qr/WARN.*L30.*names lead_id \d+, which is not a lead of its business/,
+     'runs on: the unknown lead_id is logged');
 is($t->sql_value("SELECT count(*) FROM leads WHERE business_id = 2
                    AND phone IN ('972500000001', '+972500000001', '972500000004')"),
    2, 'no second lead for existing phones');

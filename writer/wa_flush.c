@@ -1,8 +1,8 @@
 /*
  * Writing a batch: BEGIN, the records, COMMIT, all sent in one libpq
- * pipeline, so a batch costs one round trip. Runs of inbound messages and
- * runs of statuses go as one set statement each (wa_set.c); every other
- * record is one prepared call.
+ * pipeline, so a batch costs one round trip. Runs of inbound messages, of
+ * statuses, and of sends and their outcomes go as one set statement each
+ * (wa_set.c); webhook errors and dead letters are one prepared call each.
  *
  * When PostgreSQL rejects a record for good (SQLSTATE class 22 or 23, or
  * a program limit), the pipeline's results say which statement. A refused
@@ -36,7 +36,9 @@ static wa_pipe_e wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from,
     unsigned to, unsigned *failed);
 static int wa_pipe_send(wa_db_t *db, wa_item_t *it);
 static int wa_pipe_send_dead(wa_db_t *db, wa_item_t *it);
-static void wa_pipe_outcome(wa_item_t *it, const PGresult *res);
+static void wa_pipe_outcomes(wa_batch_t *b, const wa_cmd_t *c,
+    const PGresult *res);
+static void wa_pipe_outcome(wa_item_t *it, const char *s, size_t len);
 static int wa_rejected_for_good(const char *sqlstate);
 static void wa_committed(wa_batch_t *b, unsigned from, unsigned to);
 
@@ -243,9 +245,7 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
         c = (cmd > 0 && cmd < ncmd - 1) ? &b->cmds[cmd - 1] : NULL;
 
         if (st == PGRES_TUPLES_OK && c != NULL) {
-            for (i = c->first; i < c->first + c->n; i++) {
-                wa_pipe_outcome(&b->items[i], c->n == 1 ? res : NULL);
-            }
+            wa_pipe_outcomes(b, c, res);
 
         } else if (st == PGRES_FATAL_ERROR && rc == WA_PIPE_OK) {
             /* the first error is the cause; the rest were skipped */
@@ -396,40 +396,74 @@ wa_pipe_send_dead(wa_db_t *db, wa_item_t *it)
 }
 
 
+/*
+ * What each record of a statement came to: a record's function returns its
+ * outcome, a run's returns an array of them, {inserted,duplicate,NULL,...}
+ * (plain words: no quoting), or only a count, which says nothing of each.
+ */
 static void
-wa_pipe_outcome(wa_item_t *it, const PGresult *res)
+wa_pipe_outcomes(wa_batch_t *b, const wa_cmd_t *c, const PGresult *res)
 {
-    const char  *s;
+    size_t       len;
+    unsigned     i;
+    const char  *s, *e;
 
-    /* a run says how many it inserted, not which: none needs a word */
-    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        it->outcome = WA_OUT_OK;
+    s = (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        ? PQgetvalue(res, 0, 0) : NULL;
+
+    if (c->n == 1) {
+        wa_pipe_outcome(&b->items[c->first], s, s ? strlen(s) : 0);
         return;
     }
 
-    s = PQgetvalue(res, 0, 0);
+    if (s != NULL && *s == '{') {
+        s++;
+    } else {
+        s = NULL;
+    }
 
-    if (it->dead) {
+    for (i = c->first; i < c->first + c->n; i++) {
+        e = s ? s + strcspn(s, ",}") : NULL;
+        len = e ? (size_t) (e - s) : 0;
+
+        wa_pipe_outcome(&b->items[i], s, len);
+
+        s = (e != NULL && *e == ',') ? e + 1 : NULL;
+    }
+}
+
+
+static void
+wa_pipe_outcome(wa_item_t *it, const char *s, size_t len)
+{
+#define WA_IS(word)  (len == sizeof(word) - 1 && memcmp(s, word, len) == 0)
+
+    if (s == NULL || len == 0 || WA_IS("NULL")) {
+        it->outcome = WA_OUT_OK;
+
+    } else if (it->dead) {
         it->outcome = WA_OUT_DEAD;
 
-    } else if (strcmp(s, "duplicate") == 0) {
+    } else if (WA_IS("duplicate")) {
         it->outcome = WA_OUT_DUPLICATE;
 
-    } else if (strcmp(s, "pending") == 0) {
+    } else if (WA_IS("pending")) {
         it->outcome = WA_OUT_PENDING;
 
-    } else if (strcmp(s, "ignored") == 0) {
+    } else if (WA_IS("ignored")) {
         it->outcome = WA_OUT_IGNORED;
 
-    } else if (strcmp(s, "lead_missing") == 0) {
+    } else if (WA_IS("lead_missing")) {
         it->outcome = WA_OUT_LEAD_MISSING;
 
-    } else if (strcmp(s, "client_ref_taken") == 0) {
+    } else if (WA_IS("client_ref_taken")) {
         it->outcome = WA_OUT_CLIENT_REF_TAKEN;
 
     } else {
         it->outcome = WA_OUT_OK;
     }
+
+#undef WA_IS
 }
 
 

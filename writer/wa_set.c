@@ -1,11 +1,12 @@
 /*
- * A run of records of one type written by one statement: each field the
- * record's own statement takes (wa_db.c) becomes one text[] parameter of
- * the type's set function, in PostgreSQL's binary array format, so the
- * bytes go as they are, with no quoting to get wrong and no copy but the
- * one into libpq's buffer. The server still checks every element's
- * encoding, as it does for a single record. Types without a set function
- * go one statement per record.
+ * A run of records written by one statement: inbound messages (005),
+ * statuses (006), or sends and their outcomes mixed (007). Each field the
+ * set function takes (for the first two, those of the record's own
+ * statement in wa_db.c) becomes one text[] parameter, in PostgreSQL's
+ * binary array format, so the bytes go as they are, with no quoting to get
+ * wrong and no copy but the one into libpq's buffer. The server still
+ * checks every element's encoding, as it does for a single record.
+ * Webhook errors go one statement per record.
  */
 
 #include <arpa/inet.h>
@@ -17,17 +18,40 @@
 #define WA_TEXTOID  25
 
 
+/* a column that is not a field: the record's kind, "p" or "r" */
+#define WA_SET_KIND  0
+
 typedef struct {
     const char  *name;
     const char  *function;
+    unsigned     types;             /* bit per record type the run may mix */
+    int          nfields;           /* 0: the record's own statement's */
+    int          fields[WA_SET_COLS];
 } wa_set_stmt_t;
 
-static const wa_set_stmt_t  wa_set_stmts[WA_REC_TYPE_MAX + 1] = {
-    [WA_REC_IN_MESSAGE] = { "wa_in_set", "wa_ingest_in_messages" },   /* 005 */
-    [WA_REC_STATUS] = { "wa_status_set", "wa_ingest_statuses" },      /* 006 */
+#define WA_T(type)  (1u << (type))
+
+static const wa_set_stmt_t  wa_set_stmts[] = {
+    { "wa_in_set", "wa_ingest_in_messages", WA_T(WA_REC_IN_MESSAGE), 0,
+      { 0 } },                                                      /* 005 */
+    { "wa_status_set", "wa_ingest_statuses", WA_T(WA_REC_STATUS), 0,
+      { 0 } },                                                      /* 006 */
+    { "wa_send_set", "wa_ingest_sends",
+      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT), 20,     /* 007 */
+      { WA_SET_KIND, WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID,
+        WA_F_PHONE, WA_F_LEAD_ID, WA_F_SOURCE, WA_F_CLIENT_REF,
+        WA_F_MSG_TYPE, WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS,
+        WA_F_STATUS, WA_F_WAMID, WA_F_ERROR_CODE, WA_F_ERROR_TITLE,
+        WA_F_ERROR_DETAIL, WA_F_FBTRACE_ID, WA_F_RETRYABLE,
+        WA_F_HTTP_STATUS } },
 };
 
+#define WA_SET_N  (sizeof(wa_set_stmts) / sizeof(wa_set_stmts[0]))
 
+
+static const wa_set_stmt_t *wa_set_of(uint16_t type);
+static const int *wa_set_fields(const wa_set_stmt_t *st, uint16_t type,
+    int *n);
 static int wa_set_int(wa_buf_t *a, int32_t v);
 
 
@@ -35,19 +59,19 @@ static int wa_set_int(wa_buf_t *a, int32_t v);
 unsigned
 wa_set_run(const wa_batch_t *b, unsigned from, unsigned to)
 {
-    unsigned  i;
-    uint16_t  type;
+    unsigned              i;
+    const wa_set_stmt_t  *st;
 
-    type = b->items[from].type;
+    st = wa_set_of(b->items[from].type);
 
-    if (type == 0 || type > WA_REC_TYPE_MAX
-        || wa_set_stmts[type].name == NULL)
-    {
+    if (st == NULL) {
         return 0;
     }
 
     for (i = from; i < to; i++) {
-        if (b->items[i].dead || b->items[i].type != type) {
+        if (b->items[i].dead || b->items[i].type > WA_REC_TYPE_MAX
+            || !(st->types & WA_T(b->items[i].type)))
+        {
             break;
         }
     }
@@ -60,17 +84,17 @@ wa_set_run(const wa_batch_t *b, unsigned from, unsigned to)
 int
 wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
 {
-    int                 c, n, nulls;
-    int                 lengths[WA_SET_COLS], formats[WA_SET_COLS];
-    unsigned            i;
-    uint16_t            type;
-    wa_buf_t           *a;
-    const int          *fields;
-    const char         *values[WA_SET_COLS];
-    const wa_field_t   *f;
+    int                   c, n, nulls;
+    int                   lengths[WA_SET_COLS], formats[WA_SET_COLS];
+    size_t                len;
+    unsigned              i;
+    wa_buf_t             *a;
+    const int            *fields;
+    const char           *values[WA_SET_COLS], *data;
+    const wa_set_stmt_t  *st;
 
-    type = b->items[from].type;
-    (void) wa_db_stmt(type, &n, &fields);
+    st = wa_set_of(b->items[from].type);
+    fields = wa_set_fields(st, b->items[from].type, &n);
 
     for (c = 0; c < n; c++) {
         a = &b->cols[c];
@@ -85,10 +109,17 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
         }
 
         for (i = from; i < to; i++) {
-            f = &b->items[i].rec.f[fields[c]];
+            if (fields[c] == WA_SET_KIND) {
+                data = b->items[i].type == WA_REC_OUT_PENDING ? "p" : "r";
+                len = 1;
+
+            } else {
+                data = b->items[i].rec.f[fields[c]].data;
+                len = b->items[i].rec.f[fields[c]].len;
+            }
 
             /* as for one record: an empty field is NULL */
-            if (f->data == NULL || f->len == 0) {
+            if (data == NULL || len == 0) {
                 nulls = 1;
 
                 if (wa_set_int(a, -1) != 0) {
@@ -98,8 +129,8 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
                 continue;
             }
 
-            if (wa_set_int(a, (int32_t) f->len) != 0
-                || wa_buf_add(a, f->data, f->len) != 0)
+            if (wa_set_int(a, (int32_t) len) != 0
+                || wa_buf_add(a, data, len) != 0)
             {
                 return -1;
             }
@@ -114,8 +145,8 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
         formats[c] = 1;
     }
 
-    return PQsendQueryPrepared(db->conn, wa_set_stmts[type].name, n, values,
-                               lengths, formats, 0)
+    return PQsendQueryPrepared(db->conn, st->name, n, values, lengths,
+                               formats, 0)
            ? 0 : -1;
 }
 
@@ -124,21 +155,23 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
 int
 wa_set_prepare(wa_db_t *db)
 {
-    int          c, n, type;
-    char         sql[512];
-    size_t       len;
-    PGresult    *res;
-    const int   *fields;
+    int                   c, n;
+    char                  sql[768];
+    size_t                len, k;
+    PGresult             *res;
+    const wa_set_stmt_t  *st;
 
-    for (type = 1; type <= WA_REC_TYPE_MAX; type++) {
-        if (wa_set_stmts[type].name == NULL) {
-            continue;
+    for (k = 0; k < WA_SET_N; k++) {
+        st = &wa_set_stmts[k];
+
+        /* the first type of the run is enough to count the fields */
+        for (c = 1; c <= WA_REC_TYPE_MAX && !(st->types & WA_T(c)); c++) {
+            /* void */
         }
 
-        (void) wa_db_stmt((uint16_t) type, &n, &fields);
+        (void) wa_set_fields(st, (uint16_t) c, &n);
 
-        len = (size_t) snprintf(sql, sizeof(sql), "SELECT %s(",
-                                wa_set_stmts[type].function);
+        len = (size_t) snprintf(sql, sizeof(sql), "SELECT %s(", st->function);
 
         for (c = 0; c < n; c++) {
             len += (size_t) snprintf(sql + len, sizeof(sql) - len,
@@ -147,7 +180,7 @@ wa_set_prepare(wa_db_t *db)
 
         snprintf(sql + len, sizeof(sql) - len, ")");
 
-        res = PQprepare(db->conn, wa_set_stmts[type].name, sql, n, NULL);
+        res = PQprepare(db->conn, st->name, sql, n, NULL);
 
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             wa_db_set_error(db, res, "cannot prepare the ingest statements");
@@ -159,6 +192,41 @@ wa_set_prepare(wa_db_t *db)
     }
 
     return 0;
+}
+
+
+static const wa_set_stmt_t *
+wa_set_of(uint16_t type)
+{
+    size_t  k;
+
+    if (type == 0 || type > WA_REC_TYPE_MAX) {
+        return NULL;
+    }
+
+    for (k = 0; k < WA_SET_N; k++) {
+        if (wa_set_stmts[k].types & WA_T(type)) {
+            return &wa_set_stmts[k];
+        }
+    }
+
+    return NULL;
+}
+
+
+static const int *
+wa_set_fields(const wa_set_stmt_t *st, uint16_t type, int *n)
+{
+    const int  *fields;
+
+    if (st->nfields == 0) {
+        (void) wa_db_stmt(type, n, &fields);
+        return fields;
+    }
+
+    *n = st->nfields;
+
+    return st->fields;
 }
 
 

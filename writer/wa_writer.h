@@ -140,9 +140,10 @@ typedef struct {
     wa_record_t           rec;
 } wa_item_t;
 
-/* runs of inbound messages (005) and of statuses (006) go to a set
- * function: one text[] parameter per field, at most WA_SET_COLS */
-#define WA_SET_COLS   16
+/* runs of inbound messages (005), of statuses (006) and of sends and
+ * their outcomes (007) go to a set function: one text[] parameter per
+ * field, at most WA_SET_COLS */
+#define WA_SET_COLS   24
 
 /* one statement of a pipeline: items [first, first + n) */
 typedef struct {

@@ -1,0 +1,257 @@
+-- 007: sends and their outcomes a run at a time.
+--
+-- wa_ingest_sends takes a run of out_pending ('p') and out_result ('r')
+-- records as parallel arrays (the union of both records' fields, in the
+-- order of p_kind) and leaves what wa_ingest_out_pending and
+-- wa_ingest_out_result (003) would have left, record by record, in order.
+-- It returns each record's outcome, as those functions do.
+--
+-- The sends go first, then the outcomes: an outcome's send is always
+-- published before it, and a send never depends on another send's outcome,
+-- so the order that matters (a send before its outcome, each message's
+-- outcomes in order) is kept.
+--
+--   - sends: when every send's lead is known (a valid lead_id, or the lead
+--     of its phone as it is), they are inserted in one statement, in order;
+--     a send that lost its client_ref to another goes through
+--     wa_ingest_out_pending after it, as it would have;
+--   - outcomes: when every outcome finds its message by local_id and each
+--     message has one outcome in the run, they are merged in one
+--     statement (wa_msg_merge_many, 006).
+--
+-- Otherwise (a lead to create or to fill in, an unknown lead_id, an
+-- outcome to park, a repeated outcome) the run goes record by record
+-- through the functions of 003, in order. Any error fails the whole call;
+-- the writer then writes the run record by record, which finds the one
+-- record at fault.
+
+CREATE OR REPLACE FUNCTION wa_ingest_sends(p_kind text[], p_local_id text[],
+    p_business text[], p_phone_number_id text[], p_phone text[],
+    p_lead_id text[], p_source text[], p_client_ref text[], p_type text[],
+    p_body text[], p_payload text[], p_received_ms text[], p_status text[],
+    p_wamid text[], p_error_code text[], p_error_title text[],
+    p_error_detail text[], p_fbtrace_id text[], p_retryable text[],
+    p_http_status text[])
+RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n       int;
+    v_out     text[];
+    v_biz     bigint[];
+    v_phone   text[];
+    v_lead    bigint[];
+    v_id      bigint[];
+    v_status  text[];
+    v_ts      timestamptz[];
+    v_code    int[];
+    v_retry   boolean[];
+    v_slow    boolean;
+    i         bigint;
+BEGIN
+    v_n := wa_run_length('wa_ingest_sends', cardinality(p_kind),
+        cardinality(p_local_id), cardinality(p_business),
+        cardinality(p_phone_number_id), cardinality(p_phone),
+        cardinality(p_lead_id), cardinality(p_source),
+        cardinality(p_client_ref), cardinality(p_type), cardinality(p_body),
+        cardinality(p_payload), cardinality(p_received_ms),
+        cardinality(p_status), cardinality(p_wamid),
+        cardinality(p_error_code), cardinality(p_error_title),
+        cardinality(p_error_detail), cardinality(p_fbtrace_id),
+        cardinality(p_retryable), cardinality(p_http_status));
+
+    v_out := array_fill(NULL::text, ARRAY[v_n]);
+
+    IF v_n = 0 THEN
+        RETURN v_out;
+    END IF;
+
+    IF array_position(p_local_id, NULL) IS NOT NULL
+       OR EXISTS (SELECT 1 FROM unnest(p_kind) k WHERE k NOT IN ('p', 'r'))
+    THEN
+        RAISE EXCEPTION 'a send or send outcome without a local id'
+              USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    -- what 003 casts or derives, record by record: the lead of each send
+    -- (given and valid, or its phone's as it is), the message of each
+    -- outcome, and whether some record needs the careful path
+    SELECT array_agg(r.b::bigint ORDER BY r.o),
+           array_agg(CASE WHEN r.k = 'p' THEN wa_norm_phone(r.ph) END
+                     ORDER BY r.o),
+           array_agg(CASE WHEN r.k = 'r'
+                          THEN CASE WHEN r.st IN ('sent', 'failed', 'unknown')
+                                    THEN r.st ELSE 'unknown' END
+                     END ORDER BY r.o),
+           array_agg(CASE WHEN r.k = 'r'
+                          THEN coalesce(wa_ts_ms(r.rms), now()) END
+                     ORDER BY r.o),
+           array_agg(r.code::int ORDER BY r.o),
+           array_agg(CASE WHEN r.k = 'r' THEN r.retry::boolean END
+                     ORDER BY r.o),
+           array_agg((r.lead::bigint) ORDER BY r.o)
+      INTO v_biz, v_phone, v_status, v_ts, v_code, v_retry, v_lead
+      FROM unnest(p_kind, p_business, p_phone, p_status, p_received_ms,
+                  p_error_code, p_retryable, p_lead_id)
+           WITH ORDINALITY AS r(k, b, ph, st, rms, code, retry, lead, o);
+
+    -- a given lead_id counts only if it is a lead of the business; without
+    -- one, the lead of the phone as it is (as wa_lead_resolve finds it)
+    v_id := wa_leads_known(v_biz, v_phone, array_fill(NULL::text, ARRAY[v_n]),
+                           array_fill(NULL::text, ARRAY[v_n]));
+
+    SELECT array_agg(CASE WHEN k.k <> 'p' THEN NULL
+                          WHEN k.lead IS NOT NULL THEN l.id
+                          ELSE k.known END ORDER BY k.o),
+           bool_or(k.k = 'p' AND CASE WHEN k.lead IS NOT NULL THEN l.id IS NULL
+                                      ELSE k.known IS NULL END)
+      INTO v_lead, v_slow
+      FROM unnest(p_kind, v_biz, v_lead, v_id)
+           WITH ORDINALITY AS k(k, b, lead, known, o)
+      LEFT JOIN leads l ON l.id = k.lead AND l.business_id = k.b;
+
+    -- a local id twice in the run: one by one, so each gets its outcome
+    v_slow := v_slow OR EXISTS (
+        SELECT 1 FROM unnest(p_kind, p_local_id) AS x(k, loc)
+         GROUP BY x.k, x.loc HAVING count(*) > 1);
+
+    IF v_slow THEN
+        RETURN wa_ingest_sends_one_by_one(p_kind, p_local_id, p_business,
+                   p_phone_number_id, p_phone, p_lead_id, p_source,
+                   p_client_ref, p_type, p_body, p_payload, p_received_ms,
+                   p_status, p_wamid, p_error_code, p_error_title,
+                   p_error_detail, p_fbtrace_id, p_retryable, p_http_status);
+    END IF;
+
+    -- the sends: replays are duplicates, the rest inserted in order
+    SELECT array_agg(CASE WHEN x.k = 'p' AND m.id IS NOT NULL
+                          THEN 'duplicate' END ORDER BY x.o)
+      INTO v_out
+      FROM unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY AS x(k, b, loc, o)
+      LEFT JOIN whatsapp_message m
+        ON x.k = 'p' AND m.local_id = x.loc AND m.business_id = x.b;
+
+    WITH ins AS (
+        INSERT INTO whatsapp_message AS m
+               (business_id, lead_id, direction, phone, phone_number_id,
+                local_id, client_ref, source, type, body, payload, status,
+                created_at, updated_at)
+        SELECT r.b, r.lead, 'out', r.ph, r.pnid, r.loc, r.ref, r.src, r.t,
+               r.body, r.pl::jsonb, 'pending',
+               coalesce(wa_ts_ms(r.rms), now()), now()
+          FROM unnest(p_kind, v_biz, v_lead, v_phone, p_phone_number_id,
+                      p_local_id, p_client_ref, p_source, p_type, p_body,
+                      p_payload, p_received_ms, v_out)
+               WITH ORDINALITY AS r(k, b, lead, ph, pnid, loc, ref, src, t,
+                                    body, pl, rms, outcome, o)
+         WHERE r.k = 'p' AND r.outcome IS NULL
+         ORDER BY r.o
+        ON CONFLICT DO NOTHING
+        RETURNING m.local_id)
+    SELECT array_agg(CASE WHEN x.k <> 'p' THEN NULL
+                          WHEN x.outcome IS NOT NULL THEN x.outcome
+                          WHEN i.local_id IS NOT NULL THEN 'inserted'
+                     END ORDER BY x.o)
+      INTO v_out
+      FROM unnest(p_kind, p_local_id, v_out)
+           WITH ORDINALITY AS x(k, loc, outcome, o)
+      LEFT JOIN ins i ON i.local_id = x.loc;
+
+    -- not inserted and no replay: a repeat of its local id in the run, or
+    -- its client_ref is taken; 003 says which, in order
+    FOR i IN SELECT x.o FROM unnest(p_kind, v_out) WITH ORDINALITY
+                             AS x(k, outcome, o)
+              WHERE x.k = 'p' AND x.outcome IS NULL ORDER BY x.o
+    LOOP
+        v_out[i] := wa_ingest_out_pending(p_local_id[i], p_business[i],
+                        p_phone_number_id[i], p_phone[i], p_lead_id[i],
+                        p_source[i], p_client_ref[i], p_type[i], p_body[i],
+                        p_payload[i], p_received_ms[i]);
+    END LOOP;
+
+    -- outcomes that waited for their send (rare: look first)
+    PERFORM wa_apply_pending(m.id, m.business_id, NULL, m.local_id)
+       FROM unnest(p_kind, v_biz, p_local_id, v_out) AS x(k, b, loc, outcome)
+       JOIN whatsapp_message m ON m.local_id = x.loc AND m.business_id = x.b
+      WHERE x.k = 'p' AND x.outcome = 'inserted'
+        AND EXISTS (SELECT 1 FROM wa_pending_receipt p
+                     WHERE p.local_id = x.loc AND p.business_id = x.b);
+
+    -- the outcomes: every message must be there now
+    SELECT array_agg(m.id ORDER BY x.o), bool_or(x.k = 'r' AND m.id IS NULL)
+      INTO v_id, v_slow
+      FROM unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY AS x(k, b, loc, o)
+      LEFT JOIN whatsapp_message m
+        ON x.k = 'r' AND m.local_id = x.loc AND m.business_id = x.b;
+
+    IF v_slow THEN
+        FOR i IN SELECT x.o FROM unnest(p_kind) WITH ORDINALITY AS x(k, o)
+                  WHERE x.k = 'r' ORDER BY x.o
+        LOOP
+            v_out[i] := wa_ingest_out_result(p_local_id[i], p_business[i],
+                            p_status[i], p_wamid[i], p_error_code[i],
+                            p_error_title[i], p_error_detail[i],
+                            p_fbtrace_id[i], p_retryable[i],
+                            p_http_status[i], p_received_ms[i]);
+        END LOOP;
+
+        RETURN v_out;
+    END IF;
+
+    PERFORM wa_msg_merge_many(array_agg(x.id), array_agg(x.st),
+                array_agg(x.ts), array_agg(x.w), array_agg(x.code),
+                array_agg(x.title), array_agg(x.detail), array_agg(x.fb),
+                array_agg(x.retry))
+       FROM unnest(v_id, v_status, v_ts, p_wamid, v_code, p_error_title,
+                   p_error_detail, p_fbtrace_id, v_retry)
+            AS x(id, st, ts, w, code, title, detail, fb, retry)
+      WHERE x.id IS NOT NULL;
+
+    -- receipts that came before their outcome gave the message its wamid
+    PERFORM wa_apply_pending(x.id, x.b, x.w, NULL)
+       FROM unnest(v_id, v_biz, p_wamid) AS x(id, b, w)
+      WHERE x.id IS NOT NULL AND x.w IS NOT NULL
+        AND EXISTS (SELECT 1 FROM wa_pending_receipt p
+                     WHERE p.provider_message_id = x.w
+                       AND p.business_id = x.b);
+
+    SELECT array_agg(CASE WHEN x.k = 'r' THEN 'updated' ELSE x.outcome END
+                     ORDER BY x.o)
+      INTO v_out
+      FROM unnest(p_kind, v_out) WITH ORDINALITY AS x(k, outcome, o);
+
+    RETURN v_out;
+END
+$$;
+
+
+-- the careful path: every record through its 003 function, in order
+CREATE OR REPLACE FUNCTION wa_ingest_sends_one_by_one(p_kind text[],
+    p_local_id text[], p_business text[], p_phone_number_id text[],
+    p_phone text[], p_lead_id text[], p_source text[], p_client_ref text[],
+    p_type text[], p_body text[], p_payload text[], p_received_ms text[],
+    p_status text[], p_wamid text[], p_error_code text[],
+    p_error_title text[], p_error_detail text[], p_fbtrace_id text[],
+    p_retryable text[], p_http_status text[])
+RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_out  text[] := array_fill(NULL::text, ARRAY[cardinality(p_kind)]);
+BEGIN
+    FOR i IN 1 .. cardinality(p_kind) LOOP
+        IF p_kind[i] = 'p' THEN
+            v_out[i] := wa_ingest_out_pending(p_local_id[i], p_business[i],
+                            p_phone_number_id[i], p_phone[i], p_lead_id[i],
+                            p_source[i], p_client_ref[i], p_type[i],
+                            p_body[i], p_payload[i], p_received_ms[i]);
+        ELSE
+            v_out[i] := wa_ingest_out_result(p_local_id[i], p_business[i],
+                            p_status[i], p_wamid[i], p_error_code[i],
+                            p_error_title[i], p_error_detail[i],
+                            p_fbtrace_id[i], p_retryable[i],
+                            p_http_status[i], p_received_ms[i]);
+        END IF;
+    END LOOP;
+
+    RETURN v_out;
+END
+$$;
