@@ -5,14 +5,14 @@
 #
 #   perl bench/writer.pl [messages = 200000]
 #
-#   runs off    wa-writer --runs off: one wa_ingest_in_message call per
+#   runs 0      wa-writer --runs 0: one wa_ingest_in_message call per
 #               record, pipelined, one transaction per batch of 1000
-#   runs on     wa-writer (default): one wa_ingest_in_messages call per run,
-#               binary text[] parameters, same batches
+#   runs        wa-writer (default): one wa_ingest_in_messages call per run
+#               of 16 or more, binary text[] parameters, same batches
 #   mixed       wa-writer: inbound message, send, send outcome, receipt in
 #               turn, so no run forms (a record per statement, pipelined)
-#   receipts    wa-writer, --runs off and on: N/4 sends, their outcomes, then
-#               runs of delivered and of read receipts
+#   receipts    wa-writer, --runs 0 and default: N/4 sends, their outcomes,
+#               then delivered and read receipts, each kind in runs
 #   staging     psql: \copy of the records' fields into a staging table,
 #               then wa_ingest_in_messages over it, 1000 per transaction
 #   ceiling 1   psql: \copy of the finished messages into whatsapp_message,
@@ -90,16 +90,16 @@ sub feed_and_drain {
 sub drain {
     my ($runs) = @_;
     my $tag = "w$runs" . int(time);
-    my ($secs, $rss) = feed_and_drain("bench $N in $tag", '--runs', $runs);
+    my ($secs, $rss) = feed_and_drain("bench $N in $tag", '--runs', $runs eq 'on' ? 16 : 0);
     return (check_rows("runs $runs", $tag), $secs, $tag, $rss);
 }
 
 my (@rows, @mixed);
 sub row { push @rows, [@_]; printf STDERR "  %-55s %.0f rows/s\n", $_[0], $_[1] }
 my ($n_off, $s_off) = drain('off');
-row('wa-writer --runs off (a call per record, pipelined)', $n_off / $s_off, $s_off);
+row('wa-writer --runs 0 (a call per record, pipelined)', $n_off / $s_off, $s_off);
 my ($n_on, $s_on, $tag, $rss) = drain('on');
-row('wa-writer --runs on (a call per run, text[] arrays)', $n_on / $s_on, $s_on);
+row('wa-writer (default: a call per run of 16 or more, text[] arrays)', $n_on / $s_on, $s_on);
 
 
 # what the records carried, to replay it by COPY
@@ -170,13 +170,14 @@ row("psql \\copy of the $n_leads leads, then the messages (ceiling 2)", $N / $s_
 # outcome (a statement each), then runs of delivered and of read receipts
 for my $runs ('off', 'on') {
     my $rt = "rc$runs" . int(time);
-    my ($secs) = feed_and_drain("receipts $N $rt", '--runs', $runs);
+    my ($secs) = feed_and_drain("receipts $N $rt", '--runs', $runs eq 'on' ? 16 : 0);
     my $read = $t->sql_value("SELECT count(*) FROM whatsapp_message
                                WHERE local_id LIKE '$rt-%' AND status = 'read'
                                  AND delivered_at IS NOT NULL AND lead_id IS NOT NULL");
     die "receipts, runs $runs: $read of @{[ $N / 4 ]} sends read\n" if $read != $N / 4;
-    push @mixed, [ "wa-writer --runs $runs, sends then runs of receipts (records)", $N / $secs, $secs,
-                   $runs eq 'on' ? 'receipts by runs' : 'a statement per record' ];
+    push @mixed, [ 'wa-writer' . ($runs eq 'on' ? '' : ' --runs 0')
+                   . ', sends, outcomes, then receipts, each in runs (records)', $N / $secs, $secs,
+                   $runs eq 'on' ? 'by runs' : 'a statement per record' ];
 }
 
 # a mix with no run to gather: inbound, send, send outcome, receipt, in turn

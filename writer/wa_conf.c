@@ -93,9 +93,10 @@ wa_conf_usage(FILE *stream)
 "  --ring-size BYTES      create the ring with this size (k/m/g suffixes,\n"
 "                         a power of two) when it is missing; without it,\n"
 "                         wait for nginx to create it          [WA_RING_SIZE]\n"
-"  --runs on|off          write each run of inbound messages with one\n"
-"                         statement (on), or one statement per record\n"
-"                         (off, slower; the same rows)               [WA_RUNS]\n"
+"  --runs N               write each run of N or more records of one kind\n"
+"                         (inbound messages, statuses, sends and their\n"
+"                         outcomes) with one set statement; 0: every\n"
+"                         record on its own (16)                    [WA_RUNS]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch N              rows per transaction, 1-100000 (1000)\n"
@@ -119,7 +120,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->idle_ms = 2;
     conf->backoff_max_ms = 5000;
     conf->backfill_batch = 1000;
-    conf->runs = 1;
+    conf->runs = 16;
 
     first = 1;
 
@@ -272,14 +273,7 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
         return wa_conf_uint(value, from, 1, 100000, &conf->backfill_batch);
 
     case WA_OPT_RUNS:
-        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
-            fprintf(stderr, "wa-writer: %s: \"%s\" is neither on nor off\n",
-                    from, value);
-            return -1;
-        }
-
-        conf->runs = value[1] == 'n';
-        return 0;
+        return wa_conf_uint(value, from, 0, 100000, &conf->runs);
     }
 
     return -1;

@@ -44,7 +44,8 @@ typedef struct {
     unsigned      idle_ms;
     unsigned      backoff_max_ms;
     unsigned      backfill_batch;
-    unsigned      runs;             /* runs by set statements (wa_set.c) */
+    unsigned      runs;             /* shortest run for a set statement, 0:
+                                       none (wa_set.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
