@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # make valgrind: wa-writer under valgrind's memcheck drains N records
 # (100,000 by default: half a mix of inbound messages, statuses and sends,
-# which go a record per statement, half inbound messages alone, which go by
-# runs; half of them creating a lead) into a private PostgreSQL, then stops on SIGTERM. Fails
+# which go a record per statement; a quarter inbound messages, and a
+# quarter sends, outcomes and receipts, which go by runs; half of them
+# creating a lead) into a private PostgreSQL, then stops on SIGTERM. Fails
 # on any memory error or any definite, indirect or possible leak.
 #
 # Usage: perl scripts/valgrind-writer.pl [records=100000]
@@ -28,7 +29,8 @@ $t->migrate;
 my $feed = "$WaTest::BUILD/t/test_writer_feed";
 open my $fh, '|-', "$feed " . $t->ring . ' 268435456 >/dev/null' or die "$feed: $!";
 print $fh "bench @{[ int($n / 2) ]} mixed vg\n";
-print $fh "bench @{[ $n - int($n / 2) ]} in vgruns\n";
+print $fh "bench @{[ int($n / 4) ]} in vgruns\n";
+print $fh "receipts @{[ $n - int($n / 2) - int($n / 4) ]} vgsends\n";
 close $fh or die "feeding the ring failed\n";
 if ($> == 0) {
     my ($uid, $gid) = (getpwnam('nobody'))[2, 3];
