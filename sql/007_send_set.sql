@@ -11,16 +11,17 @@
 -- so the order that matters (a send before its outcome, each message's
 -- outcomes in order) is kept.
 --
---   - sends: when every send's lead is known (a valid lead_id, or the lead
---     of its phone as it is), they are inserted in one statement, in order;
+--   - sends: the leads of new phones are created in one statement; when
+--     then every send's lead is known (a valid lead_id, or the lead of its
+--     phone as it is), the sends are inserted in one statement, in order;
 --     a send that lost its client_ref to another goes through
 --     wa_ingest_out_pending after it, as it would have;
 --   - outcomes: when every outcome finds its message by local_id and each
 --     message has one outcome in the run, they are merged in one
 --     statement (wa_msg_merge_many, 006).
 --
--- Otherwise (a lead to create or to fill in, an unknown lead_id, an
--- outcome to park, a repeated outcome) the run goes record by record
+-- Otherwise (a phone stored with a '+', an unknown lead_id, an outcome to
+-- park, a repeated local id) the run goes record by record
 -- through the functions of 003, in order. Any error fails the whole call;
 -- the writer then writes the run record by record, which finds the one
 -- record at fault.
@@ -98,6 +99,31 @@ BEGIN
     -- one, the lead of the phone as it is (as wa_lead_resolve finds it)
     v_id := wa_leads_known(v_biz, v_phone, array_fill(NULL::text, ARRAY[v_n]),
                            array_fill(NULL::text, ARRAY[v_n]));
+
+    -- phones no lead has, with or without a '+': their leads, as
+    -- wa_lead_resolve creates them (a replayed send creates none)
+    IF EXISTS (SELECT 1 FROM unnest(p_kind, v_id, p_lead_id, v_phone)
+                               AS x(k, known, lead, ph)
+                WHERE x.k = 'p' AND x.known IS NULL AND x.lead IS NULL
+                  AND x.ph IS NOT NULL)
+    THEN
+        INSERT INTO leads (business_id, phone)
+        SELECT DISTINCT r.b, r.ph
+          FROM unnest(p_kind, v_biz, v_phone, v_id, p_lead_id, p_local_id)
+               AS r(k, b, ph, known, lead, loc)
+         WHERE r.k = 'p' AND r.known IS NULL AND r.lead IS NULL
+           AND r.ph IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM leads x
+                            WHERE x.phone IN (r.ph, '+' || r.ph)
+                              AND x.business_id = r.b)
+           AND NOT EXISTS (SELECT 1 FROM whatsapp_message m
+                            WHERE m.local_id = r.loc AND m.business_id = r.b)
+        ON CONFLICT DO NOTHING;
+
+        v_id := wa_leads_known(v_biz, v_phone,
+                               array_fill(NULL::text, ARRAY[v_n]),
+                               array_fill(NULL::text, ARRAY[v_n]));
+    END IF;
 
     SELECT array_agg(CASE WHEN k.k <> 'p' THEN NULL
                           WHEN k.lead IS NOT NULL THEN l.id

@@ -71,12 +71,15 @@ sub script {
         $in->('phone=972500000013 wamid=w.bad body=m timestamp=not-a-number'),
         $in->('phone=972500000014 wamid=w.after body=n')),
         # sends and their outcomes (one statement each), for the receipts
-        join('', map {
+        join('', (map {
             "out_pending business=$b local_id=L$_ phone=97250000002$_ source=crm"
           . " msg_type=text body=out$_ received_ms=1764037800000\n"
           . ($_ == 7 ? '' : "out_result business=$b local_id=L$_ status=sent wamid=o.$_"
           . " http_status=200 received_ms=1764037800500\n")
         } 1 .. 7),
+        # new phones, and one whose lead was stored with a '+'
+        $out->('L8 phone=972500000001 received_ms=1764037800000'),
+        $out->('L9 phone=972500000029 received_ms=1764037800000')),
         # sends whose leads are known, their outcomes among them: one run
         join('',
         $st->('wamid=o.20 callback_data=L20 status=delivered timestamp=1764037850'),
@@ -241,6 +244,7 @@ is(send_row('L20'), 'delivered o.20 - - - - 972500000004 1764037850',
 is(send_row('L21'), 'failed - REF-A 131047 FB1 false 972500000022 -', 'a failed outcome keeps its error');
 is(send_row('L22'), 'sent o.22 - - - - 972500000023 -', 'a client_ref already taken: stored without it');
 is(send_row('L1'), 'read o.1 - - - - 972500000021 1764037810', 'a replayed send changes nothing');
+is(send_row('L8'), 'pending - - - - - +972500000001 -', "a send to a '+' phone's lead: found, not duplicated");
 is(send_row('L30'), 'sent o.30 - - - - 972500000021 -', 'an unknown lead_id: linked by phone');
 is($t->sql_value("SELECT count(*) FROM wa_pending_receipt WHERE business_id = 2 AND local_id = 'L99'"),
    1, 'an outcome without its send is parked');
