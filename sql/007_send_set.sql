@@ -40,6 +40,7 @@ DECLARE
     v_out     text[];
     v_biz     bigint[];
     v_phone   text[];
+    v_new     text[];
     v_lead    bigint[];
     v_id      bigint[];
     v_status  text[];
@@ -47,7 +48,6 @@ DECLARE
     v_code    int[];
     v_retry   boolean[];
     v_slow    boolean;
-    i         bigint;
 BEGIN
     v_n := wa_run_length('wa_ingest_sends', cardinality(p_kind),
         cardinality(p_local_id), cardinality(p_business),
@@ -100,29 +100,25 @@ BEGIN
     v_id := wa_leads_known(v_biz, v_phone, array_fill(NULL::text, ARRAY[v_n]),
                            array_fill(NULL::text, ARRAY[v_n]));
 
-    -- phones no lead has, with or without a '+': their leads, as
-    -- wa_lead_resolve creates them (a replayed send creates none)
+    -- the leads of phones never seen, as wa_lead_resolve creates them (the
+    -- phone alone), for the sends without a lead_id that are no replay
     IF EXISTS (SELECT 1 FROM unnest(p_kind, v_id, p_lead_id, v_phone)
                                AS x(k, known, lead, ph)
                 WHERE x.k = 'p' AND x.known IS NULL AND x.lead IS NULL
                   AND x.ph IS NOT NULL)
     THEN
-        INSERT INTO leads (business_id, phone)
-        SELECT DISTINCT r.b, r.ph
-          FROM unnest(p_kind, v_biz, v_phone, v_id, p_lead_id, p_local_id)
-               AS r(k, b, ph, known, lead, loc)
-         WHERE r.k = 'p' AND r.known IS NULL AND r.lead IS NULL
-           AND r.ph IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM leads x
-                            WHERE x.phone IN (r.ph, '+' || r.ph)
-                              AND x.business_id = r.b)
-           AND NOT EXISTS (SELECT 1 FROM whatsapp_message m
-                            WHERE m.local_id = r.loc AND m.business_id = r.b)
-        ON CONFLICT DO NOTHING;
+        SELECT array_agg(CASE WHEN x.lead IS NULL AND NOT EXISTS (
+                                       SELECT 1 FROM whatsapp_message m
+                                        WHERE m.local_id = x.loc
+                                          AND m.business_id = x.b)
+                              THEN x.ph END ORDER BY x.o)
+          INTO v_new
+          FROM unnest(v_biz, v_phone, p_lead_id, p_local_id)
+               WITH ORDINALITY AS x(b, ph, lead, loc, o);
 
-        v_id := wa_leads_known(v_biz, v_phone,
-                               array_fill(NULL::text, ARRAY[v_n]),
-                               array_fill(NULL::text, ARRAY[v_n]));
+        v_id := wa_leads_create(v_biz, v_new,
+                                array_fill(NULL::text, ARRAY[v_n]),
+                                array_fill(NULL::text, ARRAY[v_n]), v_id);
     END IF;
 
     SELECT array_agg(CASE WHEN k.k <> 'p' THEN NULL
@@ -141,7 +137,8 @@ BEGIN
          GROUP BY x.k, x.loc HAVING count(*) > 1);
 
     IF v_slow THEN
-        RETURN wa_ingest_sends_one_by_one(p_kind, p_local_id, p_business,
+        RETURN wa_ingest_sends_one_by_one(NULL, v_out,
+                   p_kind, p_local_id, p_business,
                    p_phone_number_id, p_phone, p_lead_id, p_source,
                    p_client_ref, p_type, p_body, p_payload, p_received_ms,
                    p_status, p_wamid, p_error_code, p_error_title,
@@ -182,17 +179,18 @@ BEGIN
            WITH ORDINALITY AS x(k, loc, outcome, o)
       LEFT JOIN ins i ON i.local_id = x.loc;
 
-    -- not inserted and no replay: a repeat of its local id in the run, or
-    -- its client_ref is taken; 003 says which, in order
-    FOR i IN SELECT x.o FROM unnest(p_kind, v_out) WITH ORDINALITY
-                             AS x(k, outcome, o)
-              WHERE x.k = 'p' AND x.outcome IS NULL ORDER BY x.o
-    LOOP
-        v_out[i] := wa_ingest_out_pending(p_local_id[i], p_business[i],
-                        p_phone_number_id[i], p_phone[i], p_lead_id[i],
-                        p_source[i], p_client_ref[i], p_type[i], p_body[i],
-                        p_payload[i], p_received_ms[i]);
-    END LOOP;
+    -- neither inserted nor a replay: its client_ref is taken, or another
+    -- writer stored it meanwhile; 003 says which, in order
+    IF EXISTS (SELECT 1 FROM unnest(p_kind, v_out) AS x(k, outcome)
+                WHERE x.k = 'p' AND x.outcome IS NULL)
+    THEN
+        v_out := wa_ingest_sends_one_by_one('p', v_out,
+                   p_kind, p_local_id, p_business,
+                   p_phone_number_id, p_phone, p_lead_id, p_source,
+                   p_client_ref, p_type, p_body, p_payload, p_received_ms,
+                   p_status, p_wamid, p_error_code, p_error_title,
+                   p_error_detail, p_fbtrace_id, p_retryable, p_http_status);
+    END IF;
 
     -- outcomes that waited for their send (rare: look first)
     PERFORM wa_apply_pending(m.id, m.business_id, NULL, m.local_id)
@@ -210,17 +208,12 @@ BEGIN
         ON x.k = 'r' AND m.local_id = x.loc AND m.business_id = x.b;
 
     IF v_slow THEN
-        FOR i IN SELECT x.o FROM unnest(p_kind) WITH ORDINALITY AS x(k, o)
-                  WHERE x.k = 'r' ORDER BY x.o
-        LOOP
-            v_out[i] := wa_ingest_out_result(p_local_id[i], p_business[i],
-                            p_status[i], p_wamid[i], p_error_code[i],
-                            p_error_title[i], p_error_detail[i],
-                            p_fbtrace_id[i], p_retryable[i],
-                            p_http_status[i], p_received_ms[i]);
-        END LOOP;
-
-        RETURN v_out;
+        RETURN wa_ingest_sends_one_by_one('r', v_out,
+                   p_kind, p_local_id, p_business,
+                   p_phone_number_id, p_phone, p_lead_id, p_source,
+                   p_client_ref, p_type, p_body, p_payload, p_received_ms,
+                   p_status, p_wamid, p_error_code, p_error_title,
+                   p_error_detail, p_fbtrace_id, p_retryable, p_http_status);
     END IF;
 
     PERFORM wa_msg_merge_many(array_agg(x.id), array_agg(x.st),
@@ -250,20 +243,27 @@ END
 $$;
 
 
--- the careful path: every record through its 003 function, in order
-CREATE OR REPLACE FUNCTION wa_ingest_sends_one_by_one(p_kind text[],
-    p_local_id text[], p_business text[], p_phone_number_id text[],
-    p_phone text[], p_lead_id text[], p_source text[], p_client_ref text[],
-    p_type text[], p_body text[], p_payload text[], p_received_ms text[],
-    p_status text[], p_wamid text[], p_error_code text[],
-    p_error_title text[], p_error_detail text[], p_fbtrace_id text[],
-    p_retryable text[], p_http_status text[])
+-- the careful path: each record of kind p_which (NULL: either) that has
+-- no outcome in p_out yet, through its 003 function, in order; p_out with
+-- their outcomes filled in
+CREATE OR REPLACE FUNCTION wa_ingest_sends_one_by_one(p_which text,
+    p_out text[], p_kind text[], p_local_id text[], p_business text[],
+    p_phone_number_id text[], p_phone text[], p_lead_id text[],
+    p_source text[], p_client_ref text[], p_type text[], p_body text[],
+    p_payload text[], p_received_ms text[], p_status text[],
+    p_wamid text[], p_error_code text[], p_error_title text[],
+    p_error_detail text[], p_fbtrace_id text[], p_retryable text[],
+    p_http_status text[])
 RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_out  text[] := array_fill(NULL::text, ARRAY[cardinality(p_kind)]);
+    v_out  text[] := p_out;
 BEGIN
     FOR i IN 1 .. cardinality(p_kind) LOOP
+        CONTINUE WHEN v_out[i] IS NOT NULL
+                      OR p_kind[i] IS DISTINCT FROM coalesce(p_which,
+                                                             p_kind[i]);
+
         IF p_kind[i] = 'p' THEN
             v_out[i] := wa_ingest_out_pending(p_local_id[i], p_business[i],
                             p_phone_number_id[i], p_phone[i], p_lead_id[i],
