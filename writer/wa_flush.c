@@ -188,6 +188,10 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
     broken = 0;
     nitems = 0;
 
+    for (i = from; i < to; i++) {
+        b->items[i].outcome = WA_OUT_NONE;
+    }
+
     if (!PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
         broken = 1;
     }

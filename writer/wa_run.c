@@ -103,11 +103,9 @@ wa_run(wa_conf_t *conf)
     b->runs = conf->runs;
 
     wa_log(WA_LOG_INFO, "starting: ring %s, batches of up to %u records or "
-           "%u ms, %s%u%s, schema %s", conf->ring_path, conf->batch_size,
-           conf->batch_delay_ms,
-           conf->runs ? "runs of " : "every record on its own (runs ",
-           conf->runs, conf->runs ? " or more by set statements" : ")",
-           wa_db_schema_version());
+           "%u ms, set statements for runs of %u or more records (0: "
+           "none), schema %s", conf->ring_path, conf->batch_size,
+           conf->batch_delay_ms, conf->runs, wa_db_schema_version());
 
     /* connect early so a wrong DSN or a missing schema shows at once; a
      * failure here is not fatal, flushes retry it */

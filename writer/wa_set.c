@@ -25,7 +25,8 @@ typedef struct {
     const char  *name;
     const char  *function;
     unsigned     types;             /* bit per record type the run may mix */
-    int          nfields;           /* 0: the record's own statement's */
+    int          nfields;           /* 0: the fields of the statement of
+                                       its one type (wa_db.c) */
     int          fields[WA_SET_COLS];
 } wa_set_stmt_t;
 
@@ -50,8 +51,7 @@ static const wa_set_stmt_t  wa_set_stmts[] = {
 
 
 static const wa_set_stmt_t *wa_set_of(uint16_t type);
-static const int *wa_set_fields(const wa_set_stmt_t *st, uint16_t type,
-    int *n);
+static const int *wa_set_fields(const wa_set_stmt_t *st, int *n);
 static int wa_set_int(wa_buf_t *a, int32_t v);
 
 
@@ -94,7 +94,7 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
     const wa_set_stmt_t  *st;
 
     st = wa_set_of(b->items[from].type);
-    fields = wa_set_fields(st, b->items[from].type, &n);
+    fields = wa_set_fields(st, &n);
 
     for (c = 0; c < n; c++) {
         a = &b->cols[c];
@@ -163,13 +163,7 @@ wa_set_prepare(wa_db_t *db)
 
     for (k = 0; k < WA_SET_N; k++) {
         st = &wa_set_stmts[k];
-
-        /* the first type of the run is enough to count the fields */
-        for (c = 1; c <= WA_REC_TYPE_MAX && !(st->types & WA_T(c)); c++) {
-            /* void */
-        }
-
-        (void) wa_set_fields(st, (uint16_t) c, &n);
+        (void) wa_set_fields(st, &n);
 
         len = (size_t) snprintf(sql, sizeof(sql), "SELECT %s(", st->function);
 
@@ -215,12 +209,12 @@ wa_set_of(uint16_t type)
 
 
 static const int *
-wa_set_fields(const wa_set_stmt_t *st, uint16_t type, int *n)
+wa_set_fields(const wa_set_stmt_t *st, int *n)
 {
     const int  *fields;
 
     if (st->nfields == 0) {
-        (void) wa_db_stmt(type, n, &fields);
+        (void) wa_db_stmt((uint16_t) __builtin_ctz(st->types), n, &fields);
         return fields;
     }
 

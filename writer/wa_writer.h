@@ -180,7 +180,7 @@ wa_item_t *wa_batch_add(wa_batch_t *b, const wa_ring_rec_t *rr,
  * rejects for good are dead-lettered on the way. */
 int wa_flush(wa_db_t *db, wa_batch_t *b);
 
-/* runs of records of one type (wa_set.c) */
+/* runs written by one set statement each (wa_set.c) */
 unsigned wa_set_run(const wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_prepare(wa_db_t *db);
