@@ -128,6 +128,22 @@ sub workers_rss { join '+', map { sprintf '%.1f', rss_kb($_) / 1024 } $t->worker
 
 my $tag = sub { sprintf '%s%d', $_[0], time % 100000 };
 
+# a short wrk run with the writer stopped, so neither it nor PostgreSQL
+# takes CPU from nginx (records wait in the ring; short, so it does not
+# fill), then the writer drains what was acknowledged
+sub writer_stopped {
+    my ($url, %o) = @_;
+    $t->stop_writer;
+    my $r = wrk($url, %o, secs => 3);
+    $t->start_writer;
+    $t->wait_drained(600);
+    return $r;
+}
+
+sub sent_rows {
+    $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE direction = 'out' AND status = 'sent'");
+}
+
 # ---- 1. webhook ingestion --------------------------------------------------
 
 print STDERR "webhook ingestion ($SECS s per run)\n";
@@ -187,15 +203,10 @@ row('  persisted (ids cycle after 200k; no gap allowed)',
     "$rows_s of $sent_ids distinct ids stored",
     $rows_s == $sent_ids && !$ws->{non2xx} ? 'all, none twice' : 'MISSING');
 
-# the module alone: the writer stopped, so neither it nor PostgreSQL takes
-# CPU from nginx (records wait in the ring; a short run keeps it from
-# filling), then everything acknowledged is drained and counted
-$t->stop_writer;
+# the module alone, then everything acknowledged counted
 my $og = $tag->('o');
-my $wo = wrk(url('/webhook'), args => [ "tag=$og" ], secs => 3);
+my $wo = writer_stopped(url('/webhook'), args => [ "tag=$og" ]);
 $requests_seen += $wo->{requests};
-$t->start_writer;
-$t->wait_drained(600);
 my $ostored = count_tag($og);
 row('wa_webhook, writer stopped (the module alone)', sprintf('%.0f req/s', $wo->{rps}),
     "p50 $wo->{p50_ms} ms", "p99 $wo->{p99_ms} ms",
@@ -260,13 +271,12 @@ print STDERR "send\n";
 my $px = wrk(url('/proxy'), script => 'bench/send.lua');
 row('(c) proxy_pass to the same mock (ceiling)', sprintf('%.0f req/s', $px->{rps}),
     "p50 $px->{p50_ms} ms", "p99 $px->{p99_ms} ms");
-my $before = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE direction = 'out'");
+my $before = sent_rows();
 $t0 = time;
 my $sd = wrk(url('/send'), script => 'bench/send.lua');
 my $sent = 0;
 for (1 .. 600) {
-    $sent = $t->sql_value("SELECT count(*) FROM whatsapp_message
-                            WHERE direction = 'out' AND status = 'sent'") - $before;
+    $sent = sent_rows() - $before;
     last if $sent >= $sd->{ok};
     sleep 0.25;
 }
@@ -276,13 +286,9 @@ row('wa_send to the mock', sprintf('%.0f req/s', $sd->{rps}),
 row('  rows sent', "$sent of $sd->{ok} answered 200", $sent >= $sd->{ok} ? 'all' : 'MISSING');
 
 # the module alone, as for the webhook
-$t->stop_writer;
-$before = $t->sql_value("SELECT count(*) FROM whatsapp_message WHERE direction = 'out'");
-my $so = wrk(url('/send'), script => 'bench/send.lua', secs => 3);
-$t->start_writer;
-$t->wait_drained(600);
-my $osent = $t->sql_value("SELECT count(*) FROM whatsapp_message
-                            WHERE direction = 'out' AND status = 'sent'") - $before;
+$before = sent_rows();
+my $so = writer_stopped(url('/send'), script => 'bench/send.lua');
+my $osent = sent_rows() - $before;
 row('wa_send, writer stopped (the module alone)', sprintf('%.0f req/s', $so->{rps}),
     "p50 $so->{p50_ms} ms", "p99 $so->{p99_ms} ms",
     sprintf('x%.2f of (c); %d of %d sent rows after', $so->{rps} / $px->{rps}, $osent, $so->{ok}));
