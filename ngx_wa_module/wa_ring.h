@@ -122,6 +122,10 @@ typedef struct {
     dev_t            dev;
     ino_t            ino;
 
+    /* stamped on each claim, read once at open (a syscall per record
+     * otherwise); a child that claims on its parent's handle sets it */
+    pid_t            pid;
+
     /* consumer progress tracking for stuck-producer detection */
     uint64_t         stuck_pos;
     uint64_t         stuck_since_ms;
@@ -213,6 +217,8 @@ uint64_t wa_ring_head(const wa_ring_t *ring);
 uint64_t wa_ring_tail(const wa_ring_t *ring);
 
 uint32_t wa_crc32c(uint32_t crc, const void *buf, size_t len);
+/* the portable path wa_crc32c falls back to; public for its test */
+uint32_t wa_crc32c_table(uint32_t crc, const void *buf, size_t len);
 uint64_t wa_now_ms(void);
 
 #endif /* WA_RING_H */

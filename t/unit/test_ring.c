@@ -82,6 +82,57 @@ check(const wa_ring_rec_t *rec, uint32_t *producer, uint32_t *seq)
 }
 
 
+/* CRC-32C one bit at a time: the definition both fast paths must match */
+static uint32_t
+crc_bitwise(const unsigned char *p, size_t len)
+{
+    int       k;
+    uint32_t  c;
+
+    c = 0xffffffff;
+
+    while (len--) {
+        c ^= *p++;
+        for (k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82f63b78 : c >> 1;
+        }
+    }
+
+    return ~c;
+}
+
+
+/* every length to 300 at every alignment to 8, and a sum in two parts */
+static int
+crc_agrees(uint32_t (*crc)(uint32_t, const void *, size_t))
+{
+    size_t         off, len, cut;
+    unsigned char  data[512];
+
+    for (len = 0; len < sizeof(data); len++) {
+        data[len] = (unsigned char) (len * 131 + 7);
+    }
+
+    for (off = 0; off < 8; off++) {
+        for (len = 0; len <= 300; len++) {
+            if (crc(0, data + off, len) != crc_bitwise(data + off, len)) {
+                return 0;
+            }
+        }
+    }
+
+    for (cut = 0; cut <= 300; cut += 13) {
+        if (crc(crc(0, data, cut), data + cut, 300 - cut)
+            != crc_bitwise(data, 300))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static int
 read_one(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec)
 {
@@ -104,7 +155,15 @@ main(void)
 
     snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
 
-    plan(43);
+    plan(46);
+
+    /* ---- the checksum ---- */
+
+    ok(wa_crc32c(0, "123456789", 9) == 0xe3069283,
+       "crc32c of \"123456789\" is the check value");
+    ok(crc_agrees(wa_crc32c), "crc32c (the CPU's where it has one) agrees "
+       "with the bitwise definition at every length and alignment");
+    ok(crc_agrees(wa_crc32c_table), "so does the table fallback");
 
     /* ---- create, reopen, refuse to reinitialise ---- */
 
@@ -333,6 +392,7 @@ main(void)
 
     pid = fork();
     if (pid == 0) {
+        ring.pid = getpid();
         if (wa_ring_claim(&ring, 4, 100, &claim) == WA_RING_OK) {
             memset(claim.payload, 'z', 50);    /* torn: never committed */
         }
