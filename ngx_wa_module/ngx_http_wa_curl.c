@@ -15,6 +15,11 @@
 
 #define NGX_HTTP_WA_CURL_BODY_MAX  (256 * 1024)
 
+/* finished easy handles kept for the next transfers: an easy handle costs
+ * a dozen allocations to make and to free; a handful covers a busy worker's
+ * turnover, more would only hold memory after a burst */
+#define NGX_HTTP_WA_CURL_IDLE      32
+
 
 struct ngx_http_wa_curl_s {
     CURLM               *multi;
@@ -29,6 +34,9 @@ struct ngx_http_wa_curl_s {
 
     ngx_queue_t          xfers;         /* in flight */
     ngx_uint_t           active;
+
+    CURL                *idle[NGX_HTTP_WA_CURL_IDLE];   /* reset, unused */
+    ngx_uint_t           nidle;
 };
 
 
@@ -52,6 +60,7 @@ static size_t ngx_http_wa_curl_write(char *ptr, size_t size, size_t n,
     void *data);
 static ngx_int_t ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want,
     ngx_int_t type);
+static void ngx_http_wa_curl_release(ngx_http_wa_curl_t *curl, CURL *easy);
 
 
 ngx_http_wa_curl_t *
@@ -126,6 +135,10 @@ ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl)
         curl_slist_free_all(x->headers);
     }
 
+    while (curl->nidle) {
+        curl_easy_cleanup(curl->idle[--curl->nidle]);
+    }
+
     if (curl->timer.timer_set) {
         ngx_del_timer(&curl->timer);
     }
@@ -159,7 +172,9 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     ngx_msec_t timeout, ngx_msec_t connect_timeout)
 {
     CURL                     *easy;
-    struct curl_slist        *h;
+    ngx_uint_t                i;
+    const char               *line[3];
+    struct curl_slist        *h, *t;
     ngx_http_wa_curl_link_t  *link;
 
     link = ngx_palloc(x->pool, sizeof(ngx_http_wa_curl_link_t));
@@ -167,18 +182,28 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
         return NGX_ERROR;
     }
 
-    easy = curl_easy_init();
+    easy = curl->nidle ? curl->idle[--curl->nidle] : curl_easy_init();
     if (easy == NULL) {
         return NGX_ERROR;
     }
 
-    h = curl_slist_append(NULL, "Content-Type: application/json");
-    h = h ? curl_slist_append(h, authorization) : NULL;
-    h = h ? curl_slist_append(h, "Expect:") : NULL;
+    line[0] = "Content-Type: application/json";
+    line[1] = authorization;
+    line[2] = "Expect:";
 
-    if (h == NULL) {
-        curl_easy_cleanup(easy);
-        return NGX_ERROR;
+    /* a failed append leaves the list as it was: free what was made */
+    h = NULL;
+
+    for (i = 0; i < 3; i++) {
+        t = curl_slist_append(h, line[i]);
+
+        if (t == NULL) {
+            curl_slist_free_all(h);
+            ngx_http_wa_curl_release(curl, easy);
+            return NGX_ERROR;
+        }
+
+        h = t;
     }
 
     x->easy = easy;
@@ -218,7 +243,7 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
 
     if (curl_multi_add_handle(curl->multi, easy) != CURLM_OK) {
         curl_slist_free_all(h);
-        curl_easy_cleanup(easy);
+        ngx_http_wa_curl_release(curl, easy);
         return NGX_ERROR;
     }
 
@@ -458,7 +483,7 @@ ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
 
         ngx_queue_remove(&link->queue);
         curl_multi_remove_handle(curl->multi, easy);
-        curl_easy_cleanup(easy);
+        ngx_http_wa_curl_release(curl, easy);
         curl_slist_free_all(x->headers);
 
         x->easy = NULL;
@@ -467,6 +492,22 @@ ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
 
         x->done(x);
     }
+}
+
+
+/* keep a finished handle for the next transfer; reset now, so it holds no
+ * pointer into the pool of the transfer that is ending */
+
+static void
+ngx_http_wa_curl_release(ngx_http_wa_curl_t *curl, CURL *easy)
+{
+    if (curl->nidle == NGX_HTTP_WA_CURL_IDLE) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+
+    curl_easy_reset(easy);
+    curl->idle[curl->nidle++] = easy;
 }
 
 
