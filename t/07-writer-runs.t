@@ -120,13 +120,43 @@ sub script {
         $st->('wamid=o.99 status=delivered timestamp=1764037841'),
         $st->('wamid=o.7 callback_data=L7 status=sent timestamp=1764037842'),
         $st->('wamid=o.7 status=delivered timestamp=1764037843'),
-        $st->('wamid=o.6 status=read timestamp=1764037844')));
+        $st->('wamid=o.6 status=read timestamp=1764037844')),
+        # sends each followed by its outcome: by runs, each row is inserted
+        # with its outcome folded in; but not an outcome before its send,
+        # nor that of a send the set INSERT did not write (REF-A is taken)
+        join('',
+        $out->('L40 phone=972500000040 received_ms=1764037860000'),
+        $res->('L40 status=sent wamid=o.40 fbtrace_id=FB40 http_status=200'
+               . ' received_ms=1764037860100'),
+        $out->('L41 phone=972500000041 received_ms=1764037860000'),
+        $res->('L41 status=failed error_code=131026 error_title=Undeliverable'
+               . ' error_detail=unreachable fbtrace_id=FB41 retryable=true'
+               . ' http_status=400 received_ms=1764037860200'),
+        $out->('L42 phone=972500000042 received_ms=1764037860000'),
+        $res->('L42 status=unknown error_code=131000 error_title=Busy retryable=true'
+               . ' http_status=503 received_ms=1764037860300'),
+        $res->('L44 status=sent wamid=o.44 received_ms=1764037860500'),
+        $out->('L44 phone=972500000044 received_ms=1764037860000'),
+        $out->('L45 phone=972500000045 client_ref=REF-A received_ms=1764037860000'),
+        $res->('L45 status=sent wamid=o.45 received_ms=1764037860600'),
+        $out->('L46 phone=972500000046 received_ms=1764037860000')));
 }
+
+# row updates of whatsapp_message so far (a stopped writer's are flushed)
+sub updates {
+    $t->dbh->do('SELECT pg_stat_clear_snapshot()');
+    return $t->sql_value("SELECT n_tup_upd FROM pg_stat_user_tables
+                           WHERE relname = 'whatsapp_message'");
+}
+my %last_part_updates;
 
 sub drain {
     my ($b, $runs) = @_;
     my $log = '';
-    for my $part (script($b)) {
+    my @parts = script($b);
+    my $upd;
+    for my $part (@parts) {
+        $upd = updates() if $part eq $parts[-1];
         open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' 1048576 >/dev/null'
             or die "feed: $!";
         print $feed $part;
@@ -138,6 +168,7 @@ sub drain {
         is($t->stop_writer, 0, "runs $runs: stopped cleanly");
         $log .= substr $t->writer_log, $mark;
     }
+    $last_part_updates{$runs} = updates() - $upd;
     return $log;
 }
 
@@ -253,6 +284,16 @@ is(send_row('L8'), 'pending - - - - - +972500000001 -', "a send to a '+' phone's
 is(send_row('L30'), 'sent o.30 - - - - 972500000021 -', 'an unknown lead_id: linked by phone');
 is($t->sql_value("SELECT count(*) FROM wa_pending_receipt WHERE business_id = 2 AND local_id = 'L99'"),
    1, 'an outcome without its send is parked');
+is(send_row('L40'), 'sent o.40 - - FB40 - 972500000040 -', 'an outcome folded into its send: sent');
+is(send_row('L41'), 'failed - - 131026 FB41 true 972500000041 -', 'folded: failed, with its error');
+is(send_row('L42'), 'unknown - - - - - 972500000042 -', 'folded: unknown, and an error only counts with failed');
+is(send_row('L44'), 'sent o.44 - - - - 972500000044 -', 'an outcome before its send is applied');
+is(send_row('L45'), 'sent o.45 - - - - 972500000045 -',
+   'the outcome of a send the set INSERT did not write is merged after it');
+is(send_row('L46'), 'pending - - - - - 972500000046 -', 'a send without its outcome waits');
+ok($last_part_updates{on} < $last_part_updates{off},
+   "folded outcomes are no row updates ($last_part_updates{on} by runs, "
+   . "$last_part_updates{off} one by one)");
 like($log_on, qr/WARN.*send \(.*L22.*\) repeats the client_ref of another send/,
      'runs on: the taken client_ref is logged');
 like($log_on, qr/WARN.*L30.*names lead_id \d+, which is not a lead of its business/,

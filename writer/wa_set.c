@@ -1,6 +1,6 @@
 /*
  * A run of records written by one statement: inbound messages (005),
- * statuses (006), or sends and their outcomes mixed (007). Each field the
+ * statuses (006), or sends and their outcomes mixed (008). Each field the
  * set function takes (for the first two, those of the record's own
  * statement in wa_db.c) becomes one text[] parameter, in PostgreSQL's
  * binary array format, so the bytes go as they are, with no quoting to get
@@ -38,7 +38,7 @@ static const wa_set_stmt_t  wa_set_stmts[] = {
     { "wa_status_set", "wa_ingest_statuses", WA_T(WA_REC_STATUS), 0,
       { 0 } },                                                      /* 006 */
     { "wa_send_set", "wa_ingest_sends",
-      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT), 20,     /* 007 */
+      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT), 20,     /* 008 */
       { WA_SET_KIND, WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID,
         WA_F_PHONE, WA_F_LEAD_ID, WA_F_SOURCE, WA_F_CLIENT_REF,
         WA_F_MSG_TYPE, WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS,
