@@ -11,8 +11,9 @@
 #               of 16 or more, binary text[] parameters, same batches
 #   mixed       wa-writer: inbound message, send, send outcome, receipt in
 #               turn, so no run forms (a record per statement, pipelined)
-#   receipts    wa-writer, --runs 0 and default: N/4 sends, their outcomes,
-#               then delivered and read receipts, each kind in runs
+#   receipts    wa-writer, --runs 0 and default: N/4 sends, each outcome
+#               after the next 8 sends (as sends in flight answer), then
+#               delivered and read receipts in runs
 #   staging     psql: \copy of the records' fields into a staging table,
 #               then wa_ingest_in_messages over it, 1000 per transaction
 #   ceiling 1   psql: \copy of the finished messages into whatsapp_message,
@@ -166,8 +167,8 @@ my $s_all = copy_rows("leads (id, business_id, phone, wa_user_id, name, created_
                       "whatsapp_message ($cols) FROM '$rowscsv' CSV");
 row("psql \\copy of the $n_leads leads, then the messages (ceiling 2)", $N / $s_all, $s_all);
 
-# receipts in runs, as from a busy outbound campaign: every send, every
-# outcome (a statement each), then runs of delivered and of read receipts
+# receipts in runs, as from a busy outbound campaign: the sends with their
+# outcomes among them, then runs of delivered and of read receipts
 for my $runs ('off', 'on') {
     my $rt = "rc$runs" . int(time);
     my ($secs) = feed_and_drain("receipts $N $rt", '--runs', $runs eq 'on' ? 16 : 0);
@@ -176,7 +177,7 @@ for my $runs ('off', 'on') {
                                  AND delivered_at IS NOT NULL AND lead_id IS NOT NULL");
     die "receipts, runs $runs: $read of @{[ $N / 4 ]} sends read\n" if $read != $N / 4;
     push @mixed, [ 'wa-writer' . ($runs eq 'on' ? '' : ' --runs 0')
-                   . ', sends, outcomes, then receipts, each in runs (records)', $N / $secs, $secs,
+                   . ', sends with their outcomes, then receipts in runs (records)', $N / $secs, $secs,
                    $runs eq 'on' ? 'by runs' : 'a statement per record' ];
 }
 

@@ -14,7 +14,7 @@
  *   out_pending local_id=L1 business=1 phone=972501234567 lead_id=42
  *   raw 3 0102ff                      (type, payload in hex: malformed)
  *   bench N [in|mixed] [TAG]          (N synthetic records, see below)
- *   receipts N [TAG]                  (N/4 sends, outcomes, delivered, read)
+ *   receipts N [TAG]                  (N/4 sends and outcomes, delivered, read)
  *   wait SECONDS                      (until the writer committed all)
  *
  * Field values are %XX-decoded (%00 is a NUL byte, %ff an invalid UTF-8
@@ -33,6 +33,9 @@
 
 
 #define LINE_MAX_LEN  (1024 * 1024)
+
+/* receipts: an outcome comes after this many more sends */
+#define LAG           8
 
 
 static unsigned long  published;
@@ -283,45 +286,58 @@ feed_line(wa_ring_t *ring, char *line)
         static const char  *steps[] = { "pending", "result", "delivered",
                                         "read" };
 
-        /* n/4 sends: every send, then every outcome, then every message
-         * delivered, then read: the receipts come in runs, as from a
-         * busy outbound campaign */
+        /* n/4 sends, each outcome after the next LAG sends (as sends
+         * in flight at once answer), then every message delivered, then
+         * read: the receipts come in runs, as from a busy outbound
+         * campaign */
         snprintf(ts, sizeof(ts), "%ld", (long) time(NULL));
 
-        for (int step = 0; step < 4; step++) {
-            for (long i = 0; i < n; i++) {
-                memset(&rec, 0, sizeof(wa_record_t));
-                snprintf(phone, sizeof(phone), "97250%07ld", i % (n / 2 + 1));
-                snprintf(local, sizeof(local), "%s-%ld", run ? run : "r", i);
-                snprintf(wamid, sizeof(wamid), "wamid.%s.%ld", run ? run : "r",
-                         i);
-                wa_record_set(&rec, WA_F_BUSINESS, "1");
+        for (int step = 0; step < 3; step++) {
+            for (long j = 0; j < n + (step == 0 ? LAG : 0); j++) {
+                for (int k = 0; k < 2; k++) {
+                    long  i = (k == 0) ? j : j - LAG;
+                    int   what = (step == 0) ? k : step + 1;
 
-                if (step == 0) {
-                    rec.type = WA_REC_OUT_PENDING;
-                    wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                    wa_record_set(&rec, WA_F_PHONE, phone);
-                    wa_record_set(&rec, WA_F_SOURCE, "campaign");
-                    wa_record_set(&rec, WA_F_MSG_TYPE, "text");
-                    wa_record_set(&rec, WA_F_BODY, "Your order has shipped");
+                    if (i < 0 || i >= n || (step > 0 && k == 1)) {
+                        continue;
+                    }
 
-                } else if (step == 1) {
-                    rec.type = WA_REC_OUT_RESULT;
-                    wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                    wa_record_set(&rec, WA_F_STATUS, "sent");
-                    wa_record_set(&rec, WA_F_WAMID, wamid);
-                    wa_record_set(&rec, WA_F_HTTP_STATUS, "200");
+                    memset(&rec, 0, sizeof(wa_record_t));
+                    snprintf(phone, sizeof(phone), "97250%07ld",
+                             i % (n / 2 + 1));
+                    snprintf(local, sizeof(local), "%s-%ld",
+                             run ? run : "r", i);
+                    snprintf(wamid, sizeof(wamid), "wamid.%s.%ld",
+                             run ? run : "r", i);
+                    wa_record_set(&rec, WA_F_BUSINESS, "1");
 
-                } else {
-                    rec.type = WA_REC_STATUS;
-                    wa_record_set(&rec, WA_F_WAMID, wamid);
-                    wa_record_set(&rec, WA_F_STATUS, steps[step]);
-                    wa_record_set(&rec, WA_F_TIMESTAMP, ts);
-                    wa_record_set(&rec, WA_F_PHONE, phone);
-                }
+                    if (what == 0) {
+                        rec.type = WA_REC_OUT_PENDING;
+                        wa_record_set(&rec, WA_F_LOCAL_ID, local);
+                        wa_record_set(&rec, WA_F_PHONE, phone);
+                        wa_record_set(&rec, WA_F_SOURCE, "campaign");
+                        wa_record_set(&rec, WA_F_MSG_TYPE, "text");
+                        wa_record_set(&rec, WA_F_BODY,
+                                      "Your order has shipped");
 
-                if (publish_record(ring, &rec) != 0) {
-                    return -1;
+                    } else if (what == 1) {
+                        rec.type = WA_REC_OUT_RESULT;
+                        wa_record_set(&rec, WA_F_LOCAL_ID, local);
+                        wa_record_set(&rec, WA_F_STATUS, "sent");
+                        wa_record_set(&rec, WA_F_WAMID, wamid);
+                        wa_record_set(&rec, WA_F_HTTP_STATUS, "200");
+
+                    } else {
+                        rec.type = WA_REC_STATUS;
+                        wa_record_set(&rec, WA_F_WAMID, wamid);
+                        wa_record_set(&rec, WA_F_STATUS, steps[what]);
+                        wa_record_set(&rec, WA_F_TIMESTAMP, ts);
+                        wa_record_set(&rec, WA_F_PHONE, phone);
+                    }
+
+                    if (publish_record(ring, &rec) != 0) {
+                        return -1;
+                    }
                 }
             }
         }
