@@ -65,44 +65,8 @@ END
 $$;
 
 
--- For the rows without a lead in p_lead: the leads of their phones when no
--- lead has the phone, with or without a '+', created in one INSERT, the
--- first row of each phone giving its wa_user_id and name. A wa_user_id
--- another lead holds, or a lead another writer has just made, stops the
--- INSERT (ON CONFLICT) and leaves the row to the caller's careful path.
--- p_lead, with the new lead of each row it satisfies as it is. A row with
--- no phone is left alone.
-CREATE OR REPLACE FUNCTION wa_leads_create(p_business bigint[],
-    p_phone text[], p_wa_user_id text[], p_name text[], p_lead bigint[])
-RETURNS bigint[]
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_lead  bigint[];
-BEGIN
-    WITH ins AS (
-        INSERT INTO leads AS l (business_id, phone, wa_user_id, name)
-        SELECT DISTINCT ON (r.b, r.ph) r.b, r.ph, r.u, r.nm
-          FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead)
-               WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
-         WHERE r.lead IS NULL AND r.ph IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM leads x
-                            WHERE x.phone IN (r.ph, '+' || r.ph)
-                              AND x.business_id = r.b)
-         ORDER BY r.b, r.ph, r.o
-        ON CONFLICT DO NOTHING
-        RETURNING l.id, l.business_id, l.phone,
-                  l.wa_user_id IS NOT NULL AS has_u,
-                  l.name IS NOT NULL AS has_nm)
-    SELECT array_agg(coalesce(r.lead, i.id) ORDER BY r.o) INTO v_lead
-      FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead)
-           WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
-      LEFT JOIN ins i
-        ON r.lead IS NULL AND i.business_id = r.b AND i.phone = r.ph
-           AND (r.u IS NULL OR i.has_u) AND (r.nm IS NULL OR i.has_nm);
-
-    RETURN v_lead;
-END
-$$;
+-- wa_leads_create, which creates the leads of new phones for a run, was
+-- here until 009 replaced it; it now lives in 009 alone.
 
 
 CREATE OR REPLACE FUNCTION wa_ingest_in_messages(p_business text[],

@@ -150,6 +150,14 @@ sub updates {
 }
 my %last_part_updates;
 
+# sequential and index scans so far, by table
+sub scans {
+    $t->dbh->do('SELECT pg_stat_clear_snapshot()');
+    return map { $_->[0] => [ $_->[1], $_->[2] ] } @{ $t->dbh->selectall_arrayref(
+        "SELECT relname, seq_scan, idx_scan FROM pg_stat_user_tables
+          WHERE relname IN ('leads', 'whatsapp_message', 'wa_pending_receipt')") };
+}
+
 sub drain {
     my ($b, $runs) = @_;
     my $log = '';
@@ -184,7 +192,9 @@ $t->wait_for(sub { 0 }, 1.2);    # statistics are flushed once a second
 is(calls('wa_ingest_in_messages') + calls('wa_ingest_statuses') + calls('wa_ingest_sends'), 0,
    'runs off: no set statement');
 my $sends_off = calls('wa_ingest_out_pending');    # every send, one by one
+my %before_on = scans();
 my $log_on = drain(2, 'on');
+my %after_on = scans();
 # (a call in a transaction rolled back is not counted)
 ok($t->wait_for(sub { calls('wa_ingest_in_messages') >= 1 }, 5), 'runs on: inbound messages by runs');
 ok($t->wait_for(sub { calls('wa_ingest_statuses') >= 2 }, 5), 'runs on: receipts by runs');
@@ -194,6 +204,12 @@ ok($t->wait_for(sub { calls('wa_ingest_sends') >= 1
                       && calls('wa_ingest_out_pending') - $sends_off < $sends_off }, 5),
    'runs on: sends went as a set (' . ($sends_off - (calls('wa_ingest_out_pending') - $sends_off))
    . " of $sends_off not one by one)");
+
+# by runs, every row is found by its key: no table is read through
+# (the one-by-one rewrite of the refused batch takes the per-record path)
+for my $table (sort keys %after_on) {
+    is($after_on{$table}[0] - $before_on{$table}[0], 0, "runs on: $table was never scanned");
+}
 
 # ---- the two businesses hold the same things ------------------------------
 
@@ -317,5 +333,28 @@ like($log_on, qr/WARN.*run of in_message records .* refused as a whole.*record b
      'runs on: the refused run is logged, then written record by record');
 unlike($log_off, qr/refused as a whole/, 'runs off: no run to refuse');
 like($log_on, qr/CRITICAL.*dead letter.*w\.bad/, 'runs on: the dead letter is CRITICAL');
+
+# a run's leads, known and new: one index probe per phone, never a scan of
+# leads, whatever the table's size or statistics (a scan per batch grows
+# with the table; an anti join hashed on the business alone compared
+# every new phone with every lead)
+$t->dbh->do('ANALYZE leads');    # a few dozen rows: a scan would look cheap
+my %scans0 = scans();
+{
+    # its own connection: a backend's statistics are flushed when it exits
+    my $own = DBI->connect("dbi:Pg:host=127.0.0.1;port=$t->{pg_port};dbname=postgres", 'wa', '',
+                           { RaiseError => 1, AutoCommit => 1, PrintError => 0 });
+    $own->do("SELECT wa_leads_create(ARRAY[3, 3, 3]::bigint[],
+                  ARRAY['972500000091', '972500000092', '972500000001'],
+                  ARRAY[NULL, NULL, NULL]::text[], ARRAY[NULL, NULL, NULL]::text[],
+                  ARRAY[NULL, NULL, NULL]::bigint[])");
+    $own->do("SELECT wa_leads_known(ARRAY[3, 3]::bigint[], ARRAY['972500000093', '972500000001'],
+                  ARRAY[NULL, 'U-X']::text[], ARRAY['N', NULL]::text[])");
+    $own->disconnect;
+}
+ok($t->wait_for(sub { my %s = scans(); $s{leads}[1] > $scans0{leads}[1] }, 5),
+   "a run's leads: the index was probed");
+my %scans1 = scans();
+is($scans1{leads}[0], $scans0{leads}[0], "a run's leads: the table was not scanned");
 
 done_testing;
