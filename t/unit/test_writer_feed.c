@@ -41,6 +41,47 @@
 static unsigned long  published;
 
 
+/* the fields of a synthetic send, its outcome, and a receipt (payload:
+ * NULL for none), as the bench and receipts scripts publish them */
+
+static void
+feed_send(wa_record_t *rec, const char *local, const char *phone,
+    const char *source, const char *body, const char *payload)
+{
+    rec->type = WA_REC_OUT_PENDING;
+    wa_record_set(rec, WA_F_LOCAL_ID, local);
+    wa_record_set(rec, WA_F_PHONE, phone);
+    wa_record_set(rec, WA_F_SOURCE, source);
+    wa_record_set(rec, WA_F_MSG_TYPE, "text");
+    wa_record_set(rec, WA_F_BODY, body);
+    wa_record_set(rec, WA_F_PAYLOAD, payload);
+}
+
+
+static void
+feed_outcome(wa_record_t *rec, const char *local, const char *wamid)
+{
+    rec->type = WA_REC_OUT_RESULT;
+    wa_record_set(rec, WA_F_LOCAL_ID, local);
+    wa_record_set(rec, WA_F_STATUS, "sent");
+    wa_record_set(rec, WA_F_WAMID, wamid);
+    wa_record_set(rec, WA_F_HTTP_STATUS, "200");
+}
+
+
+static void
+feed_receipt(wa_record_t *rec, const char *wamid, const char *status,
+    const char *ts, const char *phone, const char *payload)
+{
+    rec->type = WA_REC_STATUS;
+    wa_record_set(rec, WA_F_WAMID, wamid);
+    wa_record_set(rec, WA_F_STATUS, status);
+    wa_record_set(rec, WA_F_TIMESTAMP, ts);
+    wa_record_set(rec, WA_F_PHONE, phone);
+    wa_record_set(rec, WA_F_PAYLOAD, payload);
+}
+
+
 static int
 type_of(const char *s)
 {
@@ -241,33 +282,19 @@ feed_line(wa_ring_t *ring, char *line)
 
             } else if (i % 4 == 1) {
                 snprintf(local, sizeof(local), "%s-%ld", runid, i);
-                rec.type = WA_REC_OUT_PENDING;
-                wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                wa_record_set(&rec, WA_F_PHONE, phone);
-                wa_record_set(&rec, WA_F_SOURCE, "bot");
-                wa_record_set(&rec, WA_F_MSG_TYPE, "text");
-                wa_record_set(&rec, WA_F_BODY, body);
-                wa_record_set(&rec, WA_F_PAYLOAD, payload);
+                feed_send(&rec, local, phone, "bot", body, payload);
 
             } else if (i % 4 == 2) {
                 snprintf(local, sizeof(local), "%s-%ld", runid, i - 1);
                 snprintf(wamid, sizeof(wamid), "wamid.%s.out.%ld", runid,
                          i - 1);
-                rec.type = WA_REC_OUT_RESULT;
-                wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                wa_record_set(&rec, WA_F_STATUS, "sent");
-                wa_record_set(&rec, WA_F_WAMID, wamid);
-                wa_record_set(&rec, WA_F_HTTP_STATUS, "200");
+                feed_outcome(&rec, local, wamid);
 
             } else {
                 snprintf(wamid, sizeof(wamid), "wamid.%s.out.%ld", runid,
                          i - 2);
-                rec.type = WA_REC_STATUS;
-                wa_record_set(&rec, WA_F_WAMID, wamid);
-                wa_record_set(&rec, WA_F_STATUS, "delivered");
-                wa_record_set(&rec, WA_F_TIMESTAMP, ts);
-                wa_record_set(&rec, WA_F_PHONE, phone);
-                wa_record_set(&rec, WA_F_PAYLOAD, "{\"status\":\"delivered\"}");
+                feed_receipt(&rec, wamid, "delivered", ts, phone,
+                             "{\"status\":\"delivered\"}");
             }
 
             if (publish_record(ring, &rec) != 0) {
@@ -312,27 +339,15 @@ feed_line(wa_ring_t *ring, char *line)
                     wa_record_set(&rec, WA_F_BUSINESS, "1");
 
                     if (what == 0) {
-                        rec.type = WA_REC_OUT_PENDING;
-                        wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                        wa_record_set(&rec, WA_F_PHONE, phone);
-                        wa_record_set(&rec, WA_F_SOURCE, "campaign");
-                        wa_record_set(&rec, WA_F_MSG_TYPE, "text");
-                        wa_record_set(&rec, WA_F_BODY,
-                                      "Your order has shipped");
+                        feed_send(&rec, local, phone, "campaign",
+                                  "Your order has shipped", NULL);
 
                     } else if (what == 1) {
-                        rec.type = WA_REC_OUT_RESULT;
-                        wa_record_set(&rec, WA_F_LOCAL_ID, local);
-                        wa_record_set(&rec, WA_F_STATUS, "sent");
-                        wa_record_set(&rec, WA_F_WAMID, wamid);
-                        wa_record_set(&rec, WA_F_HTTP_STATUS, "200");
+                        feed_outcome(&rec, local, wamid);
 
                     } else {
-                        rec.type = WA_REC_STATUS;
-                        wa_record_set(&rec, WA_F_WAMID, wamid);
-                        wa_record_set(&rec, WA_F_STATUS, steps[what]);
-                        wa_record_set(&rec, WA_F_TIMESTAMP, ts);
-                        wa_record_set(&rec, WA_F_PHONE, phone);
+                        feed_receipt(&rec, wamid, steps[what], ts, phone,
+                                     NULL);
                     }
 
                     if (publish_record(ring, &rec) != 0) {
