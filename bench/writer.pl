@@ -16,6 +16,8 @@
 #               delivered and read receipts in runs
 #   staging     psql: \copy of the records' fields into a staging table,
 #               then wa_ingest_in_messages over it, 1000 per transaction
+#   values      psql: the same fields as multi-row VALUES, 1000 rows a
+#               statement, aggregated into wa_ingest_in_messages's arrays
 #   ceiling 1   psql: \copy of the finished messages into whatsapp_message,
 #               their leads already there (no lead to resolve or create)
 #   ceiling 2   psql: \copy of the leads the drain created, then of the
@@ -138,6 +140,27 @@ my $t0 = time;
 system("$psql -f $script >/dev/null") == 0 or die "staging failed\n";
 my $s_stage = time - $t0;
 row('psql \\copy to staging + wa_ingest_in_messages', check_rows('staging', $tag) / $s_stage, $s_stage);
+
+# multi-row VALUES: the same records as SQL text, 1000 rows a statement,
+# handed to the set function (the rows still need their leads)
+fresh_tables();
+my @aggs = map { "array_agg($_ ORDER BY o)" } qw(b pnid ph u nm w ty body ts pl rms);
+my $vscript = "$dir/values.sql";
+open my $vsql, '>', $vscript or die;
+my $staged = $t->dbh->selectall_arrayref('SELECT o, b, pnid, ph, u, nm, w, ty, body, ts, pl, rms
+                                            FROM bench_stage ORDER BY o');
+for (my $i = 0; $i < @$staged; $i += 1000) {
+    my $last = $i + 999 < $#$staged ? $i + 999 : $#$staged;
+    print $vsql 'SELECT wa_ingest_in_messages(' . join(', ', @aggs) . ') FROM (VALUES '
+        . join(",\n", map { '(' . join(', ', $_->[0], map { $t->dbh->quote($_) } @$_[1 .. 11]) . ')' }
+                          @$staged[$i .. $last])
+        . ") AS v(o, b, pnid, ph, u, nm, w, ty, body, ts, pl, rms);\n";
+}
+close $vsql;
+$t0 = time;
+system("$psql -f $vscript >/dev/null") == 0 or die "multi-row VALUES failed\n";
+my $s_values = time - $t0;
+row('psql multi-row VALUES (1000 a statement) + wa_ingest_in_messages', check_rows('values', $tag) / $s_values, $s_values);
 
 # the ceilings: the rows staging left, COPYed back; the leads they point to
 # either stay (messages alone) or are COPYed first (all the rows a drain
