@@ -142,21 +142,17 @@ sub script {
         $out->('L46 phone=972500000046 received_ms=1764037860000')));
 }
 
-# row updates of whatsapp_message so far (a stopped writer's are flushed)
-sub updates {
+# the tables' statistics so far (a stopped writer's are flushed), by
+# table: sequential scans, index scans, row updates
+sub table_stats {
     $t->dbh->do('SELECT pg_stat_clear_snapshot()');
-    return $t->sql_value("SELECT n_tup_upd FROM pg_stat_user_tables
-                           WHERE relname = 'whatsapp_message'");
+    return { map { $_->[0] => { seq => $_->[1], idx => $_->[2], upd => $_->[3] } }
+             @{ $t->dbh->selectall_arrayref(
+                 "SELECT relname, seq_scan, idx_scan, n_tup_upd FROM pg_stat_user_tables
+                   WHERE relname IN ('leads', 'whatsapp_message', 'wa_pending_receipt')") } };
 }
+sub updates { table_stats()->{whatsapp_message}{upd} }
 my %last_part_updates;
-
-# sequential and index scans so far, by table
-sub scans {
-    $t->dbh->do('SELECT pg_stat_clear_snapshot()');
-    return map { $_->[0] => [ $_->[1], $_->[2] ] } @{ $t->dbh->selectall_arrayref(
-        "SELECT relname, seq_scan, idx_scan FROM pg_stat_user_tables
-          WHERE relname IN ('leads', 'whatsapp_message', 'wa_pending_receipt')") };
-}
 
 sub drain {
     my ($b, $runs) = @_;
@@ -192,9 +188,9 @@ $t->wait_for(sub { 0 }, 1.2);    # statistics are flushed once a second
 is(calls('wa_ingest_in_messages') + calls('wa_ingest_statuses') + calls('wa_ingest_sends'), 0,
    'runs off: no set statement');
 my $sends_off = calls('wa_ingest_out_pending');    # every send, one by one
-my %before_on = scans();
+my $before_on = table_stats();
 my $log_on = drain(2, 'on');
-my %after_on = scans();
+my $after_on = table_stats();
 # (a call in a transaction rolled back is not counted)
 ok($t->wait_for(sub { calls('wa_ingest_in_messages') >= 1 }, 5), 'runs on: inbound messages by runs');
 ok($t->wait_for(sub { calls('wa_ingest_statuses') >= 2 }, 5), 'runs on: receipts by runs');
@@ -207,8 +203,8 @@ ok($t->wait_for(sub { calls('wa_ingest_sends') >= 1
 
 # by runs, every row is found by its key: no table is read through
 # (the one-by-one rewrite of the refused batch takes the per-record path)
-for my $table (sort keys %after_on) {
-    is($after_on{$table}[0] - $before_on{$table}[0], 0, "runs on: $table was never scanned");
+for my $table (sort keys %$after_on) {
+    is($after_on->{$table}{seq} - $before_on->{$table}{seq}, 0, "runs on: $table was never scanned");
 }
 
 # ---- the two businesses hold the same things ------------------------------
@@ -339,7 +335,7 @@ like($log_on, qr/CRITICAL.*dead letter.*w\.bad/, 'runs on: the dead letter is CR
 # with the table; an anti join hashed on the business alone compared
 # every new phone with every lead)
 $t->dbh->do('ANALYZE leads');    # a few dozen rows: a scan would look cheap
-my %scans0 = scans();
+my $stats0 = table_stats();
 {
     # its own connection: a backend's statistics are flushed when it exits
     my $own = DBI->connect("dbi:Pg:host=127.0.0.1;port=$t->{pg_port};dbname=postgres", 'wa', '',
@@ -352,9 +348,8 @@ my %scans0 = scans();
                   ARRAY[NULL, 'U-X']::text[], ARRAY['N', NULL]::text[])");
     $own->disconnect;
 }
-ok($t->wait_for(sub { my %s = scans(); $s{leads}[1] > $scans0{leads}[1] }, 5),
+ok($t->wait_for(sub { table_stats()->{leads}{idx} > $stats0->{leads}{idx} }, 5),
    "a run's leads: the index was probed");
-my %scans1 = scans();
-is($scans1{leads}[0], $scans0{leads}[0], "a run's leads: the table was not scanned");
+is(table_stats()->{leads}{seq}, $stats0->{leads}{seq}, "a run's leads: the table was not scanned");
 
 done_testing;
