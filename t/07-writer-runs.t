@@ -170,6 +170,12 @@ sub drain {
         $t->start_writer('--runs', $runs eq 'on' ? 2 : 0);
         ok($t->wait_drained(30), "runs $runs: drained");
         is($t->stop_writer, 0, "runs $runs: stopped cleanly");
+        # its session flushes its statistics as it ends: wait for that, so
+        # the counts read next are the whole part's
+        ok($t->wait_for(sub { !$t->sql_value("SELECT count(*) FROM pg_stat_activity
+                                               WHERE backend_type = 'client backend'
+                                                 AND pid <> pg_backend_pid()") }, 10),
+           "runs $runs: the writer's session ended");
         $log .= substr $t->writer_log, $mark;
     }
     $last_part_updates{$runs} = updates() - $upd;
