@@ -172,21 +172,17 @@ BEGIN
             ON p.local_id = x.loc AND p.business_id = x.b
          WHERE x.k = 'p');
 
-    -- for each send, the position of its outcome in the run (a local id is
-    -- in the run at most once per kind; an outcome before its send, which
-    -- one by one would be parked and applied when the send is inserted,
-    -- folds the same)
-    IF NOT v_parked THEN
-        SELECT array_agg(r.o ORDER BY s.o)
-          INTO v_fold
-          FROM unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY
-               AS s(k, b, loc, o)
-          LEFT JOIN unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY
-               AS r(k, b, loc, o)
-            ON s.k = 'p' AND r.k = 'r' AND r.loc = s.loc AND r.b = s.b;
-    ELSE
-        v_fold := array_fill(NULL::bigint, ARRAY[v_n]);
-    END IF;
+    -- for each send, the position of its outcome in the run, none when a
+    -- receipt is parked (a local id is in the run at most once per kind;
+    -- an outcome before its send, which one by one would be parked and
+    -- applied when the send is inserted, folds the same)
+    SELECT array_agg(r.o ORDER BY s.o)
+      INTO v_fold
+      FROM unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY AS s(k, b, loc, o)
+      LEFT JOIN unnest(p_kind, v_biz, p_local_id) WITH ORDINALITY
+           AS r(k, b, loc, o)
+        ON NOT v_parked AND s.k = 'p' AND r.k = 'r' AND r.loc = s.loc
+       AND r.b = s.b;
 
     -- the sends: replays are duplicates, the rest inserted in order, each
     -- with its folded outcome merged as wa_msg_merge would merge it into
