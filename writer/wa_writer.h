@@ -142,7 +142,7 @@ typedef struct {
 } wa_item_t;
 
 /* runs of inbound messages (005), of statuses (006) and of sends and
- * their outcomes (007) go to a set function: one text[] parameter per
+ * their outcomes (008) go to a set function: one text[] parameter per
  * field, at most WA_SET_COLS */
 #define WA_SET_COLS   24
 
