@@ -20,6 +20,7 @@ use Time::HiRes qw(time sleep);
 use WaTest;
 
 my $SECS = shift // 8;
+my $CORES = () = WaTest::slurp('/proc/cpuinfo') =~ /^processor/mg;
 chdir "$FindBin::Bin/.." or die;
 
 for my $tool (qw(wrk gunicorn)) {
@@ -128,16 +129,44 @@ sub workers_rss { join '+', map { sprintf '%.1f', rss_kb($_) / 1024 } $t->worker
 
 my $tag = sub { sprintf '%s%d', $_[0], time % 100000 };
 
+# the machine's busy CPU time so far, in seconds over all cores: user,
+# nice, system, interrupts, steal (/proc/stat's first line)
+my $HZ = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+sub cpu_busy {
+    my @f = split ' ', (split /\n/, WaTest::slurp('/proc/stat'))[0];
+    my $busy = 0;
+    $busy += $f[$_] // 0 for 1, 2, 3, 6, 7, 8;
+    return $busy / $HZ;
+}
+
 # a short wrk run with the writer stopped, so neither it nor PostgreSQL
 # takes CPU from nginx (records wait in the ring; short, so it does not
-# fill), then the writer drains what was acknowledged
+# fill), then the writer drains what was acknowledged. The machine's CPU
+# time is taken over each phase: per request served by the module alone
+# (nginx, wrk, the kernel), then per request drained (the writer,
+# PostgreSQL), which a run with the writer going would need both of.
 sub writer_stopped {
     my ($url, %o) = @_;
     $t->stop_writer;
+    my $c0 = cpu_busy();
     my $r = wrk($url, %o, secs => 3);
+    my $c1 = cpu_busy();
     $t->start_writer;
     $t->wait_drained(600);
+    my $c2 = cpu_busy();
+    $r->{cpu_serve_us} = ($c1 - $c0) / ($r->{ok} || 1) * 1e6;
+    $r->{cpu_drain_us} = ($c2 - $c1) / ($r->{ok} || 1) * 1e6;
     return $r;
+}
+
+# the cores a rate needs at a CPU cost per request, both measured
+sub cores_row {
+    my ($what, $r, $rate) = @_;
+    my $us = $r->{cpu_serve_us} + $r->{cpu_drain_us};
+    row($what, sprintf('%.1f + %.1f = %.1f µs', $r->{cpu_serve_us},
+                       $r->{cpu_drain_us}, $us),
+        sprintf('%.0f/s needs %.2f cores', $rate, $us * $rate / 1e6),
+        sprintf('this machine: %d', $CORES));
 }
 
 sub sent_rows {
@@ -150,9 +179,11 @@ print STDERR "webhook ingestion ($SECS s per run)\n";
 my $rss0 = workers_rss();
 my $requests_seen = 0;
 
+my $c0 = cpu_busy();
 my $ref = wrk(url('/ref'));
 row('(a) nginx return 200 (ceiling)', sprintf('%.0f req/s', $ref->{rps}),
-    "p50 $ref->{p50_ms} ms", "p99 $ref->{p99_ms} ms");
+    "p50 $ref->{p50_ms} ms", "p99 $ref->{p99_ms} ms",
+    sprintf('CPU %.1f µs per request', (cpu_busy() - $c0) / ($ref->{ok} || 1) * 1e6));
 
 my $tg = $tag->('u');
 my $t0 = time;
@@ -211,6 +242,7 @@ my $ostored = count_tag($og);
 row('wa_webhook, writer stopped (the module alone)', sprintf('%.0f req/s', $wo->{rps}),
     "p50 $wo->{p50_ms} ms", "p99 $wo->{p99_ms} ms",
     sprintf('x%.2f of (a); %d of %d stored after', $wo->{rps} / $ref->{rps}, $ostored, $wo->{ok}));
+cores_row('  CPU per request: served alone + drained', $wo, 0.8 * $ref->{rps});
 
 # (b) the seed's architecture
 my $fpid = fork // die;
@@ -268,9 +300,11 @@ row('nginx worker private RSS (MB), before -> after', "$rss0 -> " . workers_rss(
 # ---- 4. send -----------------------------------------------------------------
 
 print STDERR "send\n";
+$c0 = cpu_busy();
 my $px = wrk(url('/proxy'), script => 'bench/send.lua');
 row('(c) proxy_pass to the same mock (ceiling)', sprintf('%.0f req/s', $px->{rps}),
-    "p50 $px->{p50_ms} ms", "p99 $px->{p99_ms} ms");
+    "p50 $px->{p50_ms} ms", "p99 $px->{p99_ms} ms",
+    sprintf('CPU %.1f µs per request', (cpu_busy() - $c0) / ($px->{ok} || 1) * 1e6));
 my $before = sent_rows();
 $t0 = time;
 my $sd = wrk(url('/send'), script => 'bench/send.lua');
@@ -292,6 +326,7 @@ my $osent = sent_rows() - $before;
 row('wa_send, writer stopped (the module alone)', sprintf('%.0f req/s', $so->{rps}),
     "p50 $so->{p50_ms} ms", "p99 $so->{p99_ms} ms",
     sprintf('x%.2f of (c); %d of %d sent rows after', $so->{rps} / $px->{rps}, $osent, $so->{ok}));
+cores_row('  CPU per send: served alone + drained', $so, 0.7 * $px->{rps});
 
 # webhook latency while 1,000 sends wait on a 10 s provider
 my $spid = fork // die;
@@ -330,7 +365,7 @@ $? == 0 or die "bench/writer.pl failed\n";
 my $cpu = (grep { /model name/ } split /\n/, WaTest::slurp('/proc/cpuinfo'))[0] // '';
 $cpu =~ s/.*:\s*//;
 printf "\nngx_wa bench: %d cores (%s), %s, wrk -t2 %ds runs, PostgreSQL 15 fsync on\n\n",
-    scalar(grep { /^processor/ } split /\n/, WaTest::slurp('/proc/cpuinfo')), $cpu,
+    $CORES, $cpu,
     (split /\n/, WaTest::slurp('/etc/debian_version'))[0] ? 'Debian ' . WaTest::slurp('/etc/debian_version') =~ s/\s+//gr : '', $SECS;
 printf "| %s |\n", join ' | ', 'run', 'figure', '', '', '';
 print "| --- | --- | --- | --- | --- |\n";
