@@ -189,6 +189,37 @@ publish_record(wa_ring_t *ring, wa_record_t *rec)
 }
 
 
+/* message i of a campaign of n (run: its tag), as the receipts script
+ * publishes it: its send ("pending"), the send's outcome ("result"), or a
+ * receipt ("delivered", "read") */
+static int
+feed_campaign(wa_ring_t *ring, const char *run, long n, long i,
+    const char *what, const char *ts)
+{
+    char         phone[32], wamid[64], local[64];
+    wa_record_t  rec;
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    snprintf(phone, sizeof(phone), "97250%07ld", i % (n / 2 + 1));
+    snprintf(local, sizeof(local), "%s-%ld", run ? run : "r", i);
+    snprintf(wamid, sizeof(wamid), "wamid.%s.%ld", run ? run : "r", i);
+    wa_record_set(&rec, WA_F_BUSINESS, "1");
+
+    if (strcmp(what, "pending") == 0) {
+        feed_send(&rec, local, phone, "campaign", "Your order has shipped",
+                  NULL);
+
+    } else if (strcmp(what, "result") == 0) {
+        feed_outcome(&rec, local, wamid);
+
+    } else {
+        feed_receipt(&rec, wamid, what, ts, phone, NULL);
+    }
+
+    return publish_record(ring, &rec);
+}
+
+
 static int
 feed_line(wa_ring_t *ring, char *line)
 {
@@ -308,10 +339,8 @@ feed_line(wa_ring_t *ring, char *line)
     if (strcmp(word, "receipts") == 0) {
         char        *s = strtok_r(NULL, " \t\r\n", &save);
         char        *run = strtok_r(NULL, " \t\r\n", &save);
-        long         n = s ? atol(s) / 4 : 0;
-        char         phone[32], wamid[64], local[64], ts[16];
-        static const char  *steps[] = { "pending", "result", "delivered",
-                                        "read" };
+        long         i, n = s ? atol(s) / 4 : 0;
+        char         ts[16];
 
         /* n/4 sends, each outcome after the next LAG sends (as sends
          * in flight at once answer), then every message delivered, then
@@ -319,41 +348,21 @@ feed_line(wa_ring_t *ring, char *line)
          * campaign */
         snprintf(ts, sizeof(ts), "%ld", (long) time(NULL));
 
-        for (int step = 0; step < 3; step++) {
-            for (long j = 0; j < n + (step == 0 ? LAG : 0); j++) {
-                for (int k = 0; k < 2; k++) {
-                    long  i = (k == 0) ? j : j - LAG;
-                    int   what = (step == 0) ? k : step + 1;
+        for (i = 0; i < n + LAG; i++) {
+            if ((i < n && feed_campaign(ring, run, n, i, "pending", ts) != 0)
+                || (i >= LAG
+                    && feed_campaign(ring, run, n, i - LAG, "result", ts)
+                       != 0))
+            {
+                return -1;
+            }
+        }
 
-                    if (i < 0 || i >= n || (step > 0 && k == 1)) {
-                        continue;
-                    }
-
-                    memset(&rec, 0, sizeof(wa_record_t));
-                    snprintf(phone, sizeof(phone), "97250%07ld",
-                             i % (n / 2 + 1));
-                    snprintf(local, sizeof(local), "%s-%ld",
-                             run ? run : "r", i);
-                    snprintf(wamid, sizeof(wamid), "wamid.%s.%ld",
-                             run ? run : "r", i);
-                    wa_record_set(&rec, WA_F_BUSINESS, "1");
-
-                    if (what == 0) {
-                        feed_send(&rec, local, phone, "campaign",
-                                  "Your order has shipped", NULL);
-
-                    } else if (what == 1) {
-                        feed_outcome(&rec, local, wamid);
-
-                    } else {
-                        feed_receipt(&rec, wamid, steps[what], ts, phone,
-                                     NULL);
-                    }
-
-                    if (publish_record(ring, &rec) != 0) {
-                        return -1;
-                    }
-                }
+        for (i = 0; i < 2 * n; i++) {
+            if (feed_campaign(ring, run, n, i % n,
+                              i < n ? "delivered" : "read", ts) != 0)
+            {
+                return -1;
             }
         }
 
