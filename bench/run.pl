@@ -139,6 +139,14 @@ sub cpu_busy {
     return $busy / $HZ;
 }
 
+# wrk, and the machine's busy CPU time per request answered, in µs
+sub wrk_cpu {
+    my $c0 = cpu_busy();
+    my $r = wrk(@_);
+    $r->{cpu_us} = (cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
+    return $r;
+}
+
 # a short wrk run with the writer stopped, so neither it nor PostgreSQL
 # takes CPU from nginx (records wait in the ring; short, so it does not
 # fill), then the writer drains what was acknowledged. The machine's CPU
@@ -148,22 +156,19 @@ sub cpu_busy {
 sub writer_stopped {
     my ($url, %o) = @_;
     $t->stop_writer;
+    my $r = wrk_cpu($url, %o, secs => 3);
     my $c0 = cpu_busy();
-    my $r = wrk($url, %o, secs => 3);
-    my $c1 = cpu_busy();
     $t->start_writer;
     $t->wait_drained(600);
-    my $c2 = cpu_busy();
-    $r->{cpu_serve_us} = ($c1 - $c0) / ($r->{ok} || 1) * 1e6;
-    $r->{cpu_drain_us} = ($c2 - $c1) / ($r->{ok} || 1) * 1e6;
+    $r->{cpu_drain_us} = (cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
     return $r;
 }
 
 # the cores a rate needs at a CPU cost per request, both measured
 sub cores_row {
     my ($what, $r, $rate) = @_;
-    my $us = $r->{cpu_serve_us} + $r->{cpu_drain_us};
-    row($what, sprintf('%.1f + %.1f = %.1f µs', $r->{cpu_serve_us},
+    my $us = $r->{cpu_us} + $r->{cpu_drain_us};
+    row($what, sprintf('%.1f + %.1f = %.1f µs', $r->{cpu_us},
                        $r->{cpu_drain_us}, $us),
         sprintf('%.0f/s needs %.2f cores', $rate, $us * $rate / 1e6),
         sprintf('this machine: %d', $CORES));
@@ -179,11 +184,10 @@ print STDERR "webhook ingestion ($SECS s per run)\n";
 my $rss0 = workers_rss();
 my $requests_seen = 0;
 
-my $c0 = cpu_busy();
-my $ref = wrk(url('/ref'));
+my $ref = wrk_cpu(url('/ref'));
 row('(a) nginx return 200 (ceiling)', sprintf('%.0f req/s', $ref->{rps}),
     "p50 $ref->{p50_ms} ms", "p99 $ref->{p99_ms} ms",
-    sprintf('CPU %.1f µs per request', (cpu_busy() - $c0) / ($ref->{ok} || 1) * 1e6));
+    sprintf('CPU %.1f µs per request', $ref->{cpu_us}));
 
 my $tg = $tag->('u');
 my $t0 = time;
@@ -300,11 +304,10 @@ row('nginx worker private RSS (MB), before -> after', "$rss0 -> " . workers_rss(
 # ---- 4. send -----------------------------------------------------------------
 
 print STDERR "send\n";
-$c0 = cpu_busy();
-my $px = wrk(url('/proxy'), script => 'bench/send.lua');
+my $px = wrk_cpu(url('/proxy'), script => 'bench/send.lua');
 row('(c) proxy_pass to the same mock (ceiling)', sprintf('%.0f req/s', $px->{rps}),
     "p50 $px->{p50_ms} ms", "p99 $px->{p99_ms} ms",
-    sprintf('CPU %.1f µs per request', (cpu_busy() - $c0) / ($px->{ok} || 1) * 1e6));
+    sprintf('CPU %.1f µs per request', $px->{cpu_us}));
 my $before = sent_rows();
 $t0 = time;
 my $sd = wrk(url('/send'), script => 'bench/send.lua');
