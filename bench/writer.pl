@@ -125,15 +125,14 @@ $t->dbh->do('CREATE UNLOGGED TABLE IF NOT EXISTS bench_stage (o bigserial PRIMAR
          pnid text, ph text, u text, nm text, w text, ty text, body text,
          ts text, pl text, rms text)');
 $t->dbh->do('TRUNCATE bench_stage RESTART IDENTITY');
+# the set function's arrays, aggregated from rows in record order
+my @aggs = map { "array_agg($_ ORDER BY o)" } qw(b pnid ph u nm w ty body ts pl rms);
 my $script = "$dir/staging.sql";
 open my $sql, '>', $script or die;
 print $sql "\\copy bench_stage (b, pnid, ph, u, nm, w, ty, body, ts, pl, rms) FROM '$fields' CSV\n";
 for (my $i = 0; $i < $N; $i += 1000) {
-    print $sql "SELECT wa_ingest_in_messages(array_agg(b ORDER BY o), array_agg(pnid ORDER BY o),
-        array_agg(ph ORDER BY o), array_agg(u ORDER BY o), array_agg(nm ORDER BY o),
-        array_agg(w ORDER BY o), array_agg(ty ORDER BY o), array_agg(body ORDER BY o),
-        array_agg(ts ORDER BY o), array_agg(pl ORDER BY o), array_agg(rms ORDER BY o))
-        FROM bench_stage WHERE o > $i AND o <= @{[ $i + 1000 ]};\n";
+    print $sql 'SELECT wa_ingest_in_messages(' . join(', ', @aggs) . ')'
+        . " FROM bench_stage WHERE o > $i AND o <= @{[ $i + 1000 ]};\n";
 }
 close $sql;
 my $t0 = time;
@@ -144,7 +143,6 @@ row('psql \\copy to staging + wa_ingest_in_messages', check_rows('staging', $tag
 # multi-row VALUES: the same records as SQL text, 1000 rows a statement,
 # handed to the set function (the rows still need their leads)
 fresh_tables();
-my @aggs = map { "array_agg($_ ORDER BY o)" } qw(b pnid ph u nm w ty body ts pl rms);
 my $vscript = "$dir/values.sql";
 open my $vsql, '>', $vscript or die;
 my $staged = $t->dbh->selectall_arrayref('SELECT o, b, pnid, ph, u, nm, w, ty, body, ts, pl, rms
