@@ -18,6 +18,8 @@ static void *ngx_http_wa_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_http_wa_ring_size_check(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_wa_main_conf_t *wmcf);
 static char *ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_wa_business(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -493,7 +495,49 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_wa_ring_size_check(cf, cmd, wmcf);
+}
+
+
+/*
+ * A ring file of another size is a configuration error, not an outage:
+ * nginx -t fails and a reload keeps the running configuration, instead of
+ * every webhook and send getting 503 until the file is gone. Checked while
+ * parsing: a failing init_module would end the master itself.
+ */
+
+static char *
+ngx_http_wa_ring_size_check(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_wa_main_conf_t *wmcf)
+{
+    char       err[WA_RING_ERR_LEN];
+    wa_ring_t  ring;
+
+    if (access((char *) wmcf->ring_path.data, F_OK) != 0
+        || wa_ring_open(&ring, (char *) wmcf->ring_path.data, 0, 0, 0600,
+                        err, sizeof(err))
+           != WA_RING_OK)
+    {
+        /* none yet, or unusable: init_module says which */
+        return NGX_CONF_OK;
+    }
+
+    if (ring.capacity == wmcf->ring_size) {
+        wa_ring_close(&ring);
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\": \"%V\" holds a ring of %uL bytes with %uL "
+                       "bytes waiting, not size=%uL; a ring is resized under "
+                       "a new path (see README)", &cmd->name,
+                       &wmcf->ring_path, ring.capacity,
+                       wa_ring_tail(&ring) - wa_ring_head(&ring),
+                       wmcf->ring_size);
+
+    wa_ring_close(&ring);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -702,27 +746,6 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
                      flags, mode, err, sizeof(err))
         != WA_RING_OK)
     {
-        /*
-         * A ring of another size is a configuration error, not an outage:
-         * nginx -t fails and a reload keeps the running configuration,
-         * instead of every webhook and send getting 503 until the file is
-         * gone. The README gives the resize procedure.
-         */
-        if (wa_ring_open(&ring, (char *) wmcf->ring_path.data, 0, 0, mode,
-                         err, sizeof(err))
-            == WA_RING_OK)
-        {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "\"wa_ring\" \"%V\" holds a ring of %uL bytes "
-                          "with %uL bytes waiting, not size=%uL: a ring is "
-                          "resized by giving it a new path (see README)",
-                          &wmcf->ring_path, ring.capacity,
-                          wa_ring_tail(&ring) - wa_ring_head(&ring),
-                          wmcf->ring_size);
-            wa_ring_close(&ring);
-            return NGX_ERROR;
-        }
-
         /* not fatal: workers answer 503 and retry every second */
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                       "wa_ring \"%V\" is unusable, webhooks and sends will "
