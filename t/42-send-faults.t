@@ -199,10 +199,10 @@ $t->wait_for(sub { mock_got(qr/SLOW_8000 quit/) }, 5, 'the send reached the mock
 my $master = $t->{nginx_pid};
 my $t0 = time;
 kill 'QUIT', $master;
-my $a = bg_answer($qpid, $qout);
+my $quit = bg_answer($qpid, $qout);
 my $took = time - $t0;
-is($a->{status}, 504, 'graceful stop: the send in flight is answered 504');
-is($a->{json}{status}, 'unknown', 'outcome unknown');
+is($quit->{status}, 504, 'graceful stop: the send in flight is answered 504');
+is($quit->{json}{status}, 'unknown', 'outcome unknown');
 ok($took < 4, sprintf('within wa_send_shutdown_timeout, well before a 5 s kill (%.1f s)', $took));
 ok($t->wait_for(sub { !kill 0, $master }, 5, 'nginx exit'), 'and nginx exits');
 delete $t->{nginx_pid};
