@@ -207,13 +207,6 @@ ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl)
 }
 
 
-ngx_uint_t
-ngx_http_wa_curl_active(ngx_http_wa_curl_t *curl)
-{
-    return curl->active;
-}
-
-
 ngx_int_t
 ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     const char *url, const char *authorization, const char *body, size_t len,

@@ -76,9 +76,6 @@ struct ngx_http_wa_xfer_s {
 ngx_http_wa_curl_t *ngx_http_wa_curl_create(ngx_log_t *log);
 void ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl);
 
-/* transfers in flight in this worker */
-ngx_uint_t ngx_http_wa_curl_active(ngx_http_wa_curl_t *curl);
-
 /* start a POST of body (len bytes, copied to x->pool); done() is called
  * once, from the event loop, never from inside this call */
 ngx_int_t ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl,
