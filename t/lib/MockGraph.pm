@@ -9,10 +9,23 @@ package MockGraph;
 #   FAIL_500      500 with a transient error
 #   SLOW_<ms>     wait, then accept
 #   WAMID_<x>     accept as wamid.<x>
+#   DROP_<x>      read and record the request, then close without a word
+#   TRUNC_<x>     200 whose Content-Length is a whole success body, half of
+#                 it sent, then close
+#   HUGE_<x>      200 with a valid JSON body over 300 KB (a long padding
+#                 field before the usual messages array)
+#   BADJSON_<x>   502, Content-Type application/json, body {not json}
+#   CLOSE_AFTER_<x> 200 with a wamid, then close the kept-alive connection
+#                 (the next request on it finds it dead)
 #   anything else 200 with a fresh wamid
 #
 # One process per connection, keep-alive honoured, so slow answers do not
-# hold up others and connection reuse is visible.
+# hold up others and connection reuse is visible: each record names its
+# connection (conn) and its place on it (n, from 1).
+#
+# Behind the TLS + HTTP/2 front (WaTest's world mock) the same words reach
+# this mock through the front's kept-alive HTTP/1.1 upstream connections;
+# see WaTest::start_front for what the client then sees.
 
 use strict;
 use warnings;
@@ -133,14 +146,17 @@ sub connection {
         $n++;
 
         my $rec = { method => $method, path => $path, headers => \%h,
-                    body => $body, conn => $conn, at => time };
+                    body => $body, conn => $conn, n => $n, at => time };
         my $f = sprintf '%s/req-%.6f-%s-%d', $dir, time, $conn, $n;
         open my $fh, '>', "$f.tmp" or die;
         print $fh $json->encode($rec);
         close $fh;
         rename "$f.tmp", $f;
 
-        my ($status, $answer);
+        # no answer at all: the client sees the connection end
+        return if $text =~ /^DROP_/;
+
+        my ($status, $answer, $raw);
         if ($text =~ /^SLOW_(\d+)/) {
             sleep $1 / 1000;
         }
@@ -155,6 +171,8 @@ sub connection {
                 error_data => { messaging_product => 'whatsapp',
                                 details => "mock failure $1" },
                 fbtrace_id => 'AmockTrace' . $1 } });
+        } elsif ($text =~ /^BADJSON_/) {
+            ($status, $raw) = (502, '{not json}');
         } else {
             my $to = $req->{to} // '';
             # WAMID_<x>: the test chooses the id (to send receipts first)
@@ -164,14 +182,30 @@ sub connection {
                 messaging_product => 'whatsapp',
                 contacts => [ { input => $to, wa_id => $to } ],
                 messages => [ { id => $id } ] });
+            if ($text =~ /^HUGE_/) {
+                # the padding first, so a reader must get past 300 KB to
+                # find the messages array
+                my $rest = $json->encode($answer);
+                $rest =~ s/^\{//;
+                $raw = '{"padding":"' . ('x' x (320 * 1024)) . '",' . $rest;
+            }
         }
 
-        my $out = $json->encode($answer);
-        my $reason = { 200 => 'OK', 400 => 'Bad Request', 500 => 'Internal Server Error' }->{$status};
-        print $c "HTTP/1.1 $status $reason\r\nContent-Type: application/json\r\n"
-               . "Content-Length: " . length($out) . "\r\n\r\n$out";
+        my $out = $raw // $json->encode($answer);
+        my $reason = { 200 => 'OK', 400 => 'Bad Request', 500 => 'Internal Server Error',
+                       502 => 'Bad Gateway' }->{$status};
+        my $head = "HTTP/1.1 $status $reason\r\nContent-Type: application/json\r\n"
+                 . "Content-Length: " . length($out) . "\r\n\r\n";
+        if ($text =~ /^TRUNC_/) {
+            # promise the whole body, deliver half, hang up
+            print $c $head . substr($out, 0, int(length($out) / 2));
+            $c->flush;
+            return;
+        }
+        print $c $head . $out;
         $c->flush;
 
+        return if $text =~ /^CLOSE_AFTER_/;
         return if lc($h{connection} // '') eq 'close';
     }
 }
