@@ -5,7 +5,18 @@
  * Why we own the sockets: libcurl may tell us CURL_POLL_REMOVE after it
  * closed a descriptor, whose number nginx may already have reused; opening
  * and closing them ourselves keeps each fd and its nginx connection in
- * step.
+ * step. The one descriptor libcurl opens itself, the threaded resolver's
+ * socketpair, it announces with CURL_POLL_REMOVE before closing it (7.88's
+ * asyn-thread.c): that one we wrap on first sight and release on REMOVE.
+ * Refusing it (-1 from the socket callback) would mark the whole multi
+ * handle dead, and every later transfer of the worker with it.
+ *
+ * A watch timer runs while transfers are in flight: it ends a transfer
+ * that outlived its timeout (libcurl's own timer should have; a stuck one
+ * must not hold a request and its row forever) and, once the worker is
+ * shutting down, one that outlived the shutdown timeout, so a graceful
+ * stop (Debian's systemd unit kills nginx 5 s after it) records an outcome
+ * for every send.
  */
 
 #include "ngx_http_wa_curl.h"
@@ -20,6 +31,16 @@
  * turnover, more would only hold memory after a burst */
 #define NGX_HTTP_WA_CURL_IDLE      32
 
+/* ms between looks at the transfers in flight; grace past a timeout */
+#define NGX_HTTP_WA_CURL_WATCH     250
+#define NGX_HTTP_WA_CURL_GRACE     1000
+
+
+typedef struct {
+    ngx_connection_t    *c;
+    ngx_uint_t           foreign;       /* opened by libcurl, not by us */
+} ngx_http_wa_curl_sock_t;
+
 
 struct ngx_http_wa_curl_s {
     CURLM               *multi;
@@ -29,7 +50,11 @@ struct ngx_http_wa_curl_s {
     ngx_event_t          timer;
     ngx_connection_t     timer_conn;    /* ev->data for debug logs */
 
-    ngx_connection_t   **byfd;          /* our connection of each fd */
+    ngx_event_t          watch;
+    ngx_connection_t     watch_conn;
+    ngx_msec_t           exiting_since; /* 0: not shutting down */
+
+    ngx_http_wa_curl_sock_t  *byfd;     /* the connection of each fd */
     ngx_uint_t           nbyfd;
 
     ngx_queue_t          xfers;         /* in flight */
@@ -61,6 +86,18 @@ static size_t ngx_http_wa_curl_write(char *ptr, size_t size, size_t n,
 static ngx_int_t ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want,
     ngx_int_t type);
 static void ngx_http_wa_curl_release(ngx_http_wa_curl_t *curl, CURL *easy);
+static ngx_int_t ngx_http_wa_curl_byfd(ngx_http_wa_curl_t *curl,
+    ngx_socket_t s);
+static ngx_connection_t *ngx_http_wa_curl_wrap(ngx_http_wa_curl_t *curl,
+    ngx_socket_t s, ngx_uint_t foreign);
+static void ngx_http_wa_curl_unwrap(ngx_http_wa_curl_t *curl,
+    ngx_socket_t s, ngx_uint_t closed);
+static size_t ngx_http_wa_curl_read(char *buf, size_t size, size_t n,
+    void *data);
+static int ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin);
+static void ngx_http_wa_curl_watch_handler(ngx_event_t *ev);
+static void ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl,
+    ngx_http_wa_xfer_t *x, CURLcode result);
 
 
 ngx_http_wa_curl_t *
@@ -112,6 +149,13 @@ ngx_http_wa_curl_create(ngx_log_t *log)
     curl->timer.log = log;
     curl->timer.cancelable = 1;
 
+    /* not cancelable: a worker that shuts down keeps watching its sends */
+    curl->watch_conn.fd = (ngx_socket_t) -1;
+    curl->watch_conn.data = curl;
+    curl->watch.data = &curl->watch_conn;
+    curl->watch.handler = ngx_http_wa_curl_watch_handler;
+    curl->watch.log = log;
+
     return curl;
 }
 
@@ -143,6 +187,10 @@ ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl)
         ngx_del_timer(&curl->timer);
     }
 
+    if (curl->watch.timer_set) {
+        ngx_del_timer(&curl->watch);
+    }
+
     if (curl->multi) {
         curl_multi_cleanup(curl->multi);
     }
@@ -169,7 +217,7 @@ ngx_http_wa_curl_active(ngx_http_wa_curl_t *curl)
 ngx_int_t
 ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     const char *url, const char *authorization, const char *body, size_t len,
-    ngx_msec_t timeout, ngx_msec_t connect_timeout)
+    ngx_http_wa_curl_conf_t *conf)
 {
     CURL                     *easy;
     ngx_uint_t                i;
@@ -178,9 +226,13 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     ngx_http_wa_curl_link_t  *link;
 
     link = ngx_palloc(x->pool, sizeof(ngx_http_wa_curl_link_t));
-    if (link == NULL) {
+    x->req = ngx_pnalloc(x->pool, len);
+
+    if (link == NULL || x->req == NULL) {
         return NGX_ERROR;
     }
+
+    ngx_memcpy(x->req, body, len);
 
     easy = curl->nidle ? curl->idle[--curl->nidle] : curl_easy_init();
     if (easy == NULL) {
@@ -214,19 +266,44 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     x->body_cap = 0;
     x->status = 0;
     x->error[0] = '\0';
+    x->sent = 0;
+    x->aborted = 0;
+    x->exiting = 0;
+    x->req_len = len;
+    x->req_pos = 0;
+    x->start = ngx_current_msec;
+    x->timeout = conf->timeout;
+    x->shutdown_timeout = conf->shutdown_timeout;
 
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) len);
-    curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
+
+    /* the body through a callback, never as POSTFIELDS: see the header */
+    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+    curl_easy_setopt(easy, CURLOPT_READFUNCTION, ngx_http_wa_curl_read);
+    curl_easy_setopt(easy, CURLOPT_READDATA, x);
+    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, ngx_http_wa_curl_seek);
+    curl_easy_setopt(easy, CURLOPT_SEEKDATA, x);
+
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ngx_http_wa_curl_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, x->error);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) timeout);
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) connect_timeout);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) conf->timeout);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long) conf->connect_timeout);
     curl_easy_setopt(easy, CURLOPT_SHARE, curl->share);
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, conf->verify ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, conf->verify ? 2L : 0L);
+
+    if (conf->trusted_certificate.len) {
+        /* NUL-terminated: a configuration argument */
+        curl_easy_setopt(easy, CURLOPT_CAINFO,
+                         (char *) conf->trusted_certificate.data);
+    }
 
     /* waiting to multiplex only pays over TLS (HTTP/2): on plain HTTP every
      * send of a fresh worker would queue behind the first answer */
@@ -240,20 +317,179 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION,
                      ngx_http_wa_curl_close);
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, curl);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, link);
 
     if (curl_multi_add_handle(curl->multi, easy) != CURLM_OK) {
         curl_slist_free_all(h);
+        x->easy = NULL;
+        x->headers = NULL;
         ngx_http_wa_curl_release(curl, easy);
         return NGX_ERROR;
     }
 
     link->xfer = x;
     ngx_queue_insert_tail(&curl->xfers, &link->queue);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, link);
 
     curl->active++;
 
+    if (!curl->watch.timer_set) {
+        ngx_add_timer(&curl->watch, NGX_HTTP_WA_CURL_WATCH);
+    }
+
     return NGX_OK;
+}
+
+
+/* the request body, a piece at a time; once a byte left, it may arrive */
+
+static size_t
+ngx_http_wa_curl_read(char *buf, size_t size, size_t n, void *data)
+{
+    ngx_http_wa_xfer_t *x = data;
+
+    size_t  len;
+
+    len = ngx_min(size * n, x->req_len - x->req_pos);
+
+    ngx_memcpy(buf, x->req + x->req_pos, len);
+    x->req_pos += len;
+
+    if (len) {
+        x->sent = 1;
+    }
+
+    return len;
+}
+
+
+/*
+ * libcurl rewinds the body only to send the request again: after a reused
+ * connection died with no answer, or an HTTP/2 stream was refused. The
+ * provider may have processed the first copy, and the Cloud API has no
+ * idempotency key: refuse, so the transfer ends (CURLE_SEND_FAIL_REWIND)
+ * with its outcome unknown rather than a second WhatsApp message.
+ */
+
+static int
+ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin)
+{
+    ngx_http_wa_xfer_t *x = data;
+
+    if (offset == 0 && origin == SEEK_SET && x->req_pos == 0) {
+        return CURL_SEEKFUNC_OK;
+    }
+
+    return CURL_SEEKFUNC_FAIL;
+}
+
+
+/* a table slot for fd s; NGX_ERROR: out of memory */
+
+static ngx_int_t
+ngx_http_wa_curl_byfd(ngx_http_wa_curl_t *curl, ngx_socket_t s)
+{
+    size_t                    n;
+    ngx_http_wa_curl_sock_t  *byfd;
+
+    if ((ngx_uint_t) s < curl->nbyfd) {
+        return NGX_OK;
+    }
+
+    n = ngx_max((size_t) s + 1, curl->nbyfd * 2);
+    n = ngx_max(n, 64);
+
+    byfd = ngx_alloc(n * sizeof(ngx_http_wa_curl_sock_t), curl->log);
+    if (byfd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(byfd, n * sizeof(ngx_http_wa_curl_sock_t));
+
+    if (curl->byfd) {
+        ngx_memcpy(byfd, curl->byfd,
+                   curl->nbyfd * sizeof(ngx_http_wa_curl_sock_t));
+        ngx_free(curl->byfd);
+    }
+
+    curl->byfd = byfd;
+    curl->nbyfd = n;
+
+    return NGX_OK;
+}
+
+
+/* an nginx connection for fd s; counts against worker_connections, as any
+ * upstream socket does */
+
+static ngx_connection_t *
+ngx_http_wa_curl_wrap(ngx_http_wa_curl_t *curl, ngx_socket_t s,
+    ngx_uint_t foreign)
+{
+    ngx_connection_t  *c;
+
+    if (ngx_http_wa_curl_byfd(curl, s) != NGX_OK) {
+        return NULL;
+    }
+
+    if (curl->byfd[s].c != NULL) {
+        /* the number came back: the descriptor it named is closed, and
+         * closing took it out of epoll */
+        ngx_http_wa_curl_unwrap(curl, s, 1);
+    }
+
+    c = ngx_get_connection(s, curl->log);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->data = curl;
+    c->read->handler = ngx_http_wa_curl_event_handler;
+    c->write->handler = ngx_http_wa_curl_event_handler;
+    c->read->log = curl->log;
+    c->write->log = curl->log;
+
+    curl->byfd[s].c = c;
+    curl->byfd[s].foreign = foreign;
+
+    return c;
+}
+
+
+/* forget fd s's connection; closed: the fd is already gone from epoll */
+
+static void
+ngx_http_wa_curl_unwrap(ngx_http_wa_curl_t *curl, ngx_socket_t s,
+    ngx_uint_t closed)
+{
+    ngx_uint_t         flags;
+    ngx_connection_t  *c;
+
+    c = curl->byfd[s].c;
+    curl->byfd[s].c = NULL;
+    curl->byfd[s].foreign = 0;
+
+    flags = closed ? NGX_CLOSE_EVENT : 0;
+
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, flags);
+    }
+
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    /* as ngx_close_connection: events of this fd still queued in this
+     * loop see it closed */
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
 }
 
 
@@ -263,9 +499,7 @@ ngx_http_wa_curl_open(void *data, curlsocktype purpose,
 {
     ngx_http_wa_curl_t *curl = data;
 
-    size_t              n;
-    ngx_socket_t        s;
-    ngx_connection_t   *c, **byfd;
+    ngx_socket_t  s;
 
     s = ngx_socket(addr->family, addr->socktype, addr->protocol);
     if (s == (ngx_socket_t) -1) {
@@ -274,42 +508,10 @@ ngx_http_wa_curl_open(void *data, curlsocktype purpose,
         return CURL_SOCKET_BAD;
     }
 
-    if ((ngx_uint_t) s >= curl->nbyfd) {
-        n = ngx_max((size_t) s + 1, curl->nbyfd * 2);
-        n = ngx_max(n, 64);
-
-        byfd = ngx_alloc(n * sizeof(ngx_connection_t *), curl->log);
-        if (byfd == NULL) {
-            ngx_close_socket(s);
-            return CURL_SOCKET_BAD;
-        }
-
-        ngx_memzero(byfd, n * sizeof(ngx_connection_t *));
-
-        if (curl->byfd) {
-            ngx_memcpy(byfd, curl->byfd,
-                       curl->nbyfd * sizeof(ngx_connection_t *));
-            ngx_free(curl->byfd);
-        }
-
-        curl->byfd = byfd;
-        curl->nbyfd = n;
-    }
-
-    /* counts against worker_connections, as any upstream socket does */
-    c = ngx_get_connection(s, curl->log);
-    if (c == NULL) {
+    if (ngx_http_wa_curl_wrap(curl, s, 0) == NULL) {
         ngx_close_socket(s);
         return CURL_SOCKET_BAD;
     }
-
-    c->data = curl;
-    c->read->handler = ngx_http_wa_curl_event_handler;
-    c->write->handler = ngx_http_wa_curl_event_handler;
-    c->read->log = curl->log;
-    c->write->log = curl->log;
-
-    curl->byfd[s] = c;
 
     return s;
 }
@@ -320,33 +522,9 @@ ngx_http_wa_curl_close(void *data, curl_socket_t fd)
 {
     ngx_http_wa_curl_t *curl = data;
 
-    ngx_connection_t  *c;
-
-    c = ((ngx_uint_t) fd < curl->nbyfd) ? curl->byfd[fd] : NULL;
-
-    if (c != NULL) {
-        curl->byfd[fd] = NULL;
-
+    if ((ngx_uint_t) fd < curl->nbyfd && curl->byfd[fd].c != NULL) {
         /* the close below drops the fd from epoll: no syscall needed */
-        if (c->read->active) {
-            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->write->active) {
-            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-        }
-
-        if (c->read->posted) {
-            ngx_delete_posted_event(c->read);
-        }
-
-        if (c->write->posted) {
-            ngx_delete_posted_event(c->write);
-        }
-
-        /* events of this fd still queued in this loop see it closed */
-        c->fd = (ngx_socket_t) -1;
-        ngx_free_connection(c);
+        ngx_http_wa_curl_unwrap(curl, fd, 1);
     }
 
     return ngx_close_socket(fd) == -1 ? 1 : 0;
@@ -361,13 +539,35 @@ ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
 
     ngx_connection_t  *c;
 
-    c = ((ngx_uint_t) s < curl->nbyfd) ? curl->byfd[s] : NULL;
+    c = ((ngx_uint_t) s < curl->nbyfd) ? curl->byfd[s].c : NULL;
+
+    if (what == CURL_POLL_REMOVE) {
+        /* ours: watching ends here, the close callback frees it; libcurl's
+         * own (the resolver's): still open, so epoll is told */
+        if (c != NULL) {
+            if (curl->byfd[s].foreign) {
+                ngx_http_wa_curl_unwrap(curl, s, 0);
+
+            } else {
+                (void) ngx_http_wa_curl_event(c->read, 0, NGX_READ_EVENT);
+                (void) ngx_http_wa_curl_event(c->write, 0, NGX_WRITE_EVENT);
+            }
+        }
+
+        return 0;
+    }
 
     if (c == NULL) {
-        /* not opened by us: cannot happen with our open callback */
-        ngx_log_error(NGX_LOG_ALERT, curl->log, 0,
-                      "wa send: libcurl socket %d is unknown", (int) s);
-        return -1;
+        c = ngx_http_wa_curl_wrap(curl, s, 1);
+
+        if (c == NULL) {
+            /* -1 would kill the multi handle and every transfer on it;
+             * this transfer ends by its timeout instead */
+            ngx_log_error(NGX_LOG_ALERT, curl->log, 0,
+                          "wa send: no connection for libcurl's socket %d",
+                          (int) s);
+            return 0;
+        }
     }
 
     /* level-triggered: libcurl need not drain a socket in one call */
@@ -379,7 +579,8 @@ ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
                                   || what == CURL_POLL_INOUT,
                                   NGX_WRITE_EVENT) != NGX_OK)
     {
-        return -1;
+        ngx_log_error(NGX_LOG_ALERT, curl->log, 0,
+                      "wa send: cannot watch libcurl's socket %d", (int) s);
     }
 
     return 0;
@@ -414,7 +615,7 @@ ngx_http_wa_curl_timer(CURLM *multi, long timeout_ms, void *data)
 
     if (timeout_ms >= 0) {
         /* a reload waits for sends in flight (their timer is not
-         * cancelable), bounded by wa_send_timeout; an idle one does not */
+         * cancelable), bounded by the watch; an idle one does not */
         curl->timer.cancelable = curl->active ? 0 : 1;
         ngx_add_timer(&curl->timer, (ngx_msec_t) timeout_ms);
     }
@@ -455,6 +656,124 @@ ngx_http_wa_curl_timer_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * Every NGX_HTTP_WA_CURL_WATCH ms while transfers are in flight: end those
+ * past their timeout (plus grace: libcurl should have ended them) and, once
+ * the worker is shutting down, those past the shutdown timeout.
+ */
+
+static void
+ngx_http_wa_curl_watch_handler(ngx_event_t *ev)
+{
+    ngx_msec_t                end;
+    ngx_queue_t              *q, *next;
+    ngx_http_wa_xfer_t       *x;
+    ngx_http_wa_curl_t       *curl;
+    ngx_http_wa_curl_link_t  *link;
+
+    curl = ((ngx_connection_t *) ev->data)->data;
+
+    if (ngx_exiting && curl->exiting_since == 0) {
+        curl->exiting_since = ngx_current_msec;
+        ngx_log_error(NGX_LOG_NOTICE, curl->log, 0,
+                      "wa send: worker shutting down with %ui provider "
+                      "call(s) in flight", curl->active);
+    }
+
+    for (q = ngx_queue_head(&curl->xfers);
+         q != ngx_queue_sentinel(&curl->xfers);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        link = ngx_queue_data(q, ngx_http_wa_curl_link_t, queue);
+        x = link->xfer;
+
+        if ((ngx_msec_int_t) (ngx_current_msec - x->start)
+            > (ngx_msec_int_t) (x->timeout + NGX_HTTP_WA_CURL_GRACE))
+        {
+            ngx_snprintf((u_char *) x->error, CURL_ERROR_SIZE,
+                         "no answer within wa_send_timeout (ended by the "
+                         "watch, not by libcurl)%Z");
+            ngx_log_error(NGX_LOG_ALERT, curl->log, 0,
+                          "wa send: a provider call outlived its timeout "
+                          "by %M ms, ended", ngx_current_msec - x->start
+                                             - x->timeout);
+            ngx_http_wa_curl_end(curl, x, CURLE_OPERATION_TIMEDOUT);
+            continue;
+        }
+
+        if (curl->exiting_since == 0) {
+            continue;
+        }
+
+        end = ngx_max(curl->exiting_since, x->start) + x->shutdown_timeout;
+
+        if ((ngx_msec_int_t) (ngx_current_msec - end) >= 0) {
+            ngx_snprintf((u_char *) x->error, CURL_ERROR_SIZE,
+                         "nginx is shutting down: no answer within "
+                         "wa_send_shutdown_timeout%Z");
+            ngx_http_wa_curl_end(curl, x, CURLE_OPERATION_TIMEDOUT);
+        }
+    }
+
+    if (curl->active) {
+        ngx_add_timer(&curl->watch, NGX_HTTP_WA_CURL_WATCH);
+    }
+}
+
+
+void
+ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl)
+{
+    ngx_queue_t              *q;
+    ngx_http_wa_xfer_t       *x;
+    ngx_http_wa_curl_link_t  *link;
+
+    while (!ngx_queue_empty(&curl->xfers)) {
+        q = ngx_queue_head(&curl->xfers);
+        link = ngx_queue_data(q, ngx_http_wa_curl_link_t, queue);
+        x = link->xfer;
+
+        x->exiting = 1;
+        ngx_snprintf((u_char *) x->error, CURL_ERROR_SIZE,
+                     "nginx stopped while the provider call was in flight%Z");
+        ngx_http_wa_curl_end(curl, x, CURLE_ABORTED_BY_CALLBACK);
+    }
+}
+
+
+/* end a transfer libcurl has not finished: ours to decide, then done() */
+
+static void
+ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
+    CURLcode result)
+{
+    ngx_http_wa_curl_link_t  *link;
+
+    link = NULL;
+    curl_easy_getinfo(x->easy, CURLINFO_PRIVATE, (char **) &link);
+
+    x->result = result;
+    x->aborted = 1;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+
+    ngx_queue_remove(&link->queue);
+    curl_multi_remove_handle(curl->multi, x->easy);
+    ngx_http_wa_curl_release(curl, x->easy);
+    curl_slist_free_all(x->headers);
+
+    x->easy = NULL;
+    x->headers = NULL;
+    curl->active--;
+
+    if (curl->active == 0 && curl->watch.timer_set) {
+        ngx_del_timer(&curl->watch);
+    }
+
+    x->done(x);
+}
+
+
 /* hand finished transfers to their owners, outside libcurl's callbacks */
 
 static void
@@ -489,6 +808,10 @@ ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
         x->easy = NULL;
         x->headers = NULL;
         curl->active--;
+
+        if (curl->active == 0 && curl->watch.timer_set) {
+            ngx_del_timer(&curl->watch);
+        }
 
         x->done(x);
     }

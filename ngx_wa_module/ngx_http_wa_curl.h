@@ -1,10 +1,19 @@
 /*
  * ngx_http_wa_curl: libcurl's multi interface on nginx's event loop.
  *
- * One CURLM per worker. Sockets are opened and closed by us (libcurl's
- * open/close socket callbacks), each wrapped in an nginx connection whose
- * read/write events are registered level-triggered while libcurl wants
- * them; libcurl's timer is an nginx timer. Nothing here blocks.
+ * One CURLM per worker. The sockets of transfers are opened and closed by
+ * us (libcurl's open/close socket callbacks), each wrapped in an nginx
+ * connection whose read/write events are registered level-triggered while
+ * libcurl wants them; libcurl's timer is an nginx timer. Descriptors that
+ * libcurl opens itself (the threaded resolver's socketpair, on every host
+ * name) are wrapped on first sight and released, not closed, on
+ * CURL_POLL_REMOVE. Nothing here blocks.
+ *
+ * A POST is never sent twice: libcurl re-sends a request by itself when a
+ * reused connection dies before any answer; the body is handed out by a
+ * read callback whose rewind fails once any byte left, so libcurl gives up
+ * instead, and the caller learns the request may have reached the
+ * provider (x->sent).
  */
 
 #ifndef NGX_HTTP_WA_CURL_H
@@ -22,6 +31,16 @@ typedef struct ngx_http_wa_xfer_s  ngx_http_wa_xfer_t;
 typedef void (*ngx_http_wa_xfer_done_pt)(ngx_http_wa_xfer_t *x);
 
 
+/* how a transfer is made: from the location's configuration */
+typedef struct {
+    ngx_msec_t                 timeout;
+    ngx_msec_t                 connect_timeout;
+    ngx_msec_t                 shutdown_timeout;   /* once the worker exits */
+    ngx_str_t                  trusted_certificate; /* "" for the system's */
+    ngx_flag_t                 verify;
+} ngx_http_wa_curl_conf_t;
+
+
 struct ngx_http_wa_xfer_s {
     /* set by the caller */
     ngx_pool_t                *pool;        /* the transfer's own */
@@ -34,11 +53,22 @@ struct ngx_http_wa_xfer_s {
     u_char                    *body;
     size_t                     body_len;
     char                       error[CURL_ERROR_SIZE];
+    unsigned                   sent:1;      /* request bytes left: the
+                                               provider may have it */
+    unsigned                   aborted:1;   /* ended by us, see error */
+    unsigned                   exiting:1;   /* no event loop any more:
+                                               record, answer nobody */
 
     /* private */
     CURL                      *easy;
     struct curl_slist         *headers;
     size_t                     body_cap;
+    u_char                    *req;         /* the request body */
+    size_t                     req_len;
+    size_t                     req_pos;
+    ngx_msec_t                 start;
+    ngx_msec_t                 timeout;
+    ngx_msec_t                 shutdown_timeout;
     ngx_http_wa_curl_t        *curl;
 };
 
@@ -49,11 +79,13 @@ void ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl);
 /* transfers in flight in this worker */
 ngx_uint_t ngx_http_wa_curl_active(ngx_http_wa_curl_t *curl);
 
-/* start a POST; done() is called once, from the event loop, never from
- * inside this call */
+/* start a POST of body (len bytes, copied to x->pool); done() is called
+ * once, from the event loop, never from inside this call */
 ngx_int_t ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
-    const char *body, size_t len, ngx_msec_t timeout,
-    ngx_msec_t connect_timeout);
+    const char *body, size_t len, ngx_http_wa_curl_conf_t *conf);
+
+/* the worker exits now: end every transfer (done() with x->exiting set) */
+void ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl);
 
 #endif /* NGX_HTTP_WA_CURL_H */

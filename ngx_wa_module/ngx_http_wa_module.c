@@ -35,6 +35,20 @@ static ngx_int_t ngx_http_wa_ring_attach(ngx_cycle_t *cycle,
 static void ngx_http_wa_ring_check_handler(ngx_event_t *ev);
 
 
+static char *ngx_http_wa_positive_msec_check(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_wa_readable_file_check(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+/* 0 would mean "wait forever" to libcurl: a send must always end */
+static ngx_conf_post_t  ngx_http_wa_positive_msec =
+    { ngx_http_wa_positive_msec_check };
+
+static ngx_conf_post_t  ngx_http_wa_readable_file =
+    { ngx_http_wa_readable_file_check };
+
+
 static ngx_command_t  ngx_http_wa_commands[] = {
 
     { ngx_string("wa_ring"),
@@ -119,13 +133,34 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_wa_loc_conf_t, send_timeout),
-      NULL },
+      &ngx_http_wa_positive_msec },
 
     { ngx_string("wa_send_connect_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_wa_loc_conf_t, send_connect_timeout),
+      &ngx_http_wa_positive_msec },
+
+    { ngx_string("wa_send_shutdown_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_shutdown_timeout),
+      NULL },
+
+    { ngx_string("wa_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, ssl_trusted_certificate),
+      &ngx_http_wa_readable_file },
+
+    { ngx_string("wa_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, ssl_verify),
       NULL },
 
     { ngx_string("wa_send_concurrency"),
@@ -250,8 +285,10 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
     wlcf->webhook_max_body = NGX_CONF_UNSET_SIZE;
     wlcf->send_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->send_connect_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send_shutdown_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->send_concurrency = NGX_CONF_UNSET_UINT;
     wlcf->send_max_body = NGX_CONF_UNSET_SIZE;
+    wlcf->ssl_verify = NGX_CONF_UNSET;
 
     return wlcf;
 }
@@ -280,8 +317,13 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout, 10000);
     ngx_conf_merge_msec_value(conf->send_connect_timeout,
                               prev->send_connect_timeout, 3000);
+    ngx_conf_merge_msec_value(conf->send_shutdown_timeout,
+                              prev->send_shutdown_timeout, 3000);
     ngx_conf_merge_uint_value(conf->send_concurrency, prev->send_concurrency,
                               256);
+    ngx_conf_merge_str_value(conf->ssl_trusted_certificate,
+                             prev->ssl_trusted_certificate, "");
+    ngx_conf_merge_value(conf->ssl_verify, prev->ssl_verify, 1);
     ngx_conf_merge_size_value(conf->send_max_body, prev->send_max_body,
                               64 * 1024);
 
@@ -336,6 +378,41 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->client_max_body_size = conf->send_max_body;
         clcf->client_body_buffer_size = conf->send_max_body;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_wa_positive_msec_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t *ms = data;
+
+    if (*ms == 0) {
+        return "must be greater than 0";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a CA file libcurl cannot read fails every send: say so at nginx -t */
+
+static char *
+ngx_http_wa_readable_file_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t *path = data;
+
+    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (access((char *) path->data, R_OK) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"wa_ssl_trusted_certificate\": cannot read "
+                           "\"%V\"", path);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -625,6 +702,27 @@ ngx_http_wa_init_module(ngx_cycle_t *cycle)
                      flags, mode, err, sizeof(err))
         != WA_RING_OK)
     {
+        /*
+         * A ring of another size is a configuration error, not an outage:
+         * nginx -t fails and a reload keeps the running configuration,
+         * instead of every webhook and send getting 503 until the file is
+         * gone. The README gives the resize procedure.
+         */
+        if (wa_ring_open(&ring, (char *) wmcf->ring_path.data, 0, 0, mode,
+                         err, sizeof(err))
+            == WA_RING_OK)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "\"wa_ring\" \"%V\" holds a ring of %uL bytes "
+                          "with %uL bytes waiting, not size=%uL: a ring is "
+                          "resized by giving it a new path (see README)",
+                          &wmcf->ring_path, ring.capacity,
+                          wa_ring_tail(&ring) - wa_ring_head(&ring),
+                          wmcf->ring_size);
+            wa_ring_close(&ring);
+            return NGX_ERROR;
+        }
+
         /* not fatal: workers answer 503 and retry every second */
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                       "wa_ring \"%V\" is unusable, webhooks and sends will "

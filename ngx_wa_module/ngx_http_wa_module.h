@@ -61,8 +61,12 @@ typedef struct {
     ngx_str_t                 api_base;
     ngx_msec_t                send_timeout;
     ngx_msec_t                send_connect_timeout;
+    ngx_msec_t                send_shutdown_timeout;
     ngx_uint_t                send_concurrency;
+    ngx_uint_t                send_active;     /* per worker, in flight */
     size_t                    send_max_body;
+    ngx_str_t                 ssl_trusted_certificate;
+    ngx_flag_t                ssl_verify;
 } ngx_http_wa_loc_conf_t;
 
 

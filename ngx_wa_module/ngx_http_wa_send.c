@@ -7,8 +7,14 @@
  *   4. POST to the Cloud API on this worker's libcurl multi handle
  *   5. publish the outcome, answer 200 / 502 / 504
  *
+ * The outcome is "sent" (a wamid), "failed" (the provider refused, or no
+ * byte of the request left: safe to send again) or "unknown" (the request
+ * left and no readable answer came back: the provider may have accepted
+ * it, so nobody must be told to retry).
+ *
  * The transfer owns its memory (its own pool): a client that goes away
- * does not cancel the send, whose outcome is still recorded.
+ * does not cancel the send, whose outcome is still recorded. A worker that
+ * exits records an outcome for every send still in flight.
  */
 
 #include "ngx_http_wa_module.h"
@@ -21,6 +27,9 @@
 #define NGX_HTTP_WA_IDEM_KEEP      86400         /* s an answer is kept */
 #define NGX_HTTP_WA_IDEM_STUCK     3600          /* s before an in-flight
                                                     entry may be evicted */
+#define NGX_HTTP_WA_IDEM_SLACK     5             /* s past a send's longest
+                                                    life: its worker died */
+#define NGX_HTTP_WA_LOCAL_ID_LEN   64
 
 
 /* one client_ref: in flight (status 0) or its answer */
@@ -30,8 +39,10 @@ typedef struct {
     u_short                    key_len;
     u_short                    status;
     u_short                    answer_len;
-    time_t                     time;
+    time_t                     time;         /* first seen */
+    time_t                     deadline;     /* in flight: ended by then */
     ngx_queue_t                queue;
+    char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
     u_char                     data[1];      /* key, then the answer */
 } ngx_http_wa_idem_node_t;
 
@@ -52,22 +63,25 @@ typedef struct {
 typedef struct {
     ngx_http_request_t        *request;      /* NULL once the client left */
     ngx_http_wa_main_conf_t   *wmcf;
+    ngx_http_wa_loc_conf_t    *wlcf;         /* counts its sends */
     ngx_http_wa_xfer_t         xfer;
     ngx_log_t                 *log;
 
     wa_send_req_t              req;
     ngx_str_t                  business;
     ngx_str_t                  idem_key;     /* empty: no client_ref */
-    char                       local_id[64];
+    char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
     ngx_str_t                  answer;
     ngx_uint_t                 status;
     ngx_pool_cleanup_t        *cln;          /* in the request's pool */
+    unsigned                   counted:1;    /* in wlcf->send_active */
 } ngx_http_wa_send_ctx_t;
 
 
-#define NGX_HTTP_WA_IDEM_NEW     0
-#define NGX_HTTP_WA_IDEM_BUSY    1
-#define NGX_HTTP_WA_IDEM_DONE    2
+#define NGX_HTTP_WA_IDEM_NEW          0
+#define NGX_HTTP_WA_IDEM_BUSY         1
+#define NGX_HTTP_WA_IDEM_DONE         2
+#define NGX_HTTP_WA_IDEM_INTERRUPTED  3
 
 
 static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
@@ -84,12 +98,17 @@ static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
 static ngx_int_t ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
 static ngx_int_t ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf,
-    ngx_str_t *key, ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool);
+    ngx_str_t *key, time_t life, char *local_id, ngx_uint_t *status,
+    ngx_str_t *answer, ngx_pool_t *pool);
 static void ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf,
     ngx_str_t *key, ngx_uint_t status, ngx_str_t *answer);
 static ngx_http_wa_idem_node_t *ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem,
     ngx_str_t *key, uint32_t hash);
+static void ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem,
+    ngx_http_wa_idem_node_t *in);
 static void ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
@@ -169,10 +188,13 @@ ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
 }
 
 
+/* the ring is still mapped: every send in flight gets its outcome */
+
 void
 ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 {
     if (wmcf->curl) {
+        ngx_http_wa_curl_abort_all(wmcf->curl);
         ngx_http_wa_curl_destroy(wmcf->curl);
         wmcf->curl = NULL;
     }
@@ -272,6 +294,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_table_elt_t          *h;
     ngx_pool_cleanup_t       *cln;
     ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_curl_conf_t   cc;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
@@ -304,6 +327,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ctx->xfer.data = ctx;
     ctx->xfer.done = ngx_http_wa_send_done;
     ctx->wmcf = wmcf;
+    ctx->wlcf = wlcf;
     ctx->log = ngx_cycle->log;
 
     if (wa_send_parse_request((char *) body, len, &ctx->req, err, sizeof(err))
@@ -321,6 +345,13 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
     ctx->business = ch->business;
 
+    /* unique across workers (pid) and restarts (time) */
+    tp = ngx_timeofday();
+    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%xP-%xi%Z",
+                (uint64_t) tp->sec * 1000 + tp->msec, ngx_pid,
+                ++wmcf->send_seq);
+    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
     /* the same client_ref in the same business is sent once */
 
     if (ctx->req.client_ref[0]) {
@@ -336,8 +367,15 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                                         &ch->business, ctx->req.client_ref)
                             - ctx->idem_key.data;
 
-        rc = ngx_http_wa_idem_begin(wmcf, &ctx->idem_key, &status, &answer,
-                                    r->pool);
+        rc = ngx_http_wa_idem_begin(wmcf, &ctx->idem_key,
+                                    (time_t) ((wlcf->send_timeout
+                                               + wlcf->send_shutdown_timeout)
+                                              / 1000),
+                                    ctx->local_id, &status, &answer, r->pool);
+
+        if (rc == NGX_HTTP_WA_IDEM_INTERRUPTED) {
+            return ngx_http_wa_send_interrupted(r, ctx, status, &answer);
+        }
 
         if (rc == NGX_HTTP_WA_IDEM_BUSY) {
             ngx_http_wa_send_free(ctx);
@@ -360,20 +398,15 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
         }
     }
 
-    if (ngx_http_wa_curl_active(wmcf->curl) >= wlcf->send_concurrency) {
+    /* the location's own limit, in this worker */
+    if (wlcf->send_active >= wlcf->send_concurrency) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "wa send: %ui provider calls in flight "
-                      "(wa_send_concurrency), answering 503",
-                      ngx_http_wa_curl_active(wmcf->curl));
+                      "wa send: %ui provider calls of this location in "
+                      "flight (wa_send_concurrency), answering 503",
+                      wlcf->send_active);
         goto unavailable;
     }
 
-    /* unique across workers (pid) and restarts (time) */
-    tp = ngx_timeofday();
-    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%xP-%xi%Z",
-                (uint64_t) tp->sec * 1000 + tp->msec, ngx_pid,
-                ++wmcf->send_seq);
-    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
 
     /* recorded before sent */
 
@@ -418,15 +451,24 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 &ch->phone_number_id);
     ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
 
+    cc.timeout = wlcf->send_timeout;
+    cc.connect_timeout = wlcf->send_connect_timeout;
+    cc.shutdown_timeout = wlcf->send_shutdown_timeout;
+    cc.trusted_certificate = wlcf->ssl_trusted_certificate;
+    cc.verify = wlcf->ssl_verify;
+
     rc = ngx_http_wa_curl_post(wmcf->curl, &ctx->xfer, (char *) url,
                                (char *) auth, api_body, ngx_strlen(api_body),
-                               wlcf->send_timeout,
-                               wlcf->send_connect_timeout);
+                               &cc);
     free(api_body);
+    api_body = NULL;
 
     if (rc != NGX_OK) {
         goto failed;
     }
+
+    wlcf->send_active++;
+    ctx->counted = 1;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -468,8 +510,11 @@ failed:
                   "wa send %s: could not start the provider call",
                   ctx->local_id);
 
+    free(api_body);
+
     ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
     ctx->xfer.result = CURLE_FAILED_INIT;
+    ctx->xfer.sent = 0;
     ctx->request = r;
     ngx_http_wa_send_done(&ctx->xfer);
 
@@ -482,10 +527,16 @@ failed:
 static void
 ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
 {
+    const char              *verdict;
     wa_send_res_t            res;
     ngx_http_wa_send_ctx_t  *ctx;
 
     ctx = x->data;
+
+    if (ctx->counted) {
+        ctx->wlcf->send_active--;
+        ctx->counted = 0;
+    }
 
     ngx_memzero(&res, sizeof(wa_send_res_t));
 
@@ -493,34 +544,88 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
         wa_send_parse_response(x->status, (char *) x->body, x->body_len,
                                &res);
 
-        if (res.ok) {
-            ctx->status = NGX_HTTP_OK;
-            ngx_http_wa_send_answer(ctx, &res, "sent");
+        verdict = res.ok ? "sent" : (res.unknown ? "unknown" : "failed");
+        ctx->status = res.ok ? NGX_HTTP_OK : NGX_HTTP_BAD_GATEWAY;
 
-        } else {
-            ctx->status = NGX_HTTP_BAD_GATEWAY;
-            ngx_http_wa_send_answer(ctx, &res, "failed");
-        }
-
-    } else if (x->result == CURLE_OPERATION_TIMEDOUT) {
-        /* the provider may have accepted it: unknown, not failed */
+    } else if (!x->sent) {
+        /* no byte of the request left: it was not sent, it may be again */
         ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
-                     "provider timed out: %s%Z", x->error);
-        res.retryable = 1;
-        ctx->status = NGX_HTTP_GATEWAY_TIME_OUT;
-        ngx_http_wa_send_answer(ctx, &res, "unknown");
-
-    } else {
-        /* no connection, no request: nothing was sent */
-        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
-                     "provider unreachable: %s%Z",
+                     "%s before the request was sent: %s%Z",
+                     x->result == CURLE_OPERATION_TIMEDOUT
+                     ? "provider timed out" : "provider unreachable",
                      x->error[0] ? x->error : curl_easy_strerror(x->result));
         res.retryable = 1;
-        ctx->status = NGX_HTTP_BAD_GATEWAY;
-        ngx_http_wa_send_answer(ctx, &res, "failed");
+        verdict = "failed";
+        ctx->status = (x->result == CURLE_OPERATION_TIMEDOUT)
+                      ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+
+    } else {
+        /*
+         * The request left and no whole answer came back: a timeout, a
+         * connection dropped, an answer cut short or too big, a re-send
+         * refused. The provider may have accepted it: unknown, and not to
+         * be retried (a receipt will tell, by biz_opaque_callback_data).
+         */
+        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
+                     "%s after the request was sent, outcome unknown: %s%Z",
+                     x->result == CURLE_OPERATION_TIMEDOUT
+                     ? "provider timed out" : "no answer",
+                     x->error[0] ? x->error : curl_easy_strerror(x->result));
+        res.retryable = 0;
+        verdict = "unknown";
+        ctx->status = (x->result == CURLE_OPERATION_TIMEDOUT)
+                      ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
     }
 
+    if (x->aborted || x->exiting) {
+        ngx_log_error(NGX_LOG_WARN, ctx->log, 0,
+                      "wa send %s: %s, recorded as %s", ctx->local_id,
+                      x->error, verdict);
+    }
+
+    ngx_http_wa_send_answer(ctx, &res, verdict);
     ngx_http_wa_send_finish(ctx);
+}
+
+
+/*
+ * The send that held this client_ref outlived its longest possible life:
+ * its worker died mid-call. It may have reached WhatsApp, so it is not
+ * sent again; its row gets the outcome "unknown" instead of staying
+ * pending, and the caller an answer it can act on instead of 409 forever.
+ */
+
+static ngx_int_t
+ngx_http_wa_send_interrupted(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer)
+{
+    wa_record_t  rec;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "wa send %s: the send of this client_ref was interrupted "
+                  "(its worker exited mid-call), recorded as unknown",
+                  ctx->local_id);
+
+    ngx_memzero(&rec, sizeof(wa_record_t));
+    rec.type = WA_REC_OUT_RESULT;
+
+    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
+    rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
+    rec.f[WA_F_BUSINESS].len = ctx->business.len;
+    wa_record_set(&rec, WA_F_STATUS, "unknown");
+    wa_record_set(&rec, WA_F_ERROR_TITLE, "interrupted: the nginx worker "
+                  "exited while the provider call was in flight");
+    wa_record_set(&rec, WA_F_RETRYABLE, "0");
+
+    if (ngx_http_wa_ring_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "wa send %s: outcome \"unknown\" not recorded: ring "
+                      "refused it", ctx->local_id);
+    }
+
+    ngx_http_wa_send_free(ctx);
+
+    return ngx_http_wa_send_json(r, status, answer->data, answer->len);
 }
 
 
@@ -609,8 +714,8 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                                    ngx_strlen(res->fbtrace_id));
     p = ngx_sprintf(p, "\",\"http_status\":%l", x->status);
 
-    /* the provider's own body, when it is JSON */
-    if (x->body_len && x->body[0] == '{' && x->body[x->body_len - 1] == '}') {
+    /* the provider's own body, when it is a whole JSON object */
+    if (res->json) {
         p = ngx_sprintf(p, ",\"provider\":");
         p = ngx_cpymem(p, x->body, x->body_len);
     }
@@ -635,6 +740,12 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 
     r = ctx->request;
 
+    /* the worker exits: its requests go with it, unanswered */
+    if (ctx->xfer.exiting) {
+        ngx_http_wa_send_free(ctx);
+        return;
+    }
+
     if (r == NULL) {
         ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
                       "wa send %s: finished after its client left",
@@ -649,7 +760,10 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
      * writing. The answer is copied to the request's pool for the same
      * reason: a slow client's socket may take it after ctx is gone.
      */
-    ctx->cln->handler = NULL;
+    if (ctx->cln) {
+        ctx->cln->handler = NULL;
+    }
+
     ctx->request = NULL;
     c = r->connection;
 
@@ -762,18 +876,25 @@ ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * NEW (an in-flight entry is now held for key), BUSY (another request
- * holds it), DONE (status and answer copied into pool), or NGX_ERROR (the
- * zone is full of entries too young to evict).
+ * NEW (an in-flight entry now holds key, named local_id), BUSY (a live
+ * send holds it), DONE (status and answer copied into pool),
+ * INTERRUPTED (the send that held it outlived its life, so its worker
+ * died: local_id becomes that send's, status and answer say "unknown" and
+ * are kept for the next calls), or NGX_ERROR (the zone is full of entries
+ * too young to evict). An answer is kept NGX_HTTP_WA_IDEM_KEEP seconds
+ * from the first call, whatever the calls since.
  */
 
 static ngx_int_t
 ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool)
+    time_t life, char *local_id, ngx_uint_t *status, ngx_str_t *answer,
+    ngx_pool_t *pool)
 {
+    u_char                   *p;
     size_t                    size;
     time_t                    now;
     uint32_t                  hash;
+    ngx_int_t                 rc;
     ngx_uint_t                tries;
     ngx_queue_t              *q;
     ngx_rbtree_node_t        *node;
@@ -788,13 +909,36 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
 
     in = ngx_http_wa_idem_find(idem, key, hash);
 
+    if (in != NULL && now - in->time >= NGX_HTTP_WA_IDEM_KEEP) {
+        ngx_http_wa_idem_delete(idem, in);
+        in = NULL;
+    }
+
     if (in != NULL) {
         ngx_queue_remove(&in->queue);
         ngx_queue_insert_head(&idem->sh->queue, &in->queue);
 
-        if (in->status == 0) {
+        if (in->status == 0 && now <= in->deadline) {
             ngx_shmtx_unlock(&idem->shpool->mutex);
             return NGX_HTTP_WA_IDEM_BUSY;
+        }
+
+        rc = NGX_HTTP_WA_IDEM_DONE;
+
+        if (in->status == 0) {
+            rc = NGX_HTTP_WA_IDEM_INTERRUPTED;
+
+            p = in->data + in->key_len;
+            p = ngx_snprintf(p, NGX_HTTP_WA_IDEM_ANSWER,
+                    "{\"id\":\"%s\",\"status\":\"unknown\",\"lead_id\":null,"
+                    "\"retryable\":false,\"error\":{\"code\":null,"
+                    "\"title\":\"interrupted: the nginx worker exited while "
+                    "the provider call was in flight; it may have reached "
+                    "WhatsApp, so it is not sent again\"}}", in->local_id);
+
+            in->status = NGX_HTTP_GATEWAY_TIME_OUT;
+            in->answer_len = (u_short) (p - (in->data + in->key_len));
+            ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
         }
 
         *status = in->status;
@@ -807,7 +951,7 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
 
         ngx_shmtx_unlock(&idem->shpool->mutex);
 
-        return answer->data ? NGX_HTTP_WA_IDEM_DONE : NGX_ERROR;
+        return answer->data ? rc : NGX_ERROR;
     }
 
     size = offsetof(ngx_rbtree_node_t, color)
@@ -832,12 +976,7 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
             break;
         }
 
-        ngx_queue_remove(q);
-        node = (ngx_rbtree_node_t *)
-                   ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
-        ngx_rbtree_delete(&idem->sh->rbtree, node);
-        ngx_slab_free_locked(idem->shpool, node);
-        node = NULL;
+        ngx_http_wa_idem_delete(idem, in);
     }
 
     if (node == NULL) {
@@ -854,6 +993,8 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
     in->status = 0;
     in->answer_len = 0;
     in->time = now;
+    in->deadline = now + life + NGX_HTTP_WA_IDEM_SLACK;
+    ngx_memcpy(in->local_id, local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
     ngx_memcpy(in->data, key->data, key->len);
 
     ngx_rbtree_insert(&idem->sh->rbtree, node);
@@ -865,6 +1006,21 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
 }
 
 
+/* under the zone's lock */
+
+static void
+ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem, ngx_http_wa_idem_node_t *in)
+{
+    ngx_rbtree_node_t  *node;
+
+    ngx_queue_remove(&in->queue);
+    node = (ngx_rbtree_node_t *)
+               ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
+    ngx_rbtree_delete(&idem->sh->rbtree, node);
+    ngx_slab_free_locked(idem->shpool, node);
+}
+
+
 /* status 0: forget the key (nothing was sent); else keep the answer */
 
 static void
@@ -872,7 +1028,6 @@ ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
     ngx_uint_t status, ngx_str_t *answer)
 {
     uint32_t                  hash;
-    ngx_rbtree_node_t        *node;
     ngx_http_wa_idem_t       *idem;
     ngx_http_wa_idem_node_t  *in;
     static u_char             brief[] = "{\"error\":\"client_ref: already "
@@ -888,11 +1043,7 @@ ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
 
     if (in != NULL) {
         if (status == 0) {
-            ngx_queue_remove(&in->queue);
-            node = (ngx_rbtree_node_t *)
-                       ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
-            ngx_rbtree_delete(&idem->sh->rbtree, node);
-            ngx_slab_free_locked(idem->shpool, node);
+            ngx_http_wa_idem_delete(idem, in);
 
         } else if (answer->len && answer->len <= NGX_HTTP_WA_IDEM_ANSWER) {
             in->status = (u_short) status;

@@ -292,6 +292,7 @@ wa_send_parse_response(long status, const char *body, size_t len,
     memset(res, 0, sizeof(wa_send_res_t));
 
     root = cJSON_ParseWithLength(body, len);
+    res->json = cJSON_IsObject(root);
 
     if (status >= 200 && status < 300) {
         msgs = root ? cJSON_GetObjectItemCaseSensitive(root, "messages")
@@ -307,9 +308,11 @@ wa_send_parse_response(long status, const char *body, size_t len,
             return;
         }
 
-        /* a 2xx without a message id is not an acceptance we can record */
+        /* a 2xx without a message id is not an acceptance we can record,
+         * nor a refusal: the message may well be on its way */
         snprintf(res->error_title, sizeof(res->error_title),
                  "provider answered %ld without a message id", status);
+        res->unknown = 1;
         res->retryable = 0;
         cJSON_Delete(root);
         return;

@@ -33,7 +33,9 @@ typedef struct {
 
 typedef struct {
     int    ok;                   /* the provider accepted the message */
+    int    unknown;              /* a 2xx we cannot read: it may have */
     int    retryable;            /* for failures */
+    int    json;                 /* the answer is a JSON object */
     char   wamid[160];
     char   error_code[16];
     char   error_title[256];
