@@ -43,6 +43,14 @@ my $world_locations = !$world ? '' : do {
             wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
             wa_send_timeout 3s;
         }
+        location /send_no_verify {
+            wa_send;
+            wa_api_base ${\ $mock->url };
+            wa_ssl_trusted_certificate $other->{ca};
+            wa_ssl_verify off;
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_timeout 3s;
+        }
 EOF
 };
 $t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations
@@ -331,6 +339,10 @@ if ($world) {
     is(scalar(grep { $_->{body} =~ /wrong CA/ } $mock->requests), 0,
        'the mock received nothing');
     is(mock_count() - $before, 1, 'only the send by a known name reached it');
+
+    # wa_ssl_verify off: the same untrusted certificate is accepted
+    $r = $t->send_message({ to => $phone, text => 'no verify' }, path => '/send_no_verify');
+    is($r->{status}, 200, 'wa_ssl_verify off: the untrusted certificate is accepted');
     is_deeply([ $t->worker_pids ], \@w, 'still the same worker');
 }
 
