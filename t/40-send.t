@@ -1,5 +1,10 @@
 #!/usr/bin/perl
 # The send path: recorded before sent, outcome recorded, never blocking.
+#
+# Against the plain mock (http://127.0.0.1:PORT) by default; with
+# WA_SEND_WORLD=1 (t/41-send-world.t) against the mock reached the way
+# Meta is: a host name resolved by libcurl's threaded resolver, TLS with
+# certificate verification, HTTP/2 (see WaTest::start_mock).
 
 use strict;
 use warnings;
@@ -14,18 +19,51 @@ use WaPayload qw(body value message status);
 my $t = WaTest->new;
 $t->start_pg;
 $t->migrate;
-my $mock = $t->start_mock;
-my $url = $mock->url;
-$t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations . <<EOF);
+my $world = $ENV{WA_SEND_WORLD};
+my $mock = $t->start_mock(world => $world);
+# wa_api_base, and on the world path the CA to trust
+my $api = $mock->api_conf;
+my $world_locations = !$world ? '' : do {
+    # a name nss_wrapper does not know, and a CA that did not sign the
+    # front's certificate
+    (my $nowhere = $mock->url) =~ s/^https:\/\/graph\./https:\/\/nowhere./;
+    my $other = $t->make_ca('other');
+    <<EOF;
+        location /send_nowhere {
+            wa_send;
+            wa_api_base $nowhere;
+            wa_ssl_trusted_certificate ${\ $mock->ca };
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_timeout 3s;
+        }
+        location /send_wrong_ca {
+            wa_send;
+            wa_api_base ${\ $mock->url };
+            wa_ssl_trusted_certificate $other->{ca};
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_timeout 3s;
+        }
+        location /send_no_verify {
+            wa_send;
+            wa_api_base ${\ $mock->url };
+            wa_ssl_trusted_certificate $other->{ca};
+            wa_ssl_verify off;
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_timeout 3s;
+        }
+EOF
+};
+$t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations
+                . $world_locations . <<EOF);
         location /send2 {
             wa_send;
-            wa_api_base $url;
+            $api
             wa_channel 111111111 business=2 token=T2;
             wa_channel 222222222 business=3 token=T3;
         }
         location /send_narrow {
             wa_send;
-            wa_api_base $url;
+            $api
             wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
             wa_send_concurrency 2;
         }
@@ -151,9 +189,16 @@ for (1 .. 10) {
 }
 my @reqs = $mock->requests;
 splice @reqs, 0, scalar @before_reqs;
-$conns{ $_->{conn} }++ for @reqs;
+# on the world path the mock's own connections are the front's upstream
+# ones: the module's connections are the front's client connections
+$conns{ $world ? $_->{headers}{'x-front-conn'} : $_->{conn} }++ for @reqs;
 is(scalar @reqs, 10, '10 sends, 10 provider requests');
 ok(keys %conns <= 2, 'over ' . scalar(keys %conns) . ' kept-alive connection(s)');
+if ($world) {
+    my @h2 = grep { ($_->{headers}{'x-front-proto'} // '') eq 'HTTP/2.0' } $mock->requests;
+    is(scalar @h2, scalar(my @all = $mock->requests),
+       'every request so far reached the provider over HTTP/2');
+}
 
 # ---- several channels: the request names one --------------------------------
 
@@ -256,6 +301,50 @@ sleep 0.3;
 is(mock_count() - $before, 0, 'no bad request reached the provider');
 is($t->sql_value('SELECT count(*) FROM whatsapp_message'), $rows_before,
    'no bad request was recorded');
+
+# ---- the world path: resolver and certificate failures ------------------------
+
+if ($world) {
+    my @w = $t->worker_pids;
+    $before = mock_count();
+
+    # a host name nss_wrapper does not know: libcurl's resolver thread
+    # fails, the send fails at once, the worker lives on
+    my $t0 = time;
+    $r = $t->send_message({ to => $phone, text => 'to nowhere' }, path => '/send_nowhere');
+    my $took = time - $t0;
+    is($r->{status}, 502, 'unknown host name: 502');
+    ok($took < 3, sprintf 'and fast (%.2f s), not a wait for the timeout', $took);
+    like($r->{json}{error}{title} // '', qr/resolve/i, 'the error says the name did not resolve')
+        or diag($r->{content});
+    $row = $r->{json}{id} ? row($r->{json}{id}) : {};
+    is($row->{status}, 'failed', 'row failed');
+    like($row->{error_title} // '', qr/resolve/i, 'row error says so too');
+
+    # the same worker still sends, by a name it knows
+    $r = $t->send_message({ to => $phone, text => 'after nowhere' });
+    is($r->{status}, 200, 'the next send goes out');
+    is_deeply([ $t->worker_pids ], \@w, 'by the same worker: nothing crashed');
+
+    # a CA that did not sign the front's certificate: verification fails
+    # before any byte of the request leaves
+    $r = $t->send_message({ to => $phone, text => 'wrong CA' }, path => '/send_wrong_ca');
+    is($r->{status}, 502, 'certificate from an untrusted CA: 502');
+    like($r->{json}{error}{title} // '', qr/certificate/i,
+         'the error says certificate verification failed') or diag($r->{content});
+    $row = $r->{json}{id} ? row($r->{json}{id}) : {};
+    is($row->{status}, 'failed', 'row failed');
+    like($row->{error_title} // '', qr/certificate/i, 'row error names the certificate');
+    sleep 0.3;
+    is(scalar(grep { $_->{body} =~ /wrong CA/ } $mock->requests), 0,
+       'the mock received nothing');
+    is(mock_count() - $before, 1, 'only the send by a known name reached it');
+
+    # wa_ssl_verify off: the same untrusted certificate is accepted
+    $r = $t->send_message({ to => $phone, text => 'no verify' }, path => '/send_no_verify');
+    is($r->{status}, 200, 'wa_ssl_verify off: the untrusted certificate is accepted');
+    is_deeply([ $t->worker_pids ], \@w, 'still the same worker');
+}
 
 # ---- a slow provider does not delay webhooks on the same worker ----------------
 

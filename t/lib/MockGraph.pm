@@ -59,7 +59,19 @@ sub start {
 }
 
 sub port { $_[0]{port} }
-sub url  { "http://127.0.0.1:$_[0]{port}" }
+# the world-like mock (WaTest::start_mock(world => 1)) sets url and ca
+sub url  { $_[0]{url} // "http://127.0.0.1:$_[0]{port}" }
+sub plain_url { "http://127.0.0.1:$_[0]{port}" }
+sub ca   { $_[0]{ca} }
+sub world { defined $_[0]{ca} }
+
+# the directives a send location needs to reach this mock: wa_api_base,
+# and on the world path the CA to trust
+sub api_conf {
+    my ($self) = @_;
+    return "wa_api_base ${\ $self->url };\n"
+         . ($self->{ca} ? "            wa_ssl_trusted_certificate $self->{ca};\n" : '');
+}
 
 sub requests {
     my ($self) = @_;

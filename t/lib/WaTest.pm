@@ -30,6 +30,8 @@ our @NGINX = ('/usr/sbin/nginx');
           "ASAN_OPTIONS=detect_leaks=0:log_path=$ENV{WA_SAN_REPORTS}/asan",
           @NGINX) if $ENV{WA_PRELOAD};
 our $PGBIN = '/usr/lib/postgresql/15/bin';
+# the made-up host name the world-like mock answers on (start_mock(world => 1))
+our $WORLD_HOST = 'graph.wa-mock.test';
 our $SECRET = 'test-app-secret';
 our $VERIFY = 'test-verify-token';
 our $TOKEN = 'TEST-TOKEN-do-not-log';
@@ -238,6 +240,10 @@ sub nginx_conf {
     my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
     my $level = $o{log_level} // 'info';
     my $main = $o{main} // '';
+    # nginx gives its workers an empty environment but for TZ and what
+    # `env` names: nss_wrapper reads its variables at lookup time, in the
+    # worker's resolver thread, so they must survive into the workers
+    $main .= join '', map { "\nenv $_;" } sort keys %{ $self->{nss_env} // {} };
     my $conns = $o{worker_connections} // 1024;
 
     return <<EOF;
@@ -265,21 +271,223 @@ http {
 EOF
 }
 
+# The mock Cloud API. Plain: HTTP/1.1 on http://127.0.0.1:PORT. With
+# world => 1, reached the way Meta is: by host name ($WORLD_HOST, resolved
+# by nss_wrapper in the nginx under test only), over TLS with a certificate
+# from a test CA, over HTTP/2, through a separate nginx front that proxies
+# to the same Perl mock. Either way ->requests lists what the mock got;
+# ->url is what wa_api_base takes and ->api_conf the directives a send
+# location needs (wa_api_base, and on the world path the CA to trust).
 sub start_mock {
-    my ($self) = @_;
+    my ($self, %o) = @_;
     require MockGraph;
-    $self->{mock} = MockGraph->start(dir => "$self->{dir}/mock");
-    return $self->{mock};
+    my $mock = MockGraph->start(dir => "$self->{dir}/mock");
+    $self->{mock} = $mock;
+    return $mock unless $o{world};
+
+    $self->{world} = 1;
+    my $tls = $self->make_ca('ca', $WORLD_HOST);
+    $self->setup_nss_wrapper;
+    my $port = $self->start_front($tls, $mock->port);
+    $mock->{url} = "https://$WORLD_HOST:$port";
+    $mock->{ca} = $tls->{ca};
+    $mock->{front_port} = $port;
+    $mock->{front_log} = "$self->{dir}/front/error.log";
+    return $mock;
 }
 
 sub mock { $_[0]{mock} }
+sub world { $_[0]{world} }
+
+# a fresh test CA under tls/NAME/ (ca.pem, ca.key) and, given host names,
+# a server key and certificate for them (server.key, server.pem) signed by
+# it with the names as DNS subjectAltNames; returns the paths. EC P-256
+# keys: a few ms each, so make test does not notice.
+sub make_ca {
+    my ($self, $name, @hosts) = @_;
+    my $d = "$self->{dir}/tls/$name";
+    system('mkdir', '-p', $d) == 0 or die "mkdir $d";
+    my %f = (dir => $d, ca => "$d/ca.pem", ca_key => "$d/ca.key");
+
+    spew("$d/ca.cnf", <<EOF);
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = ngx_wa test CA $name
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+EOF
+    my @ec = ('-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes');
+    my ($rc, $out) = $self->run_quiet('openssl', 'req', '-x509', @ec,
+        '-config', "$d/ca.cnf", '-keyout', $f{ca_key}, '-out', $f{ca},
+        '-days', '30');
+    die "openssl: the test CA: $out" if $rc;
+    chmod 0755, "$self->{dir}/tls", $d;
+    chmod 0644, $f{ca};
+    return \%f unless @hosts;
+
+    spew("$d/server.cnf", <<EOF);
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = $hosts[0]
+EOF
+    spew("$d/server.ext", join("\n",
+        'basicConstraints = CA:FALSE',
+        'keyUsage = critical,digitalSignature,keyEncipherment',
+        'extendedKeyUsage = serverAuth',
+        'subjectKeyIdentifier = hash',
+        'authorityKeyIdentifier = keyid',
+        'subjectAltName = ' . join(',', map { "DNS:$_" } @hosts), ''));
+    @f{qw(key csr cert)} = ("$d/server.key", "$d/server.csr", "$d/server.pem");
+    ($rc, $out) = $self->run_quiet('openssl', 'req', '-new', @ec,
+        '-config', "$d/server.cnf", '-keyout', $f{key}, '-out', $f{csr});
+    die "openssl: the server key and CSR: $out" if $rc;
+    ($rc, $out) = $self->run_quiet('openssl', 'x509', '-req', '-in', $f{csr},
+        '-CA', $f{ca}, '-CAkey', $f{ca_key}, '-CAcreateserial',
+        '-extfile', "$d/server.ext", '-out', $f{cert}, '-days', '30');
+    die "openssl: signing the server certificate: $out" if $rc;
+    return \%f;
+}
+
+# where Debian's libnss-wrapper put its library
+sub nss_wrapper_lib {
+    my @l = grep { m{/libnss_wrapper\.so$} } split /\n/, `dpkg -L libnss-wrapper 2>/dev/null`;
+    @l = glob('/usr/lib/*/libnss_wrapper.so') unless @l;
+    return $l[0] // die "libnss_wrapper.so not found: make deps (libnss-wrapper)\n";
+}
+
+# the names the nginx under test may resolve, and the environment that
+# makes it resolve them through nss_wrapper: only hosts of our own (a name
+# not in the file does not resolve at all), passwd and group copied from
+# the system's so `user nobody nogroup` still works
+sub setup_nss_wrapper {
+    my ($self, %hosts) = @_;
+    my $d = "$self->{dir}/nss";
+    mkdir $d;
+    chmod 0755, $d;
+    %hosts = ($WORLD_HOST => '127.0.0.1') unless %hosts;
+    spew("$d/hosts", join('', map { "$hosts{$_} $_\n" } sort keys %hosts));
+    system('cp', '/etc/passwd', "$d/passwd") == 0 or die 'cp passwd';
+    system('cp', '/etc/group', "$d/group") == 0 or die 'cp group';
+    chmod 0644, map { "$d/$_" } qw(hosts passwd group);
+    $self->{nss_env} = {
+        NSS_WRAPPER_HOSTS  => "$d/hosts",
+        NSS_WRAPPER_PASSWD => "$d/passwd",
+        NSS_WRAPPER_GROUP  => "$d/group",
+    };
+    $self->{nss_lib} = nss_wrapper_lib();
+}
+
+# the command line that starts the nginx under test: the sanitizer runtime
+# first when make test-asan asks for it, then nss_wrapper on the world path
+sub nginx_cmd {
+    my ($self) = @_;
+    return @NGINX unless $self->{nss_env};
+    my $e = $self->{nss_env};
+    my @pre = (grep({ $_ } $ENV{WA_PRELOAD}), $self->{nss_lib});
+    return ('env', 'LD_PRELOAD=' . join(':', @pre),
+            $ENV{WA_PRELOAD}
+                ? "ASAN_OPTIONS=detect_leaks=0:log_path=$ENV{WA_SAN_REPORTS}/asan" : (),
+            map({ "$_=$e->{$_}" } sort keys %$e), '/usr/sbin/nginx');
+}
+
+# The TLS + HTTP/2 front: a separate nginx (not the one under test: its own
+# conf, pid and logs under front/, no module, no nss_wrapper) on its own
+# port with the server certificate, proxying to the Perl mock over kept-
+# alive HTTP/1.1. X-Front-Conn and X-Front-Proto tell the mock which
+# client connection, and which protocol, carried each request.
+#
+# What a client sees of the mock's answers through it: DROP_ (the mock
+# hangs up) becomes a reset stream (444 on the front's own 502), TRUNC_ a
+# stream reset after half the body, BADJSON_ and the rest pass through;
+# CLOSE_AFTER_ closes only the front's upstream connection, the client's
+# HTTP/2 connection stays up.
+sub front_conf {
+    my ($self, $tls, $port, $mock_port) = @_;
+    my $d = "$self->{dir}/front";
+    my $user = $self->{root} ? 'user nobody nogroup;' : '';
+    return <<EOF;
+$user
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log $d/access.log;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    client_max_body_size 10m;
+
+    upstream mock_graph {
+        server 127.0.0.1:$mock_port;
+        keepalive 32;
+    }
+
+    server {
+        listen 127.0.0.1:$port ssl http2;
+        server_name $WORLD_HOST;
+        ssl_certificate $tls->{cert};
+        ssl_certificate_key $tls->{key};
+        keepalive_timeout 300s;
+        keepalive_requests 100000;
+
+        location / {
+            proxy_pass http://mock_graph;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Front-Conn \$connection;
+            proxy_set_header X-Front-Proto \$server_protocol;
+            proxy_read_timeout 60s;
+            # the mock hung up without answering: hang up on the client
+            # too (a reset stream), not a 502 page the mock never sent
+            error_page 502 = \@drop;
+        }
+        location \@drop { return 444; }
+    }
+}
+EOF
+}
+
+sub start_front {
+    my ($self, $tls, $mock_port) = @_;
+    my $d = "$self->{dir}/front";
+    mkdir $d;
+    my $port = free_port();
+    spew("$d/nginx.conf", $self->front_conf($tls, $port, $mock_port));
+    my ($rc, $out) = $self->run_quiet('/usr/sbin/nginx', '-p', $d, '-c', "$d/nginx.conf");
+    die "front nginx failed to start: $out" . slurp("$d/error.log") if $rc;
+    $self->wait_for(sub { -s "$d/nginx.pid" }, 10, 'front nginx pid')
+        or die "no front nginx pid file";
+    $self->{front_pid} = 0 + slurp("$d/nginx.pid");
+    $self->wait_for(sub {
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port")
+    }, 10, 'front nginx port') or die "front nginx does not listen";
+    return $port;
+}
+
+sub stop_front {
+    my ($self) = @_;
+    my $pid = delete $self->{front_pid} or return;
+    kill 'QUIT', $pid;
+    $self->wait_for(sub { !kill 0, $pid }, 10, 'front nginx exit') or kill 'KILL', $pid;
+}
 
 sub default_locations {
     my ($self) = @_;
     my $send = !$self->{mock} ? '' : <<EOF;
         location /send {
             wa_send;
-            wa_api_base ${\ $self->{mock}->url };
+            ${\ $self->{mock}->api_conf }
             wa_channel $PHONE_ID business=1 token=$TOKEN;
             wa_send_timeout 3s;
         }
@@ -301,7 +509,7 @@ sub start_nginx {
     my $conf = "$self->{dir}/nginx.conf";
     spew($conf, $self->nginx_conf(%o));
 
-    my ($rc, $out) = $self->run_quiet(@NGINX, '-p', $self->{dir},
+    my ($rc, $out) = $self->run_quiet($self->nginx_cmd, '-p', $self->{dir},
                                       '-c', $conf);
     die "nginx failed to start: $out" . $self->error_log if $rc;
 
@@ -343,7 +551,7 @@ sub nginx_t {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/test.conf";
     spew($conf, $o{raw} // $self->nginx_conf(%o));
-    return $self->run_quiet(@NGINX, '-t', '-p', $self->{dir},
+    return $self->run_quiet($self->nginx_cmd, '-t', '-p', $self->{dir},
                             '-c', $conf);
 }
 
@@ -420,11 +628,14 @@ sub teardown {
     if (!Test::More->builder->is_passing) {
         diag("--- nginx error.log (tail) ---\n" . tail($self->error_log, 30));
         diag("--- writer.log (tail) ---\n" . tail($self->writer_log, 30));
+        diag("--- front nginx error.log (tail) ---\n"
+             . tail(slurp("$self->{dir}/front/error.log"), 15)) if $self->{front_pid};
     }
 
     $self->stop_nginx;
     $self->stop_writer;
     $self->save_sanitizer_reports;
+    $self->stop_front;
     $self->{mock}->stop if $self->{mock};
     $self->stop_pg('immediate');
 
