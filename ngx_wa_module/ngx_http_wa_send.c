@@ -35,10 +35,14 @@
 /* one client_ref: in flight (status 0) or its answer */
 typedef struct {
     u_char                     color;
-    u_char                     pad;
+    u_char                     verdict;      /* of the answer: 's'ent,
+                                                'u'nknown, 'f'ailed */
     u_short                    key_len;
     u_short                    status;
+    u_short                    prev_status;  /* a new attempt's, until it
+                                                starts */
     u_short                    answer_len;
+    u_short                    attempts;
     time_t                     time;         /* first seen */
     time_t                     deadline;     /* in flight: ended by then */
     ngx_queue_t                queue;
@@ -74,6 +78,9 @@ typedef struct {
     ngx_str_t                  answer;
     ngx_uint_t                 status;
     ngx_pool_cleanup_t        *cln;          /* in the request's pool */
+    ngx_uint_t                 attempt;      /* of this local id, from 1 */
+    char                       attempt_text[NGX_INT_T_LEN + 1];
+    u_char                     verdict;      /* 's', 'u' or 'f' */
     unsigned                   counted:1;    /* in wlcf->send_active */
 } ngx_http_wa_send_ctx_t;
 
@@ -82,6 +89,7 @@ typedef struct {
 #define NGX_HTTP_WA_IDEM_BUSY         1
 #define NGX_HTTP_WA_IDEM_DONE         2
 #define NGX_HTTP_WA_IDEM_INTERRUPTED  3
+#define NGX_HTTP_WA_IDEM_RETRY        4
 
 
 static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
@@ -94,6 +102,8 @@ static void ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx,
 static void ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx);
 static void ngx_http_wa_send_cleanup(void *data);
 static void ngx_http_wa_send_free(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_attempt(ngx_http_wa_send_ctx_t *ctx,
+    wa_record_t *rec);
 static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
 static ngx_int_t ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone,
@@ -101,10 +111,10 @@ static ngx_int_t ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
 static ngx_int_t ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf,
-    ngx_str_t *key, time_t life, char *local_id, ngx_uint_t *status,
-    ngx_str_t *answer, ngx_pool_t *pool);
+    ngx_str_t *key, time_t life, char *local_id, ngx_uint_t *attempt,
+    ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool);
 static void ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf,
-    ngx_str_t *key, ngx_uint_t status, ngx_str_t *answer);
+    ngx_str_t *key, ngx_uint_t status, ngx_str_t *answer, u_char verdict);
 static ngx_http_wa_idem_node_t *ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem,
     ngx_str_t *key, uint32_t hash);
 static void ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem,
@@ -346,6 +356,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ctx->business = ch->business;
 
     /* unique across workers (pid) and restarts (time) */
+    ctx->attempt = 1;
     tp = ngx_timeofday();
     ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%xP-%xi%Z",
                 (uint64_t) tp->sec * 1000 + tp->msec, ngx_pid,
@@ -371,7 +382,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                                     (time_t) ((wlcf->send_timeout
                                                + wlcf->send_shutdown_timeout)
                                               / 1000),
-                                    ctx->local_id, &status, &answer, r->pool);
+                                    ctx->local_id, &ctx->attempt, &status,
+                                    &answer, r->pool);
 
         if (rc == NGX_HTTP_WA_IDEM_INTERRUPTED) {
             return ngx_http_wa_send_interrupted(r, ctx, status, &answer);
@@ -382,6 +394,13 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
             return ngx_http_wa_send_error(r, NGX_HTTP_CONFLICT,
                                           "client_ref: a send with this "
                                           "client_ref is in progress");
+        }
+
+        if (rc == NGX_HTTP_WA_IDEM_RETRY) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "wa send %s: client_ref seen before, its last "
+                          "attempt was refused: attempt %ui",
+                          ctx->local_id, ctx->attempt);
         }
 
         if (rc == NGX_HTTP_WA_IDEM_DONE) {
@@ -429,6 +448,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                                                  : ctx->req.template_name);
     wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
+    ngx_http_wa_send_attempt(ctx, &rec);
 
     if (ngx_http_wa_publish(r, &rec) != NGX_OK) {
         goto unavailable;
@@ -487,7 +507,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 unavailable:
 
     if (ctx->idem_key.len) {
-        ngx_http_wa_idem_end(wmcf, &ctx->idem_key, 0, NULL);
+        ngx_http_wa_idem_end(wmcf, &ctx->idem_key, 0, NULL, 0);
     }
 
     ngx_http_wa_send_free(ctx);
@@ -639,6 +659,7 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     ngx_http_wa_xfer_t  *x;
 
     x = &ctx->xfer;
+    ctx->verdict = (u_char) verdict[0];
 
     ngx_memzero(&rec, sizeof(wa_record_t));
     rec.type = WA_REC_OUT_RESULT;
@@ -651,6 +672,7 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     wa_record_set(&rec, WA_F_STATUS, verdict);
     wa_record_set(&rec, WA_F_WAMID, res->ok ? res->wamid : NULL);
     wa_record_set(&rec, WA_F_HTTP_STATUS, x->status ? (char *) http : NULL);
+    ngx_http_wa_send_attempt(ctx, &rec);
 
     if (!res->ok) {
         wa_record_set(&rec, WA_F_ERROR_CODE,
@@ -691,6 +713,10 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     p = ngx_sprintf(p, "{\"id\":\"%s\",\"status\":\"%s\",\"lead_id\":%s",
                     ctx->local_id, verdict,
                     ctx->req.lead_id[0] ? ctx->req.lead_id : "null");
+
+    if (ctx->attempt > 1) {
+        p = ngx_sprintf(p, ",\"attempt\":%ui", ctx->attempt);
+    }
 
     if (res->ok) {
         p = ngx_sprintf(p, ",\"wamid\":\"");
@@ -735,7 +761,7 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 
     if (ctx->idem_key.len) {
         ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, ctx->status,
-                             &ctx->answer);
+                             &ctx->answer, ctx->verdict);
     }
 
     r = ctx->request;
@@ -796,6 +822,19 @@ ngx_http_wa_send_cleanup(void *data)
     ngx_http_wa_send_ctx_t  *ctx = data;
 
     ctx->request = NULL;
+}
+
+
+/* a send's second and later attempts say which they are; the first says
+ * nothing, as sends always did */
+
+static void
+ngx_http_wa_send_attempt(ngx_http_wa_send_ctx_t *ctx, wa_record_t *rec)
+{
+    if (ctx->attempt > 1) {
+        *ngx_sprintf((u_char *) ctx->attempt_text, "%ui", ctx->attempt) = '\0';
+        wa_record_set(rec, WA_F_ATTEMPT, ctx->attempt_text);
+    }
 }
 
 
@@ -876,8 +915,10 @@ ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * NEW (an in-flight entry now holds key, named local_id), BUSY (a live
- * send holds it), DONE (status and answer copied into pool),
+ * NEW (an in-flight entry now holds key, named local_id), RETRY (the
+ * provider refused the last attempt: the entry is in flight again, local_id
+ * and attempt are the send's), BUSY (a live send holds it), DONE (status
+ * and answer copied into pool),
  * INTERRUPTED (the send that held it outlived its life, so its worker
  * died: local_id becomes that send's, status and answer say "unknown" and
  * are kept for the next calls), or NGX_ERROR (the zone is full of entries
@@ -887,8 +928,8 @@ ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 static ngx_int_t
 ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    time_t life, char *local_id, ngx_uint_t *status, ngx_str_t *answer,
-    ngx_pool_t *pool)
+    time_t life, char *local_id, ngx_uint_t *attempt, ngx_uint_t *status,
+    ngx_str_t *answer, ngx_pool_t *pool)
 {
     u_char                   *p;
     size_t                    size;
@@ -923,6 +964,22 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
             return NGX_HTTP_WA_IDEM_BUSY;
         }
 
+        /* WhatsApp did not take it: the same send, attempted again */
+        if (in->status != 0 && in->verdict == 'f'
+            && in->attempts < 0xffff)
+        {
+            in->prev_status = in->status;
+            in->status = 0;
+            in->attempts++;
+            in->deadline = now + life + NGX_HTTP_WA_IDEM_SLACK;
+
+            ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
+            *attempt = in->attempts;
+
+            ngx_shmtx_unlock(&idem->shpool->mutex);
+            return NGX_HTTP_WA_IDEM_RETRY;
+        }
+
         rc = NGX_HTTP_WA_IDEM_DONE;
 
         if (in->status == 0) {
@@ -937,6 +994,7 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
                     "WhatsApp, so it is not sent again\"}}", in->local_id);
 
             in->status = NGX_HTTP_GATEWAY_TIME_OUT;
+            in->verdict = 'u';
             in->answer_len = (u_short) (p - (in->data + in->key_len));
             ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
         }
@@ -991,6 +1049,8 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
     node->key = hash;
     in->key_len = (u_short) key->len;
     in->status = 0;
+    in->verdict = 0;
+    in->attempts = 1;
     in->answer_len = 0;
     in->time = now;
     in->deadline = now + life + NGX_HTTP_WA_IDEM_SLACK;
@@ -1021,11 +1081,14 @@ ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem, ngx_http_wa_idem_node_t *in)
 }
 
 
-/* status 0: forget the key (nothing was sent); else keep the answer */
+/*
+ * Status 0: nothing was sent; a first attempt forgets the key, a later one
+ * leaves the last answer as it was. Else keep the answer and its verdict.
+ */
 
 static void
 ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    ngx_uint_t status, ngx_str_t *answer)
+    ngx_uint_t status, ngx_str_t *answer, u_char verdict)
 {
     uint32_t                  hash;
     ngx_http_wa_idem_t       *idem;
@@ -1042,7 +1105,14 @@ ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
     in = ngx_http_wa_idem_find(idem, key, hash);
 
     if (in != NULL) {
-        if (status == 0) {
+        in->verdict = verdict;
+
+        if (status == 0 && in->attempts > 1) {
+            in->status = in->prev_status;
+            in->verdict = 'f';
+            in->attempts--;
+
+        } else if (status == 0) {
             ngx_http_wa_idem_delete(idem, in);
 
         } else if (answer->len && answer->len <= NGX_HTTP_WA_IDEM_ANSWER) {

@@ -150,8 +150,40 @@ ok(eval { decode_json($r->{content}); 1 }, 'the answer is valid JSON')
 ok(!exists $r->{json}{error}{provider}, 'without the provider body pasted in');
 is($r->{json}{status}, 'failed', 'failed (a 5xx refusal)');
 my $again = $t->send_message({ to => $phone, text => 'BADJSON_x', client_ref => $ref });
-ok(eval { decode_json($again->{content}); 1 }, 'the client_ref replay is valid JSON too');
-is(mock_got(qr/BADJSON_x/), 1, 'and was not sent again');
+ok(eval { decode_json($again->{content}); 1 }, 'the same client_ref again: valid JSON too');
+is($again->{json}{attempt}, 2, 'a refusal may be sent again: its second attempt');
+
+# ---- 8. a client_ref whose send WhatsApp refused may be sent again ----------------
+
+$ref = "again-$$";
+my $first = $t->send_message({ to => $phone, text => 'FAILONCE_130429_again', client_ref => $ref });
+is($first->{status}, 502, 'refused by the provider (rate limit): 502');
+is($first->{json}{retryable}, JSON::PP::true(), 'retryable');
+is(row($first->{json}{id})->{status}, 'failed', 'the row says failed');
+my $second = $t->send_message({ to => $phone, text => 'FAILONCE_130429_again', client_ref => $ref });
+is($second->{status}, 200, 'the same client_ref once the provider is back: sent');
+is($second->{json}{id}, $first->{json}{id}, 'as a new attempt of the same send (same id)');
+is($second->{json}{attempt}, 2, 'its second attempt');
+my $third = $t->send_message({ to => $phone, text => 'FAILONCE_130429_again', client_ref => $ref });
+is($third->{status}, 200, 'once accepted, a repeat gets the answer again');
+is($third->{json}{wamid}, $second->{json}{wamid}, 'the same wamid');
+is(mock_got(qr/FAILONCE_130429_again/), 2, 'two provider calls: the refused one and the accepted one');
+ok($t->wait_for(sub {
+    my $row = $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $first->{json}{id})->[0];
+    $row && $row->{status} eq 'sent' }, 10, 'the row to be sent'), 'the row ends sent');
+my $rows = $t->sql('SELECT * FROM whatsapp_message WHERE client_ref = ?', $ref);
+is(scalar @$rows, 1, 'one row for the client_ref');
+is($rows->[0]{attempts}, 2, 'that counts two attempts');
+is($rows->[0]{provider_message_id}, $second->{json}{wamid}, 'with the accepted wamid');
+ok(!defined $rows->[0]{error_code}, 'and no error left from the refused attempt');
+
+# an unknown outcome is never attempted again: WhatsApp may have it
+$ref = "unknown-$$";
+$first = $t->send_message({ to => $phone, text => 'DROP_unknown_ref', client_ref => $ref });
+is($first->{json}{status}, 'unknown', 'a dropped connection: unknown');
+$second = $t->send_message({ to => $phone, text => 'DROP_unknown_ref', client_ref => $ref });
+is($second->{json}{status}, 'unknown', 'the same client_ref again: the unknown answer');
+is(mock_got(qr/DROP_unknown_ref/), 1, 'and no second provider call');
 
 # ---- 10. wa_send_concurrency counts the location's own sends --------------------
 

@@ -7,6 +7,8 @@ package MockGraph;
 #
 #   FAIL_<code>   400 with a Meta-shaped error of that code
 #   FAIL_500      500 with a transient error
+#   FAILONCE_<code>_<x>  the first request with this text fails as FAIL_<code>,
+#                 the next ones are accepted (the provider came back)
 #   SLOW_<ms>     wait, then accept
 #   WAMID_<x>     accept as wamid.<x>
 #   DROP_<x>      read and record the request, then close without a word
@@ -171,6 +173,14 @@ sub connection {
         my ($status, $answer, $raw);
         if ($text =~ /^SLOW_(\d+)/) {
             sleep $1 / 1000;
+        }
+        # state across connections (one process each): a file per text
+        if ($text =~ /^FAILONCE_(\d+)_/) {
+            (my $mark = "$dir/once-$text") =~ s/[^\w\/.-]/_/g;
+            if (sysopen my $fh, $mark, POSIX::O_CREAT() | POSIX::O_EXCL() | POSIX::O_WRONLY()) {
+                close $fh;
+                $text = "FAIL_$1";
+            }
         }
         if ($text =~ /^FAIL_500/) {
             ($status, $answer) = (500, { error => {
