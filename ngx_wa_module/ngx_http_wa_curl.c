@@ -98,6 +98,8 @@ static int ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin);
 static void ngx_http_wa_curl_watch_handler(ngx_event_t *ev);
 static void ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, CURLcode result);
+static void ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
+    CURLcode result);
 
 
 ngx_http_wa_curl_t *
@@ -735,24 +737,52 @@ ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl)
 }
 
 
-/* end a transfer libcurl has not finished: ours to decide, then done() */
+/* end a transfer libcurl has not finished: ours to decide */
 
 static void
 ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     CURLcode result)
 {
+    x->aborted = 1;
+    ngx_http_wa_curl_finish(curl, x->easy, result);
+}
+
+
+/* hand finished transfers to their owners, outside libcurl's callbacks */
+
+static void
+ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
+{
+    int       left;
+    CURLMsg  *msg;
+
+    while ((msg = curl_multi_info_read(curl->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE) {
+            ngx_http_wa_curl_finish(curl, msg->easy_handle, msg->data.result);
+        }
+    }
+}
+
+
+/* take a transfer off the multi handle, then tell its owner */
+
+static void
+ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
+    CURLcode result)
+{
+    ngx_http_wa_xfer_t       *x;
     ngx_http_wa_curl_link_t  *link;
 
     link = NULL;
-    curl_easy_getinfo(x->easy, CURLINFO_PRIVATE, (char **) &link);
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &link);
+    x = link->xfer;
 
     x->result = result;
-    x->aborted = 1;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
 
     ngx_queue_remove(&link->queue);
-    curl_multi_remove_handle(curl->multi, x->easy);
-    ngx_http_wa_curl_release(curl, x->easy);
+    curl_multi_remove_handle(curl->multi, easy);
+    ngx_http_wa_curl_release(curl, easy);
     curl_slist_free_all(x->headers);
 
     x->easy = NULL;
@@ -764,50 +794,6 @@ ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     }
 
     x->done(x);
-}
-
-
-/* hand finished transfers to their owners, outside libcurl's callbacks */
-
-static void
-ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl)
-{
-    int                       left;
-    CURL                     *easy;
-    CURLMsg                  *msg;
-    ngx_http_wa_xfer_t       *x;
-    ngx_http_wa_curl_link_t  *link;
-
-    while ((msg = curl_multi_info_read(curl->multi, &left)) != NULL) {
-
-        if (msg->msg != CURLMSG_DONE) {
-            continue;
-        }
-
-        easy = msg->easy_handle;
-        link = NULL;
-
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &link);
-        x = link->xfer;
-
-        x->result = msg->data.result;
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
-
-        ngx_queue_remove(&link->queue);
-        curl_multi_remove_handle(curl->multi, easy);
-        ngx_http_wa_curl_release(curl, easy);
-        curl_slist_free_all(x->headers);
-
-        x->easy = NULL;
-        x->headers = NULL;
-        curl->active--;
-
-        if (curl->active == 0 && curl->watch.timer_set) {
-            ngx_del_timer(&curl->watch);
-        }
-
-        x->done(x);
-    }
 }
 
 

@@ -567,32 +567,27 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
         verdict = res.ok ? "sent" : (res.unknown ? "unknown" : "failed");
         ctx->status = res.ok ? NGX_HTTP_OK : NGX_HTTP_BAD_GATEWAY;
 
-    } else if (!x->sent) {
-        /* no byte of the request left: it was not sent, it may be again */
-        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
-                     "%s before the request was sent: %s%Z",
-                     x->result == CURLE_OPERATION_TIMEDOUT
-                     ? "provider timed out" : "provider unreachable",
-                     x->error[0] ? x->error : curl_easy_strerror(x->result));
-        res.retryable = 1;
-        verdict = "failed";
-        ctx->status = (x->result == CURLE_OPERATION_TIMEDOUT)
-                      ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
-
     } else {
         /*
-         * The request left and no whole answer came back: a timeout, a
-         * connection dropped, an answer cut short or too big, a re-send
-         * refused. The provider may have accepted it: unknown, and not to
-         * be retried (a receipt will tell, by biz_opaque_callback_data).
+         * No byte of the request left: it was not sent, it may be again.
+         * It left and no whole answer came back (a timeout, a connection
+         * dropped, an answer cut short or too big, a re-send refused): the
+         * provider may have accepted it, so it is unknown and not to be
+         * retried; a receipt will tell, by biz_opaque_callback_data.
          */
+        verdict = x->sent ? "unknown" : "failed";
+        res.retryable = !x->sent;
+
         ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
-                     "%s after the request was sent, outcome unknown: %s%Z",
+                     "%s %s: %s%Z",
                      x->result == CURLE_OPERATION_TIMEDOUT
-                     ? "provider timed out" : "no answer",
+                     ? "provider timed out"
+                     : (x->sent ? "no answer from the provider"
+                                : "provider unreachable"),
+                     x->sent ? "after the request was sent, outcome unknown"
+                             : "before the request was sent",
                      x->error[0] ? x->error : curl_easy_strerror(x->result));
-        res.retryable = 0;
-        verdict = "unknown";
+
         ctx->status = (x->result == CURLE_OPERATION_TIMEDOUT)
                       ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
     }

@@ -70,14 +70,7 @@ $t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_location
 EOF
 $t->start_writer;
 
-sub row {
-    my ($local_id) = @_;
-    $t->wait_for(sub {
-        my $r = $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id);
-        @$r && $r->[0]{status} ne 'pending';
-    }, 15, "row $local_id");
-    return $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id)->[0];
-}
+sub row { $t->send_row(@_) }
 
 sub mock_count { scalar(my @r = $mock->requests) }
 

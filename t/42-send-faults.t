@@ -52,14 +52,7 @@ my %nginx = (workers => 1, ring_size => '1m', server => $locations);
 $t->start_nginx(%nginx);
 $t->start_writer;
 
-sub row {
-    my ($local_id) = @_;
-    $t->wait_for(sub {
-        my $r = $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id);
-        @$r && $r->[0]{status} ne 'pending';
-    }, 15, "row $local_id");
-    return $t->sql('SELECT * FROM whatsapp_message WHERE local_id = ?', $local_id)->[0];
-}
+sub row { $t->send_row(@_) }
 
 sub row_by_body {
     my ($body) = @_;

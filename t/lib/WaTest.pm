@@ -162,6 +162,17 @@ sub sql_value {
     return ($self->dbh->selectrow_array($q, undef, @bind))[0];
 }
 
+# the row of a send once its outcome is in (not pending), by local id
+sub send_row {
+    my ($self, $local_id) = @_;
+    my $q = 'SELECT * FROM whatsapp_message WHERE local_id = ?';
+    $self->wait_for(sub {
+        my $r = $self->sql($q, $local_id);
+        @$r && $r->[0]{status} ne 'pending';
+    }, 15, "row $local_id");
+    return $self->sql($q, $local_id)->[0];
+}
+
 sub migrate {
     my ($self) = @_;
     my ($rc, $out) = $self->run_quiet("$BUILD/wa-writer", 'migrate',
