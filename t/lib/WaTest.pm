@@ -296,12 +296,25 @@ EOF
 EOF
 }
 
+# nginx's command line, with the libraries of WaTest->new(preload =>
+# [...]) preloaded after ASan's runtime (make test-asan), which must stay
+# first
+sub nginx_cmd {
+    my ($self) = @_;
+    my @lib = @{ $self->{preload} // [] } or return @NGINX;
+    my @cmd = @NGINX;
+    return ('env', 'LD_PRELOAD=' . join(' ', @lib), @cmd)
+        unless $cmd[0] eq 'env';
+    s/^(LD_PRELOAD=.*)$/$1 @lib/ for @cmd;
+    return @cmd;
+}
+
 sub start_nginx {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/nginx.conf";
     spew($conf, $self->nginx_conf(%o));
 
-    my ($rc, $out) = $self->run_quiet(@NGINX, '-p', $self->{dir},
+    my ($rc, $out) = $self->run_quiet($self->nginx_cmd, '-p', $self->{dir},
                                       '-c', $conf);
     die "nginx failed to start: $out" . $self->error_log if $rc;
 
@@ -343,7 +356,7 @@ sub nginx_t {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/test.conf";
     spew($conf, $o{raw} // $self->nginx_conf(%o));
-    return $self->run_quiet(@NGINX, '-t', '-p', $self->{dir},
+    return $self->run_quiet($self->nginx_cmd, '-t', '-p', $self->{dir},
                             '-c', $conf);
 }
 
