@@ -35,6 +35,8 @@ static int wa_ring_init_file(int fd, uint64_t capacity, char *err,
 static int wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size,
     char *err, size_t errlen);
 static wa_ring_rec_hdr_t *wa_ring_rec(wa_ring_t *ring, uint64_t pos);
+static int wa_ring_mark(wa_ring_rec_hdr_t *rec, uint64_t pos,
+    uint64_t state);
 static int wa_ring_skip(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
     uint64_t bytes, const char *reason, int corrupt);
 static int wa_ring_stalled(wa_ring_t *ring, uint64_t pos, uint64_t ctl,
