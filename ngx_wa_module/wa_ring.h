@@ -24,13 +24,18 @@
  *              retries).
  *   consumer:  reads records from its private cursor (>= head); a record at
  *              pos is valid only if (ctl & ~15) == pos, which rejects bytes
- *              left from an earlier lap. hdr->head moves only through
- *              wa_ring_advance(), which the writer calls after COMMIT.
+ *              left from an earlier lap. It loads ctl with acquire: len and
+ *              payload_len are valid once it sees CLAIMED, the rest of the
+ *              header and the payload once it sees READY. hdr->head moves
+ *              only through wa_ring_advance(), which the writer calls after
+ *              COMMIT.
  *
  * A record that does not fit before the end of the data area is preceded by
  * a PAD record covering the rest of the area (claimed in the same CAS, its
- * header written like a record's header before the record's), so a record
- * is always contiguous.
+ * header written with the same CAS as a record's, before the record's), so
+ * a record is always contiguous. If the PAD's header CAS fails, the claim
+ * fails without writing the record's: the consumer, stamping on to the next
+ * valid header, stamps that slot too.
  *
  * Liveness without pids or wall clocks: the consumer gives up on a position
  * only after it saw the same ctl there for WA_RING_STUCK_SEC of its own
