@@ -27,6 +27,8 @@ SQL_FILES   := $(sort $(wildcard sql/*.sql))
 
 UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
+# preloaded into nginx by the tests that stall or kill a producer mid-claim
+SHIM        := $(BUILD)/t/ring_hook.so
 
 PROVE       ?= prove
 
@@ -46,7 +48,7 @@ deps:
 
 module: $(MODULE)
 writer: $(WRITER)
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(SHIM)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
@@ -78,6 +80,13 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS
 	@mkdir -p $(BUILD)/t
 	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I t/unit -o $@ $< \
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
+
+# defines the weak wa_ring_test_hook(); no sanitizer flags: it is loaded
+# after ASan's runtime into an nginx that is not instrumented
+$(SHIM): t/shim/ring_hook.c ngx_wa_module/wa_ring.h
+	@mkdir -p $(BUILD)/t
+	$(CC) -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) -shared -fPIC \
+	    -I ngx_wa_module -o $@ $<
 
 # no terminal for the daemons the tests start
 test: deps all

@@ -1022,8 +1022,23 @@ ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
 
     if (rc == WA_RING_OK) {
         wa_record_encode(rec, claim.payload);
-        wa_ring_commit(&wmcf->ring, &claim);
-        return NGX_OK;
+        rc = wa_ring_commit(&wmcf->ring, &claim);
+
+        if (rc == WA_RING_OK) {
+            return NGX_OK;
+        }
+    }
+
+    if (rc == WA_RING_ABANDONED) {
+        /* this worker stalled between claim and commit and wa-writer moved
+         * past the record: not stored, so the request must not get 200 */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "wa: a %uz byte %s record was abandoned by the "
+                      "consumer after a stall of over %d s between its "
+                      "claim and its publish, refused",
+                      size, wa_record_type_name(rec->type),
+                      WA_RING_STUCK_SEC);
+        return NGX_BUSY;
     }
 
     ngx_log_error(NGX_LOG_ERR, log, 0,

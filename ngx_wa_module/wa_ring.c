@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -21,6 +20,14 @@
 #define WA_ALIGN(n)     (((n) + WA_ALIGN_MASK) & ~WA_ALIGN_MASK)
 #define WA_CTL_POS(c)   ((c) & ~WA_ALIGN_MASK)
 #define WA_CTL_STATE(c) ((c) & WA_ALIGN_MASK)
+#define WA_STR_(x)      #x
+#define WA_STR(x)       WA_STR_(x)
+
+
+/* defined only by a test shim (t/shim/ring_hook.c, preloaded); NULL in
+ * production, where it costs one predictable branch per record */
+extern void wa_ring_test_hook(int point, unsigned type)
+    __attribute__((weak));
 
 
 static int wa_ring_init_file(int fd, uint64_t capacity, char *err,
@@ -28,10 +35,16 @@ static int wa_ring_init_file(int fd, uint64_t capacity, char *err,
 static int wa_ring_validate(wa_ring_hdr_t *hdr, uint64_t want, off_t size,
     char *err, size_t errlen);
 static wa_ring_rec_hdr_t *wa_ring_rec(wa_ring_t *ring, uint64_t pos);
+static int wa_ring_mark(wa_ring_rec_hdr_t *rec, uint64_t pos,
+    uint64_t state);
 static int wa_ring_skip(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
     uint64_t bytes, const char *reason, int corrupt);
+static int wa_ring_stalled(wa_ring_t *ring, uint64_t pos, uint64_t ctl,
+    uint64_t now_ms);
 static int wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
-    wa_ring_rec_t *rec, uint64_t now_ms);
+    uint64_t ctl, wa_ring_rec_t *rec, uint64_t now_ms);
+static uint64_t wa_ring_stamp(wa_ring_t *ring, uint64_t q, uint64_t tail,
+    int stamp);
 
 
 uint64_t
@@ -40,6 +53,17 @@ wa_now_ms(void)
     struct timespec  ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+
+uint64_t
+wa_mono_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
@@ -330,6 +354,34 @@ wa_ring_rec(wa_ring_t *ring, uint64_t pos)
 }
 
 
+/*
+ * The producer's first ctl write at pos: fails if a reader already stamped
+ * pos (it gave up waiting for this header), so nothing is published at a
+ * position the reader has passed. len and payload_len share the ctl's
+ * 16-byte slot, which a stamp leaves alone, and are published by the CAS.
+ */
+
+static int
+wa_ring_mark(wa_ring_rec_hdr_t *rec, uint64_t pos, uint64_t state)
+{
+    uint64_t  old;
+
+    old = __atomic_load_n(&rec->ctl, __ATOMIC_ACQUIRE);
+
+    if (WA_CTL_POS(old) == pos && WA_CTL_STATE(old) != 0) {
+        return WA_RING_ABANDONED;
+    }
+
+    if (!__atomic_compare_exchange_n(&rec->ctl, &old, pos | state, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        return WA_RING_ABANDONED;   /* stamped between our load and CAS */
+    }
+
+    return WA_RING_OK;
+}
+
+
 int
 wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
     wa_ring_claim_t *claim)
@@ -369,10 +421,21 @@ wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
         }
     }
 
+    if (wa_ring_test_hook) {
+        wa_ring_test_hook(WA_RING_HOOK_CLAIMED, type);
+    }
+
     if (pad) {
         rec = wa_ring_rec(ring, tail);
         rec->len = (uint32_t) pad;
-        __atomic_store_n(&rec->ctl, tail | WA_RING_PAD, __ATOMIC_RELEASE);
+        rec->payload_len = 0;
+
+        /* the reader stamped the pad: it stamps on to the next valid
+         * header, so the record's slot too; leave both */
+        if (wa_ring_mark(rec, tail, WA_RING_PAD) != WA_RING_OK) {
+            return WA_RING_ABANDONED;
+        }
+
         tail += pad;
     }
 
@@ -380,14 +443,17 @@ wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
 
     rec->len = (uint32_t) len;
     rec->payload_len = payload_len;
+
+    if (wa_ring_mark(rec, tail, WA_RING_CLAIMED) != WA_RING_OK) {
+        return WA_RING_ABANDONED;
+    }
+
+    /* the rest of the header is read only once READY */
     rec->pid = (uint32_t) ring->pid;
     rec->crc = 0;
     rec->type = type;
     rec->flags = 0;
     rec->claim_sec = (uint32_t) (wa_now_ms() / 1000);
-
-    /* the header is complete before CLAIMED can be seen with this pos */
-    __atomic_store_n(&rec->ctl, tail | WA_RING_CLAIMED, __ATOMIC_RELEASE);
 
     claim->rec = rec;
     claim->payload = (unsigned char *) rec + WA_REC_HDR;
@@ -397,19 +463,36 @@ wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
 }
 
 
-void
+int
 wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim)
 {
+    uint64_t            ctl;
     wa_ring_rec_hdr_t  *rec;
 
     rec = claim->rec;
+
+    if (wa_ring_test_hook) {
+        wa_ring_test_hook(WA_RING_HOOK_WRITTEN, rec->type);
+    }
+
     rec->crc = wa_crc32c(0, claim->payload, rec->payload_len);
 
-    __atomic_store_n(&rec->ctl, claim->pos | WA_RING_READY, __ATOMIC_RELEASE);
+    /* CLAIMED -> READY, unless the reader got there first with
+     * CLAIMED -> DROPPED: it has moved past, the record is not stored */
+    ctl = claim->pos | WA_RING_CLAIMED;
+
+    if (!__atomic_compare_exchange_n(&rec->ctl, &ctl,
+                                     claim->pos | WA_RING_READY, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        return WA_RING_ABANDONED;
+    }
 
     __atomic_add_fetch(&ring->hdr->published, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&ring->hdr->published_bytes, rec->len,
                        __ATOMIC_RELAXED);
+
+    return WA_RING_OK;
 }
 
 
@@ -426,9 +509,8 @@ wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
     }
 
     memcpy(claim.payload, payload, len);
-    wa_ring_commit(ring, &claim);
 
-    return WA_RING_OK;
+    return wa_ring_commit(ring, &claim);
 }
 
 
@@ -437,7 +519,7 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
     uint64_t now_ms)
 {
     uint32_t            crc;
-    uint64_t            pos, tail, ctl, len, state;
+    uint64_t            pos, tail, ctl, len, state, q;
     wa_ring_rec_hdr_t  *h;
 
     memset(rec, 0, sizeof(wa_ring_rec_t));
@@ -447,7 +529,7 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
         tail = __atomic_load_n(&ring->hdr->tail, __ATOMIC_ACQUIRE);
 
         if (pos >= tail) {
-            ring->stuck_since_ms = 0;
+            ring->stuck = 0;
             return WA_RING_EMPTY;
         }
 
@@ -461,10 +543,21 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
          * in the header.
          */
         if (WA_CTL_POS(ctl) != pos || WA_CTL_STATE(ctl) == 0) {
-            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+            return wa_ring_stuck(ring, cursor, tail, ctl, rec, now_ms);
         }
 
         state = WA_CTL_STATE(ctl);
+
+        if (state == WA_RING_VOID) {
+            /* stamped by a reader that stopped before moving head past
+             * it: skip the stamped slots again, stamping nothing new */
+            q = wa_ring_stamp(ring, pos, tail, 0);
+
+            return wa_ring_skip(ring, cursor, rec, q - pos,
+                                "slots stamped abandoned by an earlier "
+                                "reader", 1);
+        }
+
         len = h->len;
 
         /* a length that leaves the area or passes the claimed bytes can
@@ -473,7 +566,7 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
             || (pos & ring->mask) + len > ring->capacity
             || pos + len > tail)
         {
-            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+            return wa_ring_stuck(ring, cursor, tail, ctl, rec, now_ms);
         }
 
         if (state == WA_RING_PAD) {
@@ -482,19 +575,36 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
         }
 
         if (len < WA_REC_HDR || h->payload_len > len - WA_REC_HDR) {
-            return wa_ring_stuck(ring, cursor, tail, rec, now_ms);
+            return wa_ring_stuck(ring, cursor, tail, ctl, rec, now_ms);
         }
 
         if (state == WA_RING_CLAIMED) {
-            if ((h->pid != 0 && kill((pid_t) h->pid, 0) == -1
-                 && errno == ESRCH)
-                || now_ms / 1000 > (uint64_t) h->claim_sec + WA_RING_STUCK_SEC)
-            {
-                return wa_ring_skip(ring, cursor, rec, len,
-                                    "producer died before publishing", 0);
+            if (!wa_ring_stalled(ring, pos, ctl, now_ms)) {
+                return WA_RING_WAIT;
             }
 
-            return WA_RING_WAIT;
+            /* exactly one of this and the producer's CLAIMED -> READY */
+            if (__atomic_compare_exchange_n(&h->ctl, &ctl,
+                                            pos | WA_RING_DROPPED, 0,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+            {
+                return wa_ring_skip(ring, cursor, rec, len,
+                                    "abandoned after "
+                                    WA_STR(WA_RING_STUCK_SEC)
+                                    " s without publish", 0);
+            }
+
+            continue;           /* published meanwhile: read it */
+        }
+
+        if (state == WA_RING_DROPPED) {
+            /* dropped by a reader that stopped before moving head */
+            return wa_ring_skip(ring, cursor, rec, len,
+                                "abandoned after "
+                                WA_STR(WA_RING_STUCK_SEC)
+                                " s without publish (by an earlier reader)",
+                                0);
         }
 
         if (state != WA_RING_READY) {
@@ -517,10 +627,35 @@ wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
         rec->claim_sec = h->claim_sec;
 
         *cursor = pos + len;
-        ring->stuck_since_ms = 0;
+        ring->stuck = 0;
 
         return WA_RING_OK;
     }
+}
+
+
+/*
+ * Whether the reader has seen ctl unchanged at pos for WA_RING_STUCK_SEC of
+ * its own clock (now_ms, monotonic): neither the producer's pid (another
+ * PID namespace sees none alive) nor its wall clock (it jumps) says
+ * whether a producer is alive, and skipping is safe anyway now; only the
+ * cost of failing a slow producer is weighed here.
+ */
+
+static int
+wa_ring_stalled(wa_ring_t *ring, uint64_t pos, uint64_t ctl, uint64_t now_ms)
+{
+    if (!ring->stuck || ring->stuck_pos != pos || ring->stuck_ctl != ctl
+        || now_ms < ring->stuck_since_ms)
+    {
+        ring->stuck = 1;
+        ring->stuck_pos = pos;
+        ring->stuck_ctl = ctl;
+        ring->stuck_since_ms = now_ms;
+        return 0;
+    }
+
+    return now_ms - ring->stuck_since_ms >= WA_RING_STUCK_SEC * 1000;
 }
 
 
@@ -538,47 +673,57 @@ wa_ring_skip(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
     __atomic_add_fetch(&ring->hdr->skipped_bytes, bytes, __ATOMIC_RELAXED);
 
     *cursor += bytes;
-    ring->stuck_since_ms = 0;
+    ring->stuck = 0;
 
     return WA_RING_SKIPPED;
 }
 
 
 /*
- * No valid header at the cursor. A live producer writes its header within
- * microseconds of its claim, so waiting WA_RING_STUCK_SEC without progress
- * means the producer died (or the bytes are corrupt): find the next valid
- * header and skip to it.
+ * No usable header at the cursor for WA_RING_STUCK_SEC: a producer stalled
+ * or died between its claim and its header, or the bytes are corrupt.
+ * Stamp every slot up to the next valid header, so that a producer whose
+ * claim starts in there fails its header CAS instead of publishing behind
+ * the cursor, and skip them.
  */
 
 static int
-wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
+wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail, uint64_t ctl,
     wa_ring_rec_t *rec, uint64_t now_ms)
 {
-    uint64_t            pos, q, ctl;
+    uint64_t            pos, q;
     wa_ring_rec_hdr_t  *h;
 
     pos = *cursor;
 
-    if (ring->stuck_since_ms == 0 || ring->stuck_pos != pos) {
-        ring->stuck_pos = pos;
-        ring->stuck_since_ms = now_ms;
+    if (!wa_ring_stalled(ring, pos, ctl, now_ms)) {
         return WA_RING_WAIT;
     }
 
-    if (now_ms < ring->stuck_since_ms + WA_RING_STUCK_SEC * 1000) {
-        return WA_RING_WAIT;
-    }
+    q = pos;
 
-    for (q = pos + WA_RING_ALIGN; q < tail; q += WA_RING_ALIGN) {
-        h = wa_ring_rec(ring, q);
-        ctl = __atomic_load_n(&h->ctl, __ATOMIC_ACQUIRE);
+    if (WA_CTL_POS(ctl) == pos && WA_CTL_STATE(ctl) != 0) {
+        /* a header with an impossible length: corrupt; a claim must
+         * still not be published into bytes skipped */
+        if (WA_CTL_STATE(ctl) == WA_RING_CLAIMED) {
+            h = wa_ring_rec(ring, pos);
 
-        if (WA_CTL_POS(ctl) == q && WA_CTL_STATE(ctl) >= WA_RING_CLAIMED
-            && WA_CTL_STATE(ctl) <= WA_RING_PAD)
-        {
-            break;
+            if (!__atomic_compare_exchange_n(&h->ctl, &ctl,
+                                             pos | WA_RING_DROPPED, 0,
+                                             __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE))
+            {
+                return WA_RING_WAIT;
+            }
         }
+
+        q = pos + WA_RING_ALIGN;
+    }
+
+    q = wa_ring_stamp(ring, q, tail, 1);
+
+    if (q == pos) {
+        return WA_RING_WAIT;    /* the header was written just now */
     }
 
     if (q > tail) {
@@ -586,8 +731,54 @@ wa_ring_stuck(wa_ring_t *ring, uint64_t *cursor, uint64_t tail,
     }
 
     return wa_ring_skip(ring, cursor, rec, q - pos,
-                        "no valid record header (dead producer or corrupt "
-                        "bytes)", 1);
+                        "no record header after "
+                        WA_STR(WA_RING_STUCK_SEC) " s (a producer stalled "
+                        "or died before writing it, or corrupt bytes); "
+                        "stamped abandoned", 1);
+}
+
+
+/*
+ * From q, the first slot before tail holding a valid header, passing
+ * slots already stamped VOID; with stamp, CAS-stamping each other slot on
+ * the way (any may be where an unwritten claim starts). A failed CAS means
+ * a producer wrote its header there just now: look at the slot again.
+ */
+
+static uint64_t
+wa_ring_stamp(wa_ring_t *ring, uint64_t q, uint64_t tail, int stamp)
+{
+    uint64_t            ctl, state;
+    wa_ring_rec_hdr_t  *h;
+
+    while (q < tail) {
+        h = wa_ring_rec(ring, q);
+        ctl = __atomic_load_n(&h->ctl, __ATOMIC_ACQUIRE);
+        state = WA_CTL_STATE(ctl);
+
+        if (WA_CTL_POS(ctl) == q && state != 0) {
+            if (state == WA_RING_VOID) {
+                q += WA_RING_ALIGN;
+                continue;
+            }
+
+            if (state <= WA_RING_DROPPED) {
+                break;
+            }
+        }
+
+        if (!stamp) {
+            break;
+        }
+
+        if (__atomic_compare_exchange_n(&h->ctl, &ctl, q | WA_RING_VOID, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        {
+            q += WA_RING_ALIGN;
+        }
+    }
+
+    return q;
 }
 
 

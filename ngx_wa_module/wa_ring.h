@@ -7,26 +7,56 @@
  * Positions are absolute byte counts that only grow (64-bit, never wrap in
  * practice); offset in the data area = pos & (capacity - 1).
  *
- *   producers:  claim = CAS on hdr->tail (exact free-space check against
- *               hdr->head), write the record header, copy the payload,
- *               compute crc32c, then publish with one release store of
- *               rec->ctl = pos | WA_RING_READY.
- *   consumer:   reads records from its private cursor (>= head); a record at
- *               pos is valid only if (ctl & ~15) == pos, which rejects bytes
- *               left from an earlier lap. hdr->head moves only through
- *               wa_ring_advance(), which the writer calls after COMMIT.
+ * Each record's ctl word (pos | state) is the one place where a producer
+ * and the consumer decide its fate; every change to it after the claim is
+ * a CAS, so exactly one side wins:
+ *
+ *   claim:     CAS on hdr->tail (exact free-space check against hdr->head).
+ *   header:    write len and payload_len, then CAS ctl from what it holds
+ *              to pos | CLAIMED (release). It fails, and so does the claim
+ *              (WA_RING_ABANDONED), if ctl already holds pos with a state:
+ *              the consumer stamped the slot VOID, having given up on it.
+ *   commit:    copy the payload, compute crc32c, then CAS ctl from
+ *              pos | CLAIMED to pos | READY (release). It fails
+ *              (WA_RING_ABANDONED) if the consumer made it pos | DROPPED
+ *              first. Only WA_RING_OK means stored: the caller must refuse
+ *              the request otherwise (nginx answers 503, the sender
+ *              retries).
+ *   consumer:  reads records from its private cursor (>= head); a record at
+ *              pos is valid only if (ctl & ~15) == pos, which rejects bytes
+ *              left from an earlier lap. It loads ctl with acquire: len and
+ *              payload_len are valid once it sees CLAIMED, the rest of the
+ *              header and the payload once it sees READY. hdr->head moves
+ *              only through wa_ring_advance(), which the writer calls after
+ *              COMMIT.
  *
  * A record that does not fit before the end of the data area is preceded by
- * a PAD record covering the rest of the area (claimed in the same CAS), so a
- * record is always contiguous.
+ * a PAD record covering the rest of the area (claimed in the same CAS, its
+ * header written with the same CAS as a record's, before the record's), so
+ * a record is always contiguous. If the PAD's header CAS fails, the claim
+ * fails without writing the record's: the consumer, stamping on to the next
+ * valid header, stamps that slot too.
  *
- * A producer that died between claim and publish: if its header is written
- * (state CLAIMED) and its pid is gone, or the claim is older than
- * WA_RING_STUCK_SEC, the consumer skips it by its length. If even the header
- * was never written, the consumer scans forward in WA_RING_ALIGN steps for
- * the next valid header once the cursor made no progress for
- * WA_RING_STUCK_SEC. Every skip is reported to the caller (to be logged) and
- * counted in the header.
+ * Liveness without pids or wall clocks: the consumer gives up on a position
+ * only after it saw the same ctl there for WA_RING_STUCK_SEC of its own
+ * monotonic clock (now_ms). Then:
+ *   - header CLAIMED: CAS it to pos | DROPPED and skip len bytes; if the CAS
+ *     fails the producer published just now, and the record is read;
+ *   - no header (the producer stalled or died right after the tail CAS):
+ *     CAS-stamp every 16-byte slot from pos to the next valid header with
+ *     slot | VOID, so a producer whose claim starts in there fails its
+ *     header CAS; a stamp CAS that fails means a header was written there
+ *     just now, and the slot is looked at again. The header's other
+ *     fields (pid, type, ...) lie in the slot after the ctl's and are
+ *     written only after the header CAS, so they never overwrite a stamp.
+ * A consumer restarted from head skips DROPPED records and VOID slots left
+ * by its predecessor. Every skip is reported to the caller (to be logged)
+ * and counted in the header.
+ *
+ * Limit: a producer stalled for longer than it takes the ring to go round
+ * once after its record was given up on writes the rest of its payload over
+ * the bytes of a later record, whose checksum then fails; only its commit
+ * tells it that it lost.
  */
 
 #ifndef WA_RING_H
@@ -50,6 +80,14 @@
 #define WA_RING_CLAIMED      1
 #define WA_RING_READY        2
 #define WA_RING_PAD          3
+#define WA_RING_DROPPED      4       /* claimed, given up on by the reader */
+#define WA_RING_VOID         5       /* slot stamped by the reader: no
+                                      * header may be written there */
+
+/* points of wa_ring_test_hook(), a test build's way to stop or kill a
+ * producer between claim and commit */
+#define WA_RING_HOOK_CLAIMED 1       /* tail claimed, no header yet */
+#define WA_RING_HOOK_WRITTEN 2       /* payload written, not committed */
 
 
 /* The file header: one 4096-byte page; producer and consumer words on
@@ -88,7 +126,7 @@ typedef struct {
     uint64_t  rows_written;        /* records committed, total */
     uint64_t  dead_letters;
     uint64_t  flush_failures;
-    uint64_t  skipped_records;     /* dead producers */
+    uint64_t  skipped_records;     /* claims given up on */
     uint64_t  skipped_bytes;
     uint64_t  corrupt_records;     /* checksum or header mismatch */
     uint64_t  last_error_ms;
@@ -102,7 +140,7 @@ typedef struct {
     uint64_t  ctl;                 /* pos | state, stored with release */
     uint32_t  len;                 /* whole record incl. header, aligned */
     uint32_t  payload_len;
-    uint32_t  pid;                 /* producer */
+    uint32_t  pid;                 /* producer, for information only */
     uint32_t  crc;                 /* crc32c of the payload */
     uint16_t  type;
     uint16_t  flags;
@@ -126,8 +164,10 @@ typedef struct {
      * otherwise); a child that claims on its parent's handle sets it */
     pid_t            pid;
 
-    /* consumer progress tracking for stuck-producer detection */
+    /* consumer: since when ctl at stuck_pos holds stuck_ctl */
+    int              stuck;
     uint64_t         stuck_pos;
+    uint64_t         stuck_ctl;
     uint64_t         stuck_since_ms;
 } wa_ring_t;
 
@@ -163,6 +203,7 @@ typedef struct {
 #define WA_RING_ERROR     -1       /* err filled */
 #define WA_RING_FULL      -2
 #define WA_RING_TOO_BIG   -3
+#define WA_RING_ABANDONED -4       /* the reader gave up on this claim */
 
 
 /* open flags */
@@ -200,13 +241,15 @@ uint32_t wa_ring_max_payload(const wa_ring_t *ring);
 
 /* producer */
 int wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
-    wa_ring_claim_t *claim);                   /* OK, FULL, TOO_BIG */
-void wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim);
+    wa_ring_claim_t *claim);            /* OK, FULL, TOO_BIG, ABANDONED */
+int wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim);
+                                        /* OK, ABANDONED: not stored */
 int wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
-    uint32_t len);                             /* claim + copy + commit */
+    uint32_t len);                      /* claim + copy + commit */
 
 /* consumer: read the record at *cursor; on OK and SKIPPED, *cursor moves
- * past it. now_ms is the caller's clock (for stuck detection). */
+ * past it. now_ms is the caller's monotonic clock (wa_mono_ms()): a claim
+ * is given up on after WA_RING_STUCK_SEC of it without progress. */
 int wa_ring_read(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec,
     uint64_t now_ms);
 /* make [head, pos) reusable; call only after the records were committed */
@@ -219,6 +262,7 @@ uint64_t wa_ring_tail(const wa_ring_t *ring);
 uint32_t wa_crc32c(uint32_t crc, const void *buf, size_t len);
 /* the portable path wa_crc32c falls back to; public for its test */
 uint32_t wa_crc32c_table(uint32_t crc, const void *buf, size_t len);
-uint64_t wa_now_ms(void);
+uint64_t wa_now_ms(void);                /* wall clock */
+uint64_t wa_mono_ms(void);               /* CLOCK_MONOTONIC */
 
 #endif /* WA_RING_H */

@@ -161,7 +161,8 @@ wa_run(wa_conf_t *conf)
         rc = WA_RING_EMPTY;
 
         if (b->n < conf->batch_size) {
-            rc = wa_ring_read(&w.ring, &w.cursor, &rr, now);
+            /* the ring's stall timeouts run on a clock that never jumps */
+            rc = wa_ring_read(&w.ring, &w.cursor, &rr, wa_mono_ms());
 
             if (rc == WA_RING_OK) {
                 wa_batch_add(b, &rr, w.cursor);

@@ -515,6 +515,19 @@ EOF
 EOF
 }
 
+# nginx's command line, with the libraries of WaTest->new(preload =>
+# [...]) preloaded after ASan's runtime (make test-asan), which must stay
+# first
+sub nginx_cmd {
+    my ($self) = @_;
+    my @lib = @{ $self->{preload} // [] } or return @NGINX;
+    my @cmd = @NGINX;
+    return ('env', 'LD_PRELOAD=' . join(' ', @lib), @cmd)
+        unless $cmd[0] eq 'env';
+    s/^(LD_PRELOAD=.*)$/$1 @lib/ for @cmd;
+    return @cmd;
+}
+
 sub start_nginx {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/nginx.conf";

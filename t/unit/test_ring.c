@@ -17,6 +17,10 @@
 #include "wa_ring.h"
 
 
+#define WA_STR_(x)  #x
+#define WA_STR(x)   WA_STR_(x)
+
+
 #define CAP        (64 * 1024)
 #define PRODUCERS  4
 #define PER_PROC   50000
@@ -136,7 +140,40 @@ crc_agrees(uint32_t (*crc)(uint32_t, const void *, size_t))
 static int
 read_one(wa_ring_t *ring, uint64_t *cursor, wa_ring_rec_t *rec)
 {
-    return wa_ring_read(ring, cursor, rec, wa_now_ms());
+    return wa_ring_read(ring, cursor, rec, wa_mono_ms());
+}
+
+
+/*
+ * The ring's test hook, defined here as the shim defines it for nginx:
+ * at hook_point, the reader (another handle) reads as if the producer had
+ * stalled there for WA_RING_STUCK_SEC.
+ */
+
+static int             hook_point, hook_rc;
+static uint64_t        hook_now, *hook_cursor;
+static wa_ring_t      *hook_reader;
+static wa_ring_rec_t   hook_rec;
+
+void wa_ring_test_hook(int point, unsigned type);
+
+void
+wa_ring_test_hook(int point, unsigned type)
+{
+    (void) type;
+
+    if (point != hook_point || hook_reader == NULL) {
+        return;
+    }
+
+    hook_point = 0;         /* once */
+
+    /* twice: the reader first notes the position, then gives up */
+    hook_rc = wa_ring_read(hook_reader, hook_cursor, &hook_rec, hook_now);
+    if (hook_rc == WA_RING_WAIT) {
+        hook_rc = wa_ring_read(hook_reader, hook_cursor, &hook_rec,
+                               hook_now + WA_RING_STUCK_SEC * 1000);
+    }
 }
 
 
@@ -155,7 +192,7 @@ main(void)
 
     snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
 
-    plan(46);
+    plan(64);
 
     /* ---- the checksum ---- */
 
@@ -402,11 +439,19 @@ main(void)
 
     ok(wa_ring_publish(&ring, 3, "after-dead", 10) == WA_RING_OK,
        "a record after the dead producer's claim");
-    rc = read_one(&ring, &cursor, &rec);
+    now = wa_mono_ms();
+    ok(wa_ring_read(&ring, &cursor, &rec, now) == WA_RING_WAIT
+       && wa_ring_read(&ring, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000
+                       - 1) == WA_RING_WAIT,
+       "a dead producer's claim: WAIT until the reader's own %d s passed "
+       "(no pid test)", WA_RING_STUCK_SEC);
+    rc = wa_ring_read(&ring, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000);
     ok(rc == WA_RING_SKIPPED && rec.skipped_bytes > 100
-       && ring.hdr->skipped_records == 1,
-       "claim of a dead pid: skipped (%llu bytes), counted",
-       (unsigned long long) rec.skipped_bytes);
+       && ring.hdr->skipped_records == 1
+       && strstr(rec.skip_reason, "abandoned after") != NULL,
+       "then skipped (%llu bytes), counted: %s",
+       (unsigned long long) rec.skipped_bytes,
+       rc == WA_RING_SKIPPED ? rec.skip_reason : "");
     rc = read_one(&ring, &cursor, &rec);
     ok(rc == WA_RING_OK && rec.payload_len == 10, "the ring is not stalled");
     wa_ring_advance(&ring, cursor);
@@ -436,6 +481,111 @@ main(void)
        WA_RING_STUCK_SEC, (unsigned long long) rec.skipped_bytes);
     rc = wa_ring_read(&ring, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000 + 2);
     ok(rc == WA_RING_OK && rec.payload_len == 13, "and the next record read");
+
+    /* ---- claim, commit, abandon: exactly one side wins ---- */
+
+    ok(fresh(&ring, CAP) == WA_RING_OK
+       && wa_ring_open(&other, path, 0, 0, 0600, err, sizeof(err))
+          == WA_RING_OK, "fresh ring, and a second handle as the reader");
+    cursor = 0;
+
+    /* header written, the producer stalls past the reader's patience */
+    ok(wa_ring_claim(&ring, 5, 20, &claim) == WA_RING_OK, "claim");
+    now = 1000000;
+    ok(wa_ring_read(&other, &cursor, &rec, now) == WA_RING_WAIT
+       && wa_ring_read(&other, &cursor, &rec, now + 4000) == WA_RING_WAIT,
+       "CLAIMED: the reader waits");
+    rc = wa_ring_read(&other, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000);
+    ok(rc == WA_RING_SKIPPED && rec.pos == 0 && rec.skipped_bytes == 64
+       && strcmp(rec.skip_reason, "abandoned after "
+                 WA_STR(WA_RING_STUCK_SEC) " s without publish") == 0
+       && ring.hdr->skipped_records == 1 && ring.hdr->skipped_bytes == 64,
+       "after %d s of its own clock it abandons the claim: %s",
+       WA_RING_STUCK_SEC, rc == WA_RING_SKIPPED ? rec.skip_reason : "");
+    memcpy(claim.payload, "stalled-but-alive!!!", 20);
+    ok(wa_ring_commit(&ring, &claim) == WA_RING_ABANDONED
+       && ring.hdr->published == 0,
+       "the producer wakes up: its commit fails with WA_RING_ABANDONED");
+    ok(wa_ring_publish(&ring, 5, "next", 4) == WA_RING_OK
+       && wa_ring_read(&other, &cursor, &rec, now + 6000) == WA_RING_OK
+       && rec.payload_len == 4 && memcmp(rec.payload, "next", 4) == 0
+       && wa_ring_read(&other, &cursor, &rec, now + 6001) == WA_RING_EMPTY,
+       "the reader never returns the abandoned record, reads the next");
+
+    /* a producer that commits just before the reader's deadline wins */
+    ok(wa_ring_claim(&ring, 5, 20, &claim) == WA_RING_OK
+       && wa_ring_read(&other, &cursor, &rec, now) == WA_RING_WAIT,
+       "claim, the reader waits");
+    memcpy(claim.payload, "just-in-time-record!", 20);
+    ok(wa_ring_commit(&ring, &claim) == WA_RING_OK,
+       "committed before the reader gave up: OK");
+    rc = wa_ring_read(&other, &cursor, &rec, now + WA_RING_STUCK_SEC * 1000
+                      + 1);
+    ok(rc == WA_RING_OK && rec.payload_len == 20
+       && memcmp(rec.payload, "just-in-time-record!", 20) == 0,
+       "read after the deadline: the record, not a skip");
+
+    /* no header yet: the reader stamps the slots, the header CAS fails */
+    hook_reader = &other;
+    hook_cursor = &cursor;
+    hook_point = WA_RING_HOOK_CLAIMED;
+    hook_now = now;
+    hook_rc = 0;
+    rc = wa_ring_claim(&ring, 5, 20, &claim);
+    ok(hook_rc == WA_RING_SKIPPED && hook_rec.skipped_bytes == 64
+       && strstr(hook_rec.skip_reason, "no record header") != NULL,
+       "stalled right after the tail CAS: the reader stamps and skips the "
+       "64 bytes");
+    ok(rc == WA_RING_ABANDONED,
+       "then the producer's header CAS fails: WA_RING_ABANDONED");
+    ok(wa_ring_publish(&ring, 5, "after-hole", 10) == WA_RING_OK
+       && wa_ring_read(&other, &cursor, &rec, now) == WA_RING_OK
+       && memcmp(rec.payload, "after-hole", 10) == 0,
+       "the next record is read");
+
+    /* the same at the wrap: the PAD claimed in the same CAS is stamped */
+    while (wa_ring_tail(&ring) % CAP < CAP - 200) {
+        wa_ring_publish(&ring, 5, buf, 100);
+        wa_ring_read(&other, &cursor, &rec, now);
+        wa_ring_advance(&other, cursor);
+    }
+    tail = wa_ring_tail(&ring);
+    hook_point = WA_RING_HOOK_CLAIMED;
+    hook_now = now + 100000;
+    hook_rc = 0;
+    rc = wa_ring_claim(&ring, 5, 300, &claim);
+    ok(hook_rc == WA_RING_SKIPPED && rc == WA_RING_ABANDONED
+       && hook_rec.skipped_bytes == CAP - tail % CAP + 336
+       && wa_ring_tail(&ring) == cursor,
+       "a claim with a PAD stalled before both headers: all %llu bytes "
+       "stamped and skipped, the claim fails",
+       (unsigned long long) hook_rec.skipped_bytes);
+
+    /* the written hook: stalled between payload and commit */
+    hook_point = WA_RING_HOOK_WRITTEN;
+    hook_now = now + 200000;
+    hook_rc = 0;
+    rc = wa_ring_publish(&ring, 5, "written-not-committed", 21);
+    ok(hook_rc == WA_RING_SKIPPED && rc == WA_RING_ABANDONED
+       && strstr(hook_rec.skip_reason, "abandoned after") != NULL,
+       "stalled before its commit: dropped by the reader, the publish "
+       "fails");
+
+    /* a reader restarted from head skips what its predecessor gave up */
+    ok(wa_ring_publish(&ring, 5, "last", 4) == WA_RING_OK, "one more record");
+    wa_ring_close(&other);
+    ok(wa_ring_open(&other, path, 0, 0, 0600, err, sizeof(err)) == WA_RING_OK,
+       "a new reader opens the ring: %s", err);
+    cursor = wa_ring_head(&other);
+    i = 0;
+    while ((rc = wa_ring_read(&other, &cursor, &rec, 1)) == WA_RING_SKIPPED) {
+        i++;
+    }
+    ok(i == 2 && rc == WA_RING_OK && memcmp(rec.payload, "last", 4) == 0
+       && wa_ring_read(&other, &cursor, &rec, 1) == WA_RING_EMPTY,
+       "it skips the stamped slots and the dropped record at once (%d "
+       "skips), then reads the last record", i);
+    wa_ring_close(&other);
 
     /* ---- the file changed under its users ---- */
 
