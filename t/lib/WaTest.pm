@@ -397,11 +397,15 @@ sub setup_nss_wrapper {
 
 # the command line that starts the nginx under test: the sanitizer runtime
 # first when make test-asan asks for it, then nss_wrapper on the world path
+# The nginx under test: LD_PRELOAD holds ASan's runtime first (make
+# test-asan), then nss_wrapper (the world mock), then the test shims given
+# to new(preload => [...]).
 sub nginx_cmd {
     my ($self) = @_;
-    return @NGINX unless $self->{nss_env};
-    my $e = $self->{nss_env};
-    my @pre = (grep({ $_ } $ENV{WA_PRELOAD}), $self->{nss_lib});
+    my @pre = (grep({ $_ } $ENV{WA_PRELOAD}, $self->{nss_lib}),
+               @{ $self->{preload} // [] });
+    return @NGINX unless @pre;
+    my $e = $self->{nss_env} // {};
     return ('env', 'LD_PRELOAD=' . join(':', @pre),
             $ENV{WA_PRELOAD}
                 ? "ASAN_OPTIONS=detect_leaks=0:log_path=$ENV{WA_SAN_REPORTS}/asan" : (),
@@ -518,16 +522,6 @@ EOF
 # nginx's command line, with the libraries of WaTest->new(preload =>
 # [...]) preloaded after ASan's runtime (make test-asan), which must stay
 # first
-sub nginx_cmd {
-    my ($self) = @_;
-    my @lib = @{ $self->{preload} // [] } or return @NGINX;
-    my @cmd = @NGINX;
-    return ('env', 'LD_PRELOAD=' . join(' ', @lib), @cmd)
-        unless $cmd[0] eq 'env';
-    s/^(LD_PRELOAD=.*)$/$1 @lib/ for @cmd;
-    return @cmd;
-}
-
 sub start_nginx {
     my ($self, %o) = @_;
     my $conf = "$self->{dir}/nginx.conf";
