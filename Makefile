@@ -16,12 +16,13 @@ CFLAGS      ?= -O2 -g
 ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) $(SAN_FLAGS)
 PG_INC      := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
-# plain C shared by the module, the writer and the unit tests
-SHARED_SRCS := ngx_wa_module/wa_ring.c ngx_wa_module/wa_record.c
-SHARED_HDRS := ngx_wa_module/wa_ring.h ngx_wa_module/wa_record.h
+# plain C shared by the module, the writer, the tools and the unit tests
+SHARED_SRCS := $(wildcard common/*.c)
+SHARED_HDRS := $(wildcard common/*.h)
 PARSE_SRCS  := ngx_wa_module/wa_webhook_parse.c ngx_wa_module/wa_send_parse.c
 
-MODULE_SRCS := $(wildcard ngx_wa_module/*.c ngx_wa_module/*.h) config
+MODULE_SRCS := $(wildcard ngx_wa_module/*.c ngx_wa_module/*.h) \
+               $(SHARED_SRCS) $(SHARED_HDRS) config
 WRITER_SRCS := $(wildcard writer/*.c writer/*.h)
 SQL_FILES   := $(sort $(wildcard sql/*.sql))
 
@@ -73,20 +74,20 @@ $(BUILD)/wa_migrations.c: $(SQL_FILES) writer/embed-sql.sh
 	sh writer/embed-sql.sh $@ $(SQL_FILES)
 
 $(WRITER): $(WRITER_SRCS) $(SHARED_SRCS) $(SHARED_HDRS) $(BUILD)/wa_migrations.c
-	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I writer -I $(PG_INC) -o $@ \
+	$(CC) $(ALL_CFLAGS) -I common -I writer -I $(PG_INC) -o $@ \
 	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c -lpq
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	@mkdir -p $(BUILD)/t
-	$(CC) $(ALL_CFLAGS) -I ngx_wa_module -I t/unit -o $@ $< \
+	$(CC) $(ALL_CFLAGS) -I common -I ngx_wa_module -I t/unit -o $@ $< \
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
 # defines the weak wa_ring_test_hook(); no sanitizer flags: it is loaded
 # after ASan's runtime into an nginx that is not instrumented
-$(SHIM): t/shim/ring_hook.c ngx_wa_module/wa_ring.h
+$(SHIM): t/shim/ring_hook.c common/wa_ring.h
 	@mkdir -p $(BUILD)/t
 	$(CC) -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) -shared -fPIC \
-	    -I ngx_wa_module -o $@ $<
+	    -I common -o $@ $<
 
 # no terminal for the daemons the tests start
 test: deps all
@@ -144,7 +145,7 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 
 $(BUILD)/fuzz/%: fuzz/%.c $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	@mkdir -p $(BUILD)/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -I ngx_wa_module -o $@ $< \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -I common -I ngx_wa_module -o $@ $< \
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
 clean:

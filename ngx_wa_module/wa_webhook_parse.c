@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "wa_utf8.h"
 #include "wa_webhook_parse.h"
 
 
@@ -30,7 +31,6 @@ static int wa_walk_status(wa_walk_t *w, cJSON *st);
 static int wa_walk_error(wa_walk_t *w, cJSON *err);
 static int wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw);
 static int wa_scan(wa_walk_t *w, const unsigned char *p, size_t len);
-static size_t wa_utf8_len(const unsigned char *p, size_t avail);
 static int wa_unique_keys(wa_walk_t *w, cJSON *item);
 static int wa_keycmp(const void *a, const void *b);
 static int wa_invalid(wa_walk_t *w, const char *fmt, const char *arg);
@@ -434,48 +434,6 @@ wa_scan(wa_walk_t *w, const unsigned char *p, size_t len)
     }
 
     return WA_WH_OK;
-}
-
-
-/* the length of the well-formed UTF-8 sequence at p, or 0 (Unicode 3-7) */
-
-static size_t
-wa_utf8_len(const unsigned char *p, size_t avail)
-{
-    size_t         n, k;
-    unsigned char  lo, hi;
-
-    lo = 0x80;
-    hi = 0xbf;
-
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        n = 2;
-
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        n = 3;
-        lo = (p[0] == 0xe0) ? 0xa0 : 0x80;    /* overlong */
-        hi = (p[0] == 0xed) ? 0x9f : 0xbf;    /* UTF-16 surrogates */
-
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        n = 4;
-        lo = (p[0] == 0xf0) ? 0x90 : 0x80;    /* overlong */
-        hi = (p[0] == 0xf4) ? 0x8f : 0xbf;    /* over U+10FFFF */
-
-    } else {
-        return 0;
-    }
-
-    if (avail < n || p[1] < lo || p[1] > hi) {
-        return 0;
-    }
-
-    for (k = 2; k < n; k++) {
-        if (p[k] < 0x80 || p[k] > 0xbf) {
-            return 0;
-        }
-    }
-
-    return n;
 }
 
 

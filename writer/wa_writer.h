@@ -18,6 +18,7 @@
 
 #include "wa_record.h"
 #include "wa_ring.h"
+#include "wa_utf8.h"
 
 
 #define WA_EXIT_OK        0
@@ -76,8 +77,6 @@ typedef struct {
     size_t        size;
 } wa_buf_t;
 
-/* length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid */
-size_t wa_utf8_len(const unsigned char *s, size_t n);
 /* copy src to dst as one printable line: control characters become spaces,
  * bytes that are not UTF-8 become \xNN; at most size - 1 bytes */
 size_t wa_sanitize(char *dst, size_t size, const char *src, size_t len);
