@@ -2,7 +2,7 @@
  * ngx_http_wa_module: WhatsApp Cloud API gateway inside nginx.
  *
  * Shared declarations of the module's files: configuration, the per-worker
- * ring handle, and the publish helper every handler uses.
+ * ring handle, publishing, and the HTTP helpers every handler uses.
  */
 
 #ifndef NGX_HTTP_WA_MODULE_H
@@ -73,30 +73,36 @@ typedef struct {
 extern ngx_module_t  ngx_http_wa_module;
 
 
-/*
- * Publish one record in this worker's ring mapping.
- * NGX_OK, NGX_BUSY (ring full or record too big), NGX_DECLINED (no ring or
- * ring unavailable); the caller answers 503 on anything but NGX_OK.
- */
-ngx_int_t ngx_http_wa_publish(ngx_http_request_t *r, wa_record_t *rec);
-ngx_int_t ngx_http_wa_ring_publish(ngx_http_wa_main_conf_t *wmcf,
-    ngx_log_t *log, wa_record_t *rec);
+/* ngx_http_wa_ring.c: the ring's life in the master and the workers */
+ngx_int_t ngx_http_wa_ring_create(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf);
+void ngx_http_wa_ring_init_process(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf);
+void ngx_http_wa_ring_exit_process(ngx_http_wa_main_conf_t *wmcf);
 
 /* The ring is mapped and its file intact; detaches (503s) if truncated. */
 ngx_int_t ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf,
     ngx_log_t *log);
 
-ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
+/*
+ * Publish one record in this worker's ring mapping; log is the request's,
+ * or the cycle's for a send whose client may have gone.
+ * NGX_OK, NGX_BUSY (ring full or record too big), NGX_DECLINED (no ring or
+ * ring unavailable); the caller answers 503 on anything but NGX_OK.
+ */
+ngx_int_t ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
+    wa_record_t *rec);
 
 ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
     u_char *id, size_t len);
 
-/* send a small JSON body {"error": "..."} or any ready body */
-ngx_int_t ngx_http_wa_send_json(ngx_http_request_t *r, ngx_uint_t status,
+/* ngx_http_wa_reply.c: answer with a small JSON body {"error": "..."} or
+ * any ready body */
+ngx_int_t ngx_http_wa_reply_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
-ngx_int_t ngx_http_wa_send_body(ngx_http_request_t *r, ngx_uint_t status,
+ngx_int_t ngx_http_wa_reply_body(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *body, size_t len);
-ngx_int_t ngx_http_wa_send_error(ngx_http_request_t *r, ngx_uint_t status,
+ngx_int_t ngx_http_wa_reply_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg);
 
 ngx_int_t ngx_http_wa_read_json(ngx_http_request_t *r,
@@ -108,16 +114,15 @@ u_char *ngx_http_wa_body(ngx_http_request_t *r, size_t *len);
 ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r, const char *name,
     size_t len);
 
+ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
+
 ngx_int_t ngx_http_wa_webhook_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_send_handler(ngx_http_request_t *r);
 
-/* send path: per-worker client and the idempotency zone */
-ngx_int_t ngx_http_wa_send_init_conf(ngx_conf_t *cf,
-    ngx_http_wa_main_conf_t *wmcf);
+/* send path: the per-worker client */
 ngx_int_t ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
     ngx_http_wa_main_conf_t *wmcf);
 void ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf);
-char *ngx_http_wa_api_base(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 #endif /* NGX_HTTP_WA_MODULE_H */

@@ -19,49 +19,8 @@
 
 #include "ngx_http_wa_module.h"
 #include "ngx_http_wa_curl.h"
+#include "ngx_http_wa_idem.h"
 #include "wa_send_parse.h"
-
-
-#define NGX_HTTP_WA_IDEM_DEFAULT   (4 * 1024 * 1024)
-#define NGX_HTTP_WA_IDEM_ANSWER    1024          /* answer bytes kept */
-#define NGX_HTTP_WA_IDEM_KEEP      86400         /* s an answer is kept */
-#define NGX_HTTP_WA_IDEM_STUCK     3600          /* s before an in-flight
-                                                    entry may be evicted */
-#define NGX_HTTP_WA_IDEM_SLACK     5             /* s past a send's longest
-                                                    life: its worker died */
-#define NGX_HTTP_WA_LOCAL_ID_LEN   64
-
-
-/* one client_ref: in flight (status 0) or its answer */
-typedef struct {
-    u_char                     color;
-    u_char                     verdict;      /* of the answer: 's'ent,
-                                                'u'nknown, 'f'ailed */
-    u_short                    key_len;
-    u_short                    status;
-    u_short                    prev_status;  /* a new attempt's, until it
-                                                starts */
-    u_short                    answer_len;
-    u_short                    attempts;
-    time_t                     time;         /* first seen */
-    time_t                     deadline;     /* in flight: ended by then */
-    ngx_queue_t                queue;
-    char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
-    u_char                     data[1];      /* key, then the answer */
-} ngx_http_wa_idem_node_t;
-
-
-typedef struct {
-    ngx_rbtree_t               rbtree;
-    ngx_rbtree_node_t          sentinel;
-    ngx_queue_t                queue;        /* least recently used last */
-} ngx_http_wa_idem_sh_t;
-
-
-typedef struct {
-    ngx_http_wa_idem_sh_t     *sh;
-    ngx_slab_pool_t           *shpool;
-} ngx_http_wa_idem_t;
 
 
 typedef struct {
@@ -85,13 +44,6 @@ typedef struct {
 } ngx_http_wa_send_ctx_t;
 
 
-#define NGX_HTTP_WA_IDEM_NEW          0
-#define NGX_HTTP_WA_IDEM_BUSY         1
-#define NGX_HTTP_WA_IDEM_DONE         2
-#define NGX_HTTP_WA_IDEM_INTERRUPTED  3
-#define NGX_HTTP_WA_IDEM_RETRY        4
-
-
 static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf);
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
@@ -106,86 +58,9 @@ static void ngx_http_wa_send_attempt(ngx_http_wa_send_ctx_t *ctx,
     wa_record_t *rec);
 static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
-static ngx_int_t ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
-static ngx_int_t ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf,
-    ngx_str_t *key, time_t life, char *local_id, ngx_uint_t *attempt,
-    ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool);
-static void ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf,
-    ngx_str_t *key, ngx_uint_t status, ngx_str_t *answer, u_char verdict);
-static ngx_http_wa_idem_node_t *ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem,
-    ngx_str_t *key, uint32_t hash);
-static void ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem,
-    ngx_http_wa_idem_node_t *in);
-static void ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
-
-/* ---- configuration and worker life ------------------------------------ */
-
-
-char *
-ngx_http_wa_api_base(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    char       *rv;
-    ngx_str_t  *url;
-
-    rv = ngx_conf_set_str_slot(cf, cmd, conf);
-    if (rv != NGX_CONF_OK) {
-        return rv;
-    }
-
-    url = (ngx_str_t *) ((u_char *) conf + cmd->offset);
-
-    if (!((url->len > 7 && ngx_strncmp(url->data, "http://", 7) == 0)
-          || (url->len > 8 && ngx_strncmp(url->data, "https://", 8) == 0)))
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\": \"%V\" is not an http:// or https:// URL",
-                           &cmd->name, url);
-        return NGX_CONF_ERROR;
-    }
-
-    while (url->data[url->len - 1] == '/') {
-        url->len--;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-ngx_int_t
-ngx_http_wa_send_init_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf)
-{
-    ngx_str_t            name = ngx_string("wa_send_idempotency");
-    ngx_http_wa_idem_t  *idem;
-
-    ngx_conf_init_size_value(wmcf->idem_size, NGX_HTTP_WA_IDEM_DEFAULT);
-
-    if (wmcf->idem_size < 8 * ngx_pagesize) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"wa_send_idempotency_zone\" is too small");
-        return NGX_ERROR;
-    }
-
-    idem = ngx_pcalloc(cf->pool, sizeof(ngx_http_wa_idem_t));
-    if (idem == NULL) {
-        return NGX_ERROR;
-    }
-
-    wmcf->idem_zone = ngx_shared_memory_add(cf, &name, wmcf->idem_size,
-                                            &ngx_http_wa_module);
-    if (wmcf->idem_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    wmcf->idem_zone->init = ngx_http_wa_idem_init_zone;
-    wmcf->idem_zone->data = idem;
-
-    return NGX_OK;
-}
 
 
 ngx_int_t
@@ -228,8 +103,8 @@ ngx_http_wa_send_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        return ngx_http_wa_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                      "X-WA-Key: missing or wrong");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "X-WA-Key: missing or wrong");
     }
 
     return ngx_http_wa_read_json(r, ngx_http_wa_send_read);
@@ -313,8 +188,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_wa_module);
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                      "body: a JSON object is required");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "body: a JSON object is required");
     }
 
     body = ngx_http_wa_body(r, &len);
@@ -344,13 +219,13 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
         != 0)
     {
         ngx_http_wa_send_free(ctx);
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, err);
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST, err);
     }
 
     ch = ngx_http_wa_send_channel(r, wlcf, &ctx->req, &msg);
     if (ch == NULL) {
         ngx_http_wa_send_free(ctx);
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, msg);
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST, msg);
     }
 
     ctx->business = ch->business;
@@ -391,9 +266,9 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
         if (rc == NGX_HTTP_WA_IDEM_BUSY) {
             ngx_http_wa_send_free(ctx);
-            return ngx_http_wa_send_error(r, NGX_HTTP_CONFLICT,
-                                          "client_ref: a send with this "
-                                          "client_ref is in progress");
+            return ngx_http_wa_reply_error(r, NGX_HTTP_CONFLICT,
+                                           "client_ref: a send with this "
+                                           "client_ref is in progress");
         }
 
         if (rc == NGX_HTTP_WA_IDEM_RETRY) {
@@ -407,13 +282,13 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "wa send: client_ref seen before, answer replayed");
             ngx_http_wa_send_free(ctx);
-            return ngx_http_wa_send_json(r, status, answer.data, answer.len);
+            return ngx_http_wa_reply_json(r, status, answer.data, answer.len);
         }
 
         if (rc == NGX_ERROR) {
             ngx_http_wa_send_free(ctx);
-            return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                          "idempotency zone full, retry");
+            return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "idempotency zone full, retry");
         }
     }
 
@@ -450,7 +325,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
     ngx_http_wa_send_attempt(ctx, &rec);
 
-    if (ngx_http_wa_publish(r, &rec) != NGX_OK) {
+    if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
         goto unavailable;
     }
 
@@ -519,9 +394,9 @@ unavailable:
         ngx_str_set(&h->value, "1");
     }
 
-    return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "ring full, ring unavailable or too many "
-                                  "sends in flight: nothing was sent, retry");
+    return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "ring full, ring unavailable or too many "
+                                   "sends in flight: nothing was sent, retry");
 
 failed:
 
@@ -632,7 +507,7 @@ ngx_http_wa_send_interrupted(ngx_http_request_t *r,
                   "exited while the provider call was in flight");
     wa_record_set(&rec, WA_F_RETRYABLE, "0");
 
-    if (ngx_http_wa_ring_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "wa send %s: outcome \"unknown\" not recorded: ring "
                       "refused it", ctx->local_id);
@@ -640,7 +515,7 @@ ngx_http_wa_send_interrupted(ngx_http_request_t *r,
 
     ngx_http_wa_send_free(ctx);
 
-    return ngx_http_wa_send_json(r, status, answer->data, answer->len);
+    return ngx_http_wa_reply_json(r, status, answer->data, answer->len);
 }
 
 
@@ -680,7 +555,7 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
         wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
     }
 
-    if (ngx_http_wa_ring_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
         /* the pending row exists; the receipt's biz_opaque_callback_data
          * will link the wamid to it */
         ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
@@ -799,7 +674,7 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 
     } else {
         ngx_memcpy(answer, ctx->answer.data, ctx->answer.len);
-        rc = ngx_http_wa_send_json(r, ctx->status, answer, ctx->answer.len);
+        rc = ngx_http_wa_reply_json(r, ctx->status, answer, ctx->answer.len);
     }
 
     ngx_http_finalize_request(r, rc);
@@ -866,337 +741,7 @@ ngx_http_wa_send_channel(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf,
 }
 
 
-/* ---- idempotency zone -------------------------------------------------- */
 
 
-static ngx_int_t
-ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_wa_idem_t  *oidem = data;
 
-    ngx_http_wa_idem_t  *idem;
 
-    idem = shm_zone->data;
-
-    /* a reload keeps the zone, and with it every client_ref's answer */
-    if (oidem) {
-        idem->sh = oidem->sh;
-        idem->shpool = oidem->shpool;
-        return NGX_OK;
-    }
-
-    idem->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        idem->sh = idem->shpool->data;
-        return NGX_OK;
-    }
-
-    idem->sh = ngx_slab_alloc(idem->shpool, sizeof(ngx_http_wa_idem_sh_t));
-    if (idem->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    idem->shpool->data = idem->sh;
-
-    ngx_rbtree_init(&idem->sh->rbtree, &idem->sh->sentinel,
-                    ngx_http_wa_idem_rbtree_insert);
-    ngx_queue_init(&idem->sh->queue);
-
-    idem->shpool->log_nomem = 0;
-
-    return NGX_OK;
-}
-
-
-/*
- * NEW (an in-flight entry now holds key, named local_id), RETRY (the
- * provider refused the last attempt: the entry is in flight again, local_id
- * and attempt are the send's), BUSY (a live send holds it), DONE (status
- * and answer copied into pool),
- * INTERRUPTED (the send that held it outlived its life, so its worker
- * died: local_id becomes that send's, status and answer say "unknown" and
- * are kept for the next calls), or NGX_ERROR (the zone is full of entries
- * too young to evict). An answer is kept NGX_HTTP_WA_IDEM_KEEP seconds
- * from the first call, whatever the calls since.
- */
-
-static ngx_int_t
-ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    time_t life, char *local_id, ngx_uint_t *attempt, ngx_uint_t *status,
-    ngx_str_t *answer, ngx_pool_t *pool)
-{
-    u_char                   *p;
-    size_t                    size;
-    time_t                    now;
-    uint32_t                  hash;
-    ngx_int_t                 rc;
-    ngx_uint_t                tries;
-    ngx_queue_t              *q;
-    ngx_rbtree_node_t        *node;
-    ngx_http_wa_idem_t       *idem;
-    ngx_http_wa_idem_node_t  *in;
-
-    idem = wmcf->idem_zone->data;
-    hash = ngx_crc32_short(key->data, key->len);
-    now = ngx_time();
-
-    ngx_shmtx_lock(&idem->shpool->mutex);
-
-    in = ngx_http_wa_idem_find(idem, key, hash);
-
-    if (in != NULL && now - in->time >= NGX_HTTP_WA_IDEM_KEEP) {
-        ngx_http_wa_idem_delete(idem, in);
-        in = NULL;
-    }
-
-    if (in != NULL) {
-        ngx_queue_remove(&in->queue);
-        ngx_queue_insert_head(&idem->sh->queue, &in->queue);
-
-        if (in->status == 0 && now <= in->deadline) {
-            ngx_shmtx_unlock(&idem->shpool->mutex);
-            return NGX_HTTP_WA_IDEM_BUSY;
-        }
-
-        /* WhatsApp did not take it: the same send, attempted again */
-        if (in->status != 0 && in->verdict == 'f'
-            && in->attempts < 0xffff)
-        {
-            in->prev_status = in->status;
-            in->status = 0;
-            in->attempts++;
-            in->deadline = now + life + NGX_HTTP_WA_IDEM_SLACK;
-
-            ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
-            *attempt = in->attempts;
-
-            ngx_shmtx_unlock(&idem->shpool->mutex);
-            return NGX_HTTP_WA_IDEM_RETRY;
-        }
-
-        rc = NGX_HTTP_WA_IDEM_DONE;
-
-        if (in->status == 0) {
-            rc = NGX_HTTP_WA_IDEM_INTERRUPTED;
-
-            p = in->data + in->key_len;
-            p = ngx_snprintf(p, NGX_HTTP_WA_IDEM_ANSWER,
-                    "{\"id\":\"%s\",\"status\":\"unknown\",\"lead_id\":null,"
-                    "\"retryable\":false,\"error\":{\"code\":null,"
-                    "\"title\":\"interrupted: the nginx worker exited while "
-                    "the provider call was in flight; it may have reached "
-                    "WhatsApp, so it is not sent again\"}}", in->local_id);
-
-            in->status = NGX_HTTP_GATEWAY_TIME_OUT;
-            in->verdict = 'u';
-            in->answer_len = (u_short) (p - (in->data + in->key_len));
-            ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
-        }
-
-        *status = in->status;
-        answer->len = in->answer_len;
-        answer->data = ngx_pnalloc(pool, in->answer_len);
-
-        if (answer->data) {
-            ngx_memcpy(answer->data, in->data + in->key_len, in->answer_len);
-        }
-
-        ngx_shmtx_unlock(&idem->shpool->mutex);
-
-        return answer->data ? rc : NGX_ERROR;
-    }
-
-    size = offsetof(ngx_rbtree_node_t, color)
-           + offsetof(ngx_http_wa_idem_node_t, data)
-           + key->len + NGX_HTTP_WA_IDEM_ANSWER;
-
-    for (tries = 0; tries < 8; tries++) {
-        node = ngx_slab_alloc_locked(idem->shpool, size);
-        if (node != NULL) {
-            break;
-        }
-
-        /* make room: the least recently used entry, if it may go */
-        if (ngx_queue_empty(&idem->sh->queue)) {
-            break;
-        }
-
-        q = ngx_queue_last(&idem->sh->queue);
-        in = ngx_queue_data(q, ngx_http_wa_idem_node_t, queue);
-
-        if (in->status == 0 && now - in->time < NGX_HTTP_WA_IDEM_STUCK) {
-            break;
-        }
-
-        ngx_http_wa_idem_delete(idem, in);
-    }
-
-    if (node == NULL) {
-        ngx_shmtx_unlock(&idem->shpool->mutex);
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "wa send: idempotency zone is full of sends in flight");
-        return NGX_ERROR;
-    }
-
-    in = (ngx_http_wa_idem_node_t *) &node->color;
-
-    node->key = hash;
-    in->key_len = (u_short) key->len;
-    in->status = 0;
-    in->verdict = 0;
-    in->attempts = 1;
-    in->answer_len = 0;
-    in->time = now;
-    in->deadline = now + life + NGX_HTTP_WA_IDEM_SLACK;
-    ngx_memcpy(in->local_id, local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
-    ngx_memcpy(in->data, key->data, key->len);
-
-    ngx_rbtree_insert(&idem->sh->rbtree, node);
-    ngx_queue_insert_head(&idem->sh->queue, &in->queue);
-
-    ngx_shmtx_unlock(&idem->shpool->mutex);
-
-    return NGX_HTTP_WA_IDEM_NEW;
-}
-
-
-/* under the zone's lock */
-
-static void
-ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem, ngx_http_wa_idem_node_t *in)
-{
-    ngx_rbtree_node_t  *node;
-
-    ngx_queue_remove(&in->queue);
-    node = (ngx_rbtree_node_t *)
-               ((u_char *) in - offsetof(ngx_rbtree_node_t, color));
-    ngx_rbtree_delete(&idem->sh->rbtree, node);
-    ngx_slab_free_locked(idem->shpool, node);
-}
-
-
-/*
- * Status 0: nothing was sent; a first attempt forgets the key, a later one
- * leaves the last answer as it was. Else keep the answer and its verdict.
- */
-
-static void
-ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    ngx_uint_t status, ngx_str_t *answer, u_char verdict)
-{
-    uint32_t                  hash;
-    ngx_http_wa_idem_t       *idem;
-    ngx_http_wa_idem_node_t  *in;
-    static u_char             brief[] = "{\"error\":\"client_ref: already "
-                                        "sent; the original answer was too "
-                                        "long to keep\"}";
-
-    idem = wmcf->idem_zone->data;
-    hash = ngx_crc32_short(key->data, key->len);
-
-    ngx_shmtx_lock(&idem->shpool->mutex);
-
-    in = ngx_http_wa_idem_find(idem, key, hash);
-
-    if (in != NULL) {
-        in->verdict = verdict;
-
-        if (status == 0 && in->attempts > 1) {
-            in->status = in->prev_status;
-            in->verdict = 'f';
-            in->attempts--;
-
-        } else if (status == 0) {
-            ngx_http_wa_idem_delete(idem, in);
-
-        } else if (answer->len && answer->len <= NGX_HTTP_WA_IDEM_ANSWER) {
-            in->status = (u_short) status;
-            in->answer_len = (u_short) answer->len;
-            ngx_memcpy(in->data + in->key_len, answer->data, answer->len);
-
-        } else {
-            in->status = NGX_HTTP_CONFLICT;
-            in->answer_len = sizeof(brief) - 1;
-            ngx_memcpy(in->data + in->key_len, brief, sizeof(brief) - 1);
-        }
-    }
-
-    ngx_shmtx_unlock(&idem->shpool->mutex);
-}
-
-
-static ngx_http_wa_idem_node_t *
-ngx_http_wa_idem_find(ngx_http_wa_idem_t *idem, ngx_str_t *key, uint32_t hash)
-{
-    ngx_int_t                 rc;
-    ngx_rbtree_node_t        *node, *sentinel;
-    ngx_http_wa_idem_node_t  *in;
-
-    node = idem->sh->rbtree.root;
-    sentinel = idem->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        in = (ngx_http_wa_idem_node_t *) &node->color;
-
-        rc = ngx_memn2cmp(key->data, in->data, key->len,
-                          (size_t) in->key_len);
-        if (rc == 0) {
-            return in;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_http_wa_idem_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t        **p;
-    ngx_http_wa_idem_node_t   *in, *int_;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            in = (ngx_http_wa_idem_node_t *) &node->color;
-            int_ = (ngx_http_wa_idem_node_t *) &temp->color;
-
-            p = (ngx_memn2cmp(in->data, int_->data, in->key_len,
-                              int_->key_len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}

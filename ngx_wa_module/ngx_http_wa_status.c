@@ -85,12 +85,12 @@ ngx_http_wa_status_handler(ngx_http_request_t *r)
 
     if (ngx_http_wa_status_wants_text(r)) {
         p = ngx_http_wa_status_prometheus(body, &st);
-        return ngx_http_wa_send_body(r, NGX_HTTP_OK, &prom, body, p - body);
+        return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &prom, body, p - body);
     }
 
     p = ngx_http_wa_status_json(body, &st, wmcf);
 
-    return ngx_http_wa_send_body(r, NGX_HTTP_OK, &json, body, p - body);
+    return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &json, body, p - body);
 }
 
 

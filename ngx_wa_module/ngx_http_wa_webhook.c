@@ -72,9 +72,9 @@ ngx_http_wa_webhook_verify(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
         || ngx_http_wa_arg(r, "hub.verify_token", 16, &token) != NGX_OK
         || ngx_http_wa_arg(r, "hub.challenge", 13, &challenge) != NGX_OK)
     {
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                      "hub.mode, hub.verify_token and "
-                                      "hub.challenge are required");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "hub.mode, hub.verify_token and "
+                                       "hub.challenge are required");
     }
 
     if (mode.len != 9 || ngx_strncmp(mode.data, "subscribe", 9) != 0
@@ -83,13 +83,13 @@ ngx_http_wa_webhook_verify(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
     {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "wa webhook: verification refused (wrong token or mode)");
-        return ngx_http_wa_send_error(r, NGX_HTTP_FORBIDDEN,
-                                      "verification refused");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_FORBIDDEN,
+                                       "verification refused");
     }
 
     /* echo the challenge as plain text, as Meta expects */
-    return ngx_http_wa_send_body(r, NGX_HTTP_OK, &text, challenge.data,
-                                 challenge.len);
+    return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &text, challenge.data,
+                                  challenge.len);
 }
 
 
@@ -119,8 +119,8 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
      * length here): the body chain then holds only a buffer with no data
      */
     if (r->request_body == NULL || r->headers_in.content_length_n == 0) {
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                      "empty body");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "empty body");
     }
 
     body = ngx_http_wa_body(r, &len);
@@ -129,15 +129,15 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
     }
 
     if (len == 0) {
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                      "empty body");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "empty body");
     }
 
     if (wlcf->app_secret.len
         && ngx_http_wa_signature_ok(r, wlcf, body, len) != NGX_OK)
     {
-        return ngx_http_wa_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                      "invalid X-Hub-Signature-256");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "invalid X-Hub-Signature-256");
     }
 
     tp = ngx_timeofday();
@@ -172,8 +172,8 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
                        (ngx_uint_t) ctx.messages, (ngx_uint_t) ctx.statuses,
                        (ngx_uint_t) ctx.errors);
 
-        return ngx_http_wa_send_json(r, NGX_HTTP_OK,
-                                     (u_char *) "{\"ok\":true}", 11);
+        return ngx_http_wa_reply_json(r, NGX_HTTP_OK,
+                                      (u_char *) "{\"ok\":true}", 11);
 
     case WA_WH_INVALID:
         /*
@@ -184,12 +184,12 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
 
         ngx_log_error(level, r->connection->log, 0,
                       "wa webhook: body refused: %s", ctx.error);
-        return ngx_http_wa_send_error(r, NGX_HTTP_BAD_REQUEST, ctx.error);
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST, ctx.error);
 
     case WA_WH_EMIT_FAILED:
         /* records published before this one are idempotent on retry */
-        return ngx_http_wa_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "ring full or unavailable, retry");
+        return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "ring full or unavailable, retry");
 
     default:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -324,7 +324,10 @@ ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
 
     emit = ctx->data;
 
-    emit->publish_rc = ngx_http_wa_publish(emit->request, rec);
+    emit->publish_rc = ngx_http_wa_publish(
+                          ngx_http_get_module_main_conf(emit->request,
+                                                        ngx_http_wa_module),
+                          emit->request->connection->log, rec);
 
     return emit->publish_rc == NGX_OK ? 0 : -1;
 }
