@@ -347,6 +347,32 @@ wa_ring_tail(const wa_ring_t *ring)
 }
 
 
+#define WA_RING_COUNTER_ROW(name, metric, labels)                             \
+    { #name, offsetof(wa_ring_hdr_t, name), metric, labels },
+
+const wa_ring_counter_t  wa_ring_producer_counters[] = {
+    WA_RING_PRODUCER_COUNTERS(WA_RING_COUNTER_ROW)
+};
+
+const wa_ring_counter_t  wa_ring_writer_counters[] = {
+    WA_RING_WRITER_COUNTERS(WA_RING_COUNTER_ROW)
+};
+
+const size_t  wa_ring_producer_counters_n =
+    sizeof(wa_ring_producer_counters) / sizeof(wa_ring_counter_t);
+const size_t  wa_ring_writer_counters_n =
+    sizeof(wa_ring_writer_counters) / sizeof(wa_ring_counter_t);
+
+
+uint64_t
+wa_ring_counter(const wa_ring_hdr_t *hdr, const wa_ring_counter_t *c)
+{
+    return __atomic_load_n((const uint64_t *)
+                               ((const unsigned char *) hdr + c->offset),
+                           __ATOMIC_RELAXED);
+}
+
+
 static wa_ring_rec_hdr_t *
 wa_ring_rec(wa_ring_t *ring, uint64_t pos)
 {

@@ -90,6 +90,35 @@
 #define WA_RING_HOOK_WRITTEN 2       /* payload written, not committed */
 
 
+/*
+ * The header's counters, listed once: the fields of wa_ring_hdr_t, the
+ * keys of nginx's wa_status JSON and of `wa-writer status` (the name), and
+ * the Prometheus metric with its labels (NULL: not exported). Each list is
+ * in header order, which is every output's order.
+ */
+#define WA_RING_PRODUCER_COUNTERS(X)                                          \
+    X(published,          "wa_published_records_total", "")                 \
+    X(published_bytes,    "wa_published_bytes_total", "")                   \
+    /* claims refused: ring full */                                           \
+    X(refused,            "wa_refused_total", "{reason=\"full\"}")           \
+    /* claims refused: record over the largest payload */                     \
+    X(refused_too_big,    "wa_refused_total", "{reason=\"too_big\"}")
+
+#define WA_RING_WRITER_COUNTERS(X)                                            \
+    X(last_flush_records, NULL, "")                                           \
+    /* records committed, total */                                            \
+    X(rows_written,       "wa_writer_rows_written_total", "")               \
+    X(dead_letters,       "wa_writer_dead_letters_total", "")               \
+    X(flush_failures,     "wa_writer_flush_failures_total", "")             \
+    /* claims given up on */                                                  \
+    X(skipped_records,    "wa_writer_skipped_records_total", "")            \
+    X(skipped_bytes,      NULL, "")                                           \
+    /* checksum or header mismatch */                                         \
+    X(corrupt_records,    "wa_writer_corrupt_records_total", "")
+
+#define WA_RING_COUNTER_FIELD(name, metric, labels)  uint64_t  name;
+
+
 /* The file header: one 4096-byte page; producer and consumer words on
  * their own cache lines. Layout is part of WA_RING_VERSION. */
 typedef struct {
@@ -110,10 +139,7 @@ typedef struct {
     uint8_t   pad2[56];
 
     /* producer counters (atomic adds) */
-    uint64_t  published;           /* records published */
-    uint64_t  published_bytes;
-    uint64_t  refused;             /* claims refused: ring full */
-    uint64_t  refused_too_big;     /* claims refused: record > max */
+    WA_RING_PRODUCER_COUNTERS(WA_RING_COUNTER_FIELD)
     uint8_t   pad3[32];
 
     /* writer side, written by the writer only, read by wa_status */
@@ -122,17 +148,42 @@ typedef struct {
     uint64_t  writer_started_ms;
     uint64_t  writer_heartbeat_ms;
     uint64_t  last_flush_ms;       /* last successful commit */
-    uint64_t  last_flush_records;
-    uint64_t  rows_written;        /* records committed, total */
-    uint64_t  dead_letters;
-    uint64_t  flush_failures;
-    uint64_t  skipped_records;     /* claims given up on */
-    uint64_t  skipped_bytes;
-    uint64_t  corrupt_records;     /* checksum or header mismatch */
+    WA_RING_WRITER_COUNTERS(WA_RING_COUNTER_FIELD)
     uint64_t  last_error_ms;
     uint64_t  lag_ms;              /* age of the oldest uncommitted record */
     char      last_error[WA_RING_ERR_LEN];
 } wa_ring_hdr_t;
+
+
+/* the layout is WA_RING_VERSION 1's: generating the counters moved none */
+_Static_assert(offsetof(wa_ring_hdr_t, published) == 192
+               && offsetof(wa_ring_hdr_t, refused_too_big) == 216
+               && offsetof(wa_ring_hdr_t, writer_pid) == 256
+               && offsetof(wa_ring_hdr_t, last_flush_records) == 288
+               && offsetof(wa_ring_hdr_t, corrupt_records) == 336
+               && offsetof(wa_ring_hdr_t, last_error_ms) == 344
+               && offsetof(wa_ring_hdr_t, lag_ms) == 352
+               && offsetof(wa_ring_hdr_t, last_error) == 360
+               && sizeof(wa_ring_hdr_t) == 616,
+               "wa_ring_hdr_t layout changed: bump WA_RING_VERSION");
+
+
+/* A counter as the outputs read it: name, where, and its metric. */
+typedef struct {
+    const char      *name;
+    size_t           offset;       /* in wa_ring_hdr_t */
+    const char      *metric;       /* NULL: not exported */
+    const char      *labels;
+} wa_ring_counter_t;
+
+extern const wa_ring_counter_t  wa_ring_producer_counters[];
+extern const wa_ring_counter_t  wa_ring_writer_counters[];
+extern const size_t             wa_ring_producer_counters_n;
+extern const size_t             wa_ring_writer_counters_n;
+
+/* its value, loaded atomically: other processes update it */
+uint64_t wa_ring_counter(const wa_ring_hdr_t *hdr,
+    const wa_ring_counter_t *c);
 
 
 /* Header of each record in the data area; 32 bytes, WA_RING_ALIGN aligned. */

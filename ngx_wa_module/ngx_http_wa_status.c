@@ -19,20 +19,11 @@ typedef struct {
     uint64_t     capacity;
     uint64_t     head;
     uint64_t     tail;
-    uint64_t     published;
-    uint64_t     published_bytes;
-    uint64_t     refused;
-    uint64_t     refused_too_big;
     int32_t      writer_pid;
     uint64_t     heartbeat_ms;
     uint64_t     last_flush_ms;
-    uint64_t     last_flush_records;
-    uint64_t     rows_written;
-    uint64_t     dead_letters;
-    uint64_t     flush_failures;
-    uint64_t     skipped_records;
-    uint64_t     skipped_bytes;
-    uint64_t     corrupt_records;
+    wa_ring_hdr_t
+                 counters;       /* only the counters are copied */
     uint64_t     last_error_ms;
     uint64_t     lag_ms;
     uint64_t     now_ms;
@@ -45,8 +36,12 @@ static void ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
     ngx_http_wa_status_t *st);
 static u_char *ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
     ngx_http_wa_main_conf_t *wmcf);
+static u_char *ngx_http_wa_status_json_counters(u_char *p,
+    wa_ring_hdr_t *counters, const wa_ring_counter_t *c, size_t n);
 static u_char *ngx_http_wa_status_prometheus(u_char *p,
     ngx_http_wa_status_t *st);
+static u_char *ngx_http_wa_status_metrics(u_char *p, wa_ring_hdr_t *counters,
+    const wa_ring_counter_t *c, size_t n);
 static ngx_int_t ngx_http_wa_status_wants_text(ngx_http_request_t *r);
 static uint64_t ngx_http_wa_age(uint64_t now, uint64_t then);
 
@@ -117,20 +112,15 @@ ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
     st->capacity = wmcf->ring.capacity;
     st->head = wa_ring_head(&wmcf->ring);
     st->tail = wa_ring_tail(&wmcf->ring);
-    st->published = wa_load(published);
-    st->published_bytes = wa_load(published_bytes);
-    st->refused = wa_load(refused);
-    st->refused_too_big = wa_load(refused_too_big);
     st->writer_pid = wa_load(writer_pid);
     st->heartbeat_ms = wa_load(writer_heartbeat_ms);
     st->last_flush_ms = wa_load(last_flush_ms);
-    st->last_flush_records = wa_load(last_flush_records);
-    st->rows_written = wa_load(rows_written);
-    st->dead_letters = wa_load(dead_letters);
-    st->flush_failures = wa_load(flush_failures);
-    st->skipped_records = wa_load(skipped_records);
-    st->skipped_bytes = wa_load(skipped_bytes);
-    st->corrupt_records = wa_load(corrupt_records);
+
+#define wa_copy(name, metric, labels)  st->counters.name = wa_load(name);
+    WA_RING_PRODUCER_COUNTERS(wa_copy)
+    WA_RING_WRITER_COUNTERS(wa_copy)
+#undef wa_copy
+
     st->last_error_ms = wa_load(last_error_ms);
     st->lag_ms = wa_load(lag_ms);
 
@@ -151,9 +141,13 @@ static u_char *
 ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
     ngx_http_wa_main_conf_t *wmcf)
 {
-    uint64_t  hb_age;
+    uint64_t        hb_age, done;
+    wa_ring_hdr_t  *c;
 
+    c = &st->counters;
     hb_age = ngx_http_wa_age(st->now_ms, st->heartbeat_ms);
+    done = c->rows_written + c->dead_letters + c->skipped_records
+           + c->corrupt_records;
 
     p = ngx_sprintf(p, "{\"ring\":{\"path\":\"");
     p = (u_char *) ngx_escape_json(p, wmcf->ring_path.data,
@@ -170,37 +164,48 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
 
     p = ngx_sprintf(p,
             "\"size\":%uL,\"head\":%uL,\"tail\":%uL,\"bytes_waiting\":%uL,"
-            "\"records_waiting\":%uL},"
-            "\"producers\":{\"published\":%uL,\"published_bytes\":%uL,"
-            "\"refused\":%uL,\"refused_too_big\":%uL},",
+            "\"records_waiting\":%uL},\"producers\":{",
             st->capacity, st->head, st->tail, st->tail - st->head,
-            st->published > st->rows_written + st->dead_letters
-                            + st->skipped_records + st->corrupt_records
-            ? st->published - st->rows_written - st->dead_letters
-              - st->skipped_records - st->corrupt_records
-            : 0,
-            st->published, st->published_bytes, st->refused,
-            st->refused_too_big);
+            c->published > done ? c->published - done : 0);
+
+    p = ngx_http_wa_status_json_counters(p, c, wa_ring_producer_counters,
+                                         wa_ring_producer_counters_n);
 
     p = ngx_sprintf(p,
-            "\"writer\":{\"alive\":%s,\"pid\":%D,\"heartbeat_age_ms\":%uL,"
-            "\"last_flush_age_ms\":%uL,\"last_flush_records\":%uL,"
-            "\"rows_written\":%uL,\"dead_letters\":%uL,"
-            "\"flush_failures\":%uL,\"skipped_records\":%uL,"
-            "\"skipped_bytes\":%uL,\"corrupt_records\":%uL,\"lag_ms\":%uL,"
-            "\"last_error_age_ms\":%uL,\"last_error\":\"",
+            "},\"writer\":{\"alive\":%s,\"pid\":%D,\"heartbeat_age_ms\":%uL,"
+            "\"last_flush_age_ms\":%uL,",
             (st->heartbeat_ms && hb_age < NGX_HTTP_WA_WRITER_DEAD)
             ? "true" : "false",
             st->writer_pid, hb_age,
-            ngx_http_wa_age(st->now_ms, st->last_flush_ms),
-            st->last_flush_records, st->rows_written, st->dead_letters,
-            st->flush_failures, st->skipped_records, st->skipped_bytes,
-            st->corrupt_records, st->lag_ms,
-            ngx_http_wa_age(st->now_ms, st->last_error_ms));
+            ngx_http_wa_age(st->now_ms, st->last_flush_ms));
+
+    p = ngx_http_wa_status_json_counters(p, c, wa_ring_writer_counters,
+                                         wa_ring_writer_counters_n);
+
+    p = ngx_sprintf(p,
+            ",\"lag_ms\":%uL,\"last_error_age_ms\":%uL,\"last_error\":\"",
+            st->lag_ms, ngx_http_wa_age(st->now_ms, st->last_error_ms));
 
     p = (u_char *) ngx_escape_json(p, st->last_error, st->last_error_len);
 
     return ngx_sprintf(p, "\"}}\n");
+}
+
+
+/* "name":value,... in the list's order */
+
+static u_char *
+ngx_http_wa_status_json_counters(u_char *p, wa_ring_hdr_t *counters,
+    const wa_ring_counter_t *c, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "%s\"%s\":%uL", i ? "," : "", c[i].name,
+                        wa_ring_counter(counters, &c[i]));
+    }
+
+    return p;
 }
 
 
@@ -221,43 +226,62 @@ ngx_http_wa_status_prometheus(u_char *p, ngx_http_wa_status_t *st)
             "# TYPE wa_ring_head_bytes counter\n"
             "wa_ring_head_bytes %uL\n"
             "# TYPE wa_ring_tail_bytes counter\n"
-            "wa_ring_tail_bytes %uL\n"
-            "# TYPE wa_published_records_total counter\n"
-            "wa_published_records_total %uL\n"
-            "# TYPE wa_published_bytes_total counter\n"
-            "wa_published_bytes_total %uL\n"
-            "# TYPE wa_refused_total counter\n"
-            "wa_refused_total{reason=\"full\"} %uL\n"
-            "wa_refused_total{reason=\"too_big\"} %uL\n",
+            "wa_ring_tail_bytes %uL\n",
             st->available ? 1 : 0, st->capacity, st->tail - st->head,
-            st->head, st->tail, st->published, st->published_bytes,
-            st->refused, st->refused_too_big);
+            st->head, st->tail);
 
-    return ngx_sprintf(p,
+    p = ngx_http_wa_status_metrics(p, &st->counters,
+                                   wa_ring_producer_counters,
+                                   wa_ring_producer_counters_n);
+
+    p = ngx_sprintf(p,
             "# TYPE wa_writer_up gauge\n"
             "wa_writer_up %d\n"
             "# TYPE wa_writer_heartbeat_age_seconds gauge\n"
             "wa_writer_heartbeat_age_seconds %uL.%03uL\n"
             "# TYPE wa_writer_lag_seconds gauge\n"
-            "wa_writer_lag_seconds %uL.%03uL\n"
-            "# TYPE wa_writer_rows_written_total counter\n"
-            "wa_writer_rows_written_total %uL\n"
-            "# TYPE wa_writer_dead_letters_total counter\n"
-            "wa_writer_dead_letters_total %uL\n"
-            "# TYPE wa_writer_flush_failures_total counter\n"
-            "wa_writer_flush_failures_total %uL\n"
-            "# TYPE wa_writer_skipped_records_total counter\n"
-            "wa_writer_skipped_records_total %uL\n"
-            "# TYPE wa_writer_corrupt_records_total counter\n"
-            "wa_writer_corrupt_records_total %uL\n"
-            "# TYPE wa_writer_last_flush_age_seconds gauge\n"
-            "wa_writer_last_flush_age_seconds %uL\n",
+            "wa_writer_lag_seconds %uL.%03uL\n",
             (st->heartbeat_ms && hb_age < NGX_HTTP_WA_WRITER_DEAD) ? 1 : 0,
             hb_age / 1000, hb_age % 1000,
-            st->lag_ms / 1000, st->lag_ms % 1000,
-            st->rows_written, st->dead_letters, st->flush_failures,
-            st->skipped_records, st->corrupt_records,
+            st->lag_ms / 1000, st->lag_ms % 1000);
+
+    p = ngx_http_wa_status_metrics(p, &st->counters, wa_ring_writer_counters,
+                                   wa_ring_writer_counters_n);
+
+    return ngx_sprintf(p,
+            "# TYPE wa_writer_last_flush_age_seconds gauge\n"
+            "wa_writer_last_flush_age_seconds %uL\n",
             ngx_http_wa_age(st->now_ms, st->last_flush_ms) / 1000);
+}
+
+
+/* the exported counters; one TYPE line per metric, its labels on each */
+
+static u_char *
+ngx_http_wa_status_metrics(u_char *p, wa_ring_hdr_t *counters,
+    const wa_ring_counter_t *c, size_t n)
+{
+    size_t       i;
+    const char  *last;
+
+    last = NULL;
+
+    for (i = 0; i < n; i++) {
+
+        if (c[i].metric == NULL) {
+            continue;
+        }
+
+        if (last == NULL || ngx_strcmp(last, c[i].metric) != 0) {
+            p = ngx_sprintf(p, "# TYPE %s counter\n", c[i].metric);
+            last = c[i].metric;
+        }
+
+        p = ngx_sprintf(p, "%s%s %uL\n", c[i].metric, c[i].labels,
+                        wa_ring_counter(counters, &c[i]));
+    }
+
+    return p;
 }
 
 

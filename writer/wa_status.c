@@ -16,6 +16,8 @@
 
 
 static void wa_status_age(const char *key, uint64_t now, uint64_t then);
+static void wa_status_counters(const wa_ring_hdr_t *hdr,
+    const wa_ring_counter_t *c, size_t n);
 
 
 int
@@ -56,27 +58,14 @@ wa_status(wa_conf_t *conf)
     printf("head %" PRIu64 "\n", head);
     printf("tail %" PRIu64 "\n", tail);
     printf("bytes_waiting %" PRIu64 "\n", tail - head);
-    printf("published %" PRIu64 "\n", (uint64_t) wa_load(published));
-    printf("published_bytes %" PRIu64 "\n",
-           (uint64_t) wa_load(published_bytes));
-    printf("refused %" PRIu64 "\n", (uint64_t) wa_load(refused));
-    printf("refused_too_big %" PRIu64 "\n",
-           (uint64_t) wa_load(refused_too_big));
+    wa_status_counters(hdr, wa_ring_producer_counters,
+                       wa_ring_producer_counters_n);
     printf("writer_pid %d\n", (int) pid);
     printf("writer_alive %s\n", alive);
     wa_status_age("writer_heartbeat_age_ms", now, wa_load(writer_heartbeat_ms));
     wa_status_age("writer_uptime_ms", now, wa_load(writer_started_ms));
     wa_status_age("last_flush_age_ms", now, wa_load(last_flush_ms));
-    printf("last_flush_records %" PRIu64 "\n",
-           (uint64_t) wa_load(last_flush_records));
-    printf("rows_written %" PRIu64 "\n", (uint64_t) wa_load(rows_written));
-    printf("dead_letters %" PRIu64 "\n", (uint64_t) wa_load(dead_letters));
-    printf("flush_failures %" PRIu64 "\n", (uint64_t) wa_load(flush_failures));
-    printf("skipped_records %" PRIu64 "\n",
-           (uint64_t) wa_load(skipped_records));
-    printf("skipped_bytes %" PRIu64 "\n", (uint64_t) wa_load(skipped_bytes));
-    printf("corrupt_records %" PRIu64 "\n",
-           (uint64_t) wa_load(corrupt_records));
+    wa_status_counters(hdr, wa_ring_writer_counters, wa_ring_writer_counters_n);
     printf("lag_ms %" PRIu64 "\n", (uint64_t) wa_load(lag_ms));
     wa_status_age("last_error_age_ms", now, wa_load(last_error_ms));
 
@@ -101,4 +90,17 @@ wa_status_age(const char *key, uint64_t now, uint64_t then)
     }
 
     printf("%s %" PRIu64 "\n", key, now > then ? now - then : 0);
+}
+
+
+/* "name value" lines, in the list's order */
+static void
+wa_status_counters(const wa_ring_hdr_t *hdr, const wa_ring_counter_t *c,
+    size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        printf("%s %" PRIu64 "\n", c[i].name, wa_ring_counter(hdr, &c[i]));
+    }
 }
