@@ -9,6 +9,8 @@ SAN_FLAGS   ?=
 NGX_BUILD   := $(BUILD)/nginx
 MODULE      := $(NGX_BUILD)/ngx_http_wa_module.so
 WRITER      := $(BUILD)/wa-writer
+# feeds a ring from a script: the tests, bench and valgrind use it
+FEED        := $(BUILD)/wa-feed
 
 CC          ?= cc
 WFLAGS      := -Wall -Wextra -Werror
@@ -30,6 +32,8 @@ UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 # preloaded into nginx by the tests that stall or kill a producer mid-claim
 SHIM        := $(BUILD)/t/ring_hook.so
+# the feeder's old name, for t/07 until it runs $(FEED)
+FEED_COMPAT := $(BUILD)/t/test_writer_feed
 
 PROVE       ?= prove
 
@@ -40,16 +44,17 @@ FUZZ_TIME   ?= 600
 FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
-.PHONY: all deps module writer unit test test-asan valgrind bench run fuzz fuzz-deps clean
+.PHONY: all deps module writer tools unit test test-asan valgrind bench run fuzz fuzz-deps clean
 
-all: module writer unit
+all: module writer tools unit
 
 deps:
 	@sh scripts/deps.sh
 
 module: $(MODULE)
 writer: $(WRITER)
-unit: $(UNIT_BINS) $(SHIM)
+tools: $(FEED)
+unit: $(UNIT_BINS) $(SHIM) $(FEED_COMPAT)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
@@ -81,6 +86,14 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS
 	@mkdir -p $(BUILD)/t
 	$(CC) $(ALL_CFLAGS) -I common -I ngx_wa_module -I t/unit -o $@ $< \
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
+
+$(FEED): tools/wa-feed.c $(SHARED_SRCS) $(SHARED_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -I common -o $@ $< $(SHARED_SRCS)
+
+$(FEED_COMPAT): $(FEED)
+	@mkdir -p $(BUILD)/t
+	ln -sf ../wa-feed $@
 
 # defines the weak wa_ring_test_hook(); no sanitizer flags: it is loaded
 # after ASan's runtime into an nginx that is not instrumented

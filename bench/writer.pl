@@ -77,7 +77,7 @@ sub check_rows {
 sub feed_and_drain {
     my ($command, @writer_args) = @_;
     fresh_tables();
-    open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' >/dev/null'
+    open my $feed, '|-', "$WaTest::BUILD/wa-feed " . $t->ring . ' >/dev/null'
         or die "feed: $!";
     print $feed "$command\n";
     close $feed or die "the feed failed\n";

@@ -523,7 +523,7 @@ wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim)
 
 
 int
-wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
+wa_ring_put(wa_ring_t *ring, uint16_t type, const void *payload,
     uint32_t len)
 {
     int              rc;

@@ -295,7 +295,7 @@ int wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
     wa_ring_claim_t *claim);            /* OK, FULL, TOO_BIG, ABANDONED */
 int wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim);
                                         /* OK, ABANDONED: not stored */
-int wa_ring_publish(wa_ring_t *ring, uint16_t type, const void *payload,
+int wa_ring_put(wa_ring_t *ring, uint16_t type, const void *payload,
     uint32_t len);                      /* claim + copy + commit */
 
 /* consumer: read the record at *cursor; on OK and SKIPPED, *cursor moves

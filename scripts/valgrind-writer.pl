@@ -26,7 +26,7 @@ $t->start_pg;
 $t->migrate;
 
 # the ring, filled before the writer starts
-my $feed = "$WaTest::BUILD/t/test_writer_feed";
+my $feed = "$WaTest::BUILD/wa-feed";
 open my $fh, '|-', "$feed " . $t->ring . ' 268435456 >/dev/null' or die "$feed: $!";
 print $fh "bench @{[ int($n / 2) ]} mixed vg\n";
 print $fh "bench @{[ int($n / 4) ]} in vgruns\n";

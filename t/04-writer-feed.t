@@ -1,7 +1,7 @@
 #!/usr/bin/perl
-# The producer side the writer relies on (t/unit/test_writer_feed.c, which
-# doubles as a ring feeding tool when given arguments).
+# The producer side the writer relies on (t/unit/test_ring_records.c); the
+# feeding tool is tools/wa-feed.c.
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Unit;
-Unit::run('test_writer_feed');
+Unit::run('test_ring_records');

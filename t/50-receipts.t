@@ -128,7 +128,7 @@ my $json = body(value(messages => [ $m[0], $m[1] ]));
 # such bodies now, so it goes into the ring as an older build or another
 # producer could have put it there
 is($t->post_webhook($json)->{status}, 200, 'two good messages');
-open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed", $t->ring or die;
+open my $feed, '|-', "$WaTest::BUILD/wa-feed", $t->ring or die;
 print $feed "in business=1 phone_number_id=$WaTest::PHONE_ID phone=972504444449"
           . " wamid=$bad->{id} msg_type=text body=bad%ff%fe%20byte\n";
 ok(close($feed), 'one with invalid UTF-8');

@@ -208,7 +208,7 @@ main(void)
     ok(ring.capacity == CAP, "capacity as asked");
     ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600,
        "file created 0600");
-    ok(wa_ring_publish(&ring, 1, "hello", 5) == WA_RING_OK, "publish");
+    ok(wa_ring_put(&ring, 1, "hello", 5) == WA_RING_OK, "publish");
     wa_ring_close(&ring);
 
     ok(wa_ring_open(&ring, path, 0, 0, 0600, err, sizeof(err)) == WA_RING_OK,
@@ -252,7 +252,7 @@ main(void)
 
     for (laps = 0; wa_ring_tail(&ring) < 20 * CAP; laps++) {
         len = fill(buf, 0, published);
-        rc = wa_ring_publish(&ring, 7, buf, len);
+        rc = wa_ring_put(&ring, 7, buf, len);
 
         if (rc == WA_RING_FULL) {
             /* drain half of what is there, then go on */
@@ -294,18 +294,18 @@ main(void)
 
     /* full: exact free-space check, and space again after advance */
     i = 0;
-    while (wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_OK) {
+    while (wa_ring_put(&ring, 1, buf, 1000) == WA_RING_OK) {
         i++;
     }
     ok(i == CAP / 1040 || i == CAP / 1040 - 1, "%d records of 1000 bytes fit",
        i);
-    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_FULL, "then FULL");
+    ok(wa_ring_put(&ring, 1, buf, 1000) == WA_RING_FULL, "then FULL");
     cursor = wa_ring_head(&ring);
     ok(read_one(&ring, &cursor, &rec) == WA_RING_OK, "read one");
-    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_FULL,
+    ok(wa_ring_put(&ring, 1, buf, 1000) == WA_RING_FULL,
        "read but not advanced: still FULL (space is freed after commit)");
     wa_ring_advance(&ring, cursor);
-    ok(wa_ring_publish(&ring, 1, buf, 1000) == WA_RING_OK,
+    ok(wa_ring_put(&ring, 1, buf, 1000) == WA_RING_OK,
        "advanced: room again");
     ok(wa_ring_claim(&ring, 1, CAP / 2, &claim) == WA_RING_TOO_BIG
        && ring.hdr->refused_too_big == 1, "a record over capacity/4: TOO_BIG");
@@ -356,7 +356,7 @@ main(void)
 
             for (s = 0; s < PER_PROC; ) {
                 len = fill(buf, (uint32_t) i, s);
-                if (wa_ring_publish(&other, 2, buf, len) == WA_RING_OK) {
+                if (wa_ring_put(&other, 2, buf, len) == WA_RING_OK) {
                     s++;
                 }
             }
@@ -410,8 +410,8 @@ main(void)
     /* ---- a corrupt record is skipped, the next one is read ---- */
 
     wa_ring_advance(&ring, cursor);
-    ok(wa_ring_publish(&ring, 3, "first-record", 12) == WA_RING_OK
-       && wa_ring_publish(&ring, 3, "second-record", 13) == WA_RING_OK,
+    ok(wa_ring_put(&ring, 3, "first-record", 12) == WA_RING_OK
+       && wa_ring_put(&ring, 3, "second-record", 13) == WA_RING_OK,
        "two records");
     ((unsigned char *) ring.data)[(cursor & ring.mask)
                                   + sizeof(wa_ring_rec_hdr_t) + 2] ^= 0x40;
@@ -437,7 +437,7 @@ main(void)
     }
     waitpid(pid, &status, 0);
 
-    ok(wa_ring_publish(&ring, 3, "after-dead", 10) == WA_RING_OK,
+    ok(wa_ring_put(&ring, 3, "after-dead", 10) == WA_RING_OK,
        "a record after the dead producer's claim");
     now = wa_mono_ms();
     ok(wa_ring_read(&ring, &cursor, &rec, now) == WA_RING_WAIT
@@ -468,7 +468,7 @@ main(void)
     tail = wa_ring_tail(&ring);
     __atomic_store_n(&ring.hdr->tail, tail + 64, __ATOMIC_RELEASE);
     memset(ring.data + (tail & ring.mask), 0, 64);
-    ok(wa_ring_publish(&ring, 3, "behind-a-hole", 13) == WA_RING_OK,
+    ok(wa_ring_put(&ring, 3, "behind-a-hole", 13) == WA_RING_OK,
        "a record behind 64 claimed bytes with no header");
     now = wa_now_ms();
     rc = wa_ring_read(&ring, &cursor, &rec, now);
@@ -506,7 +506,7 @@ main(void)
     ok(wa_ring_commit(&ring, &claim) == WA_RING_ABANDONED
        && ring.hdr->published == 0,
        "the producer wakes up: its commit fails with WA_RING_ABANDONED");
-    ok(wa_ring_publish(&ring, 5, "next", 4) == WA_RING_OK
+    ok(wa_ring_put(&ring, 5, "next", 4) == WA_RING_OK
        && wa_ring_read(&other, &cursor, &rec, now + 6000) == WA_RING_OK
        && rec.payload_len == 4 && memcmp(rec.payload, "next", 4) == 0
        && wa_ring_read(&other, &cursor, &rec, now + 6001) == WA_RING_EMPTY,
@@ -538,14 +538,14 @@ main(void)
        "64 bytes");
     ok(rc == WA_RING_ABANDONED,
        "then the producer's header CAS fails: WA_RING_ABANDONED");
-    ok(wa_ring_publish(&ring, 5, "after-hole", 10) == WA_RING_OK
+    ok(wa_ring_put(&ring, 5, "after-hole", 10) == WA_RING_OK
        && wa_ring_read(&other, &cursor, &rec, now) == WA_RING_OK
        && memcmp(rec.payload, "after-hole", 10) == 0,
        "the next record is read");
 
     /* the same at the wrap: the PAD claimed in the same CAS is stamped */
     while (wa_ring_tail(&ring) % CAP < CAP - 200) {
-        wa_ring_publish(&ring, 5, buf, 100);
+        wa_ring_put(&ring, 5, buf, 100);
         wa_ring_read(&other, &cursor, &rec, now);
         wa_ring_advance(&other, cursor);
     }
@@ -565,14 +565,14 @@ main(void)
     hook_point = WA_RING_HOOK_WRITTEN;
     hook_now = now + 200000;
     hook_rc = 0;
-    rc = wa_ring_publish(&ring, 5, "written-not-committed", 21);
+    rc = wa_ring_put(&ring, 5, "written-not-committed", 21);
     ok(hook_rc == WA_RING_SKIPPED && rc == WA_RING_ABANDONED
        && strstr(hook_rec.skip_reason, "abandoned after") != NULL,
        "stalled before its commit: dropped by the reader, the publish "
        "fails");
 
     /* a reader restarted from head skips what its predecessor gave up */
-    ok(wa_ring_publish(&ring, 5, "last", 4) == WA_RING_OK, "one more record");
+    ok(wa_ring_put(&ring, 5, "last", 4) == WA_RING_OK, "one more record");
     wa_ring_close(&other);
     ok(wa_ring_open(&other, path, 0, 0, 0600, err, sizeof(err)) == WA_RING_OK,
        "a new reader opens the ring: %s", err);

@@ -1,13 +1,8 @@
 /*
- * test_writer_feed: a producer for testing wa-writer without nginx.
+ * wa-feed: a producer without nginx, for the tests, the benchmarks and
+ * the valgrind run of wa-writer. It feeds a ring from a script on stdin:
  *
- * Without arguments it is a TAP test of the producer side the writer
- * relies on: records published into a fresh ring come back, in order, and
- * decode to the same fields.
- *
- * With arguments it feeds a ring from a script on stdin:
- *
- *   test_writer_feed RING [SIZE]      (SIZE: create the ring when missing)
+ *   wa-feed RING [SIZE]               (SIZE: create the ring when missing)
  *
  *   in business=1 phone=972501234567 wamid=wamid.A body=Hi
  *   status business=1 wamid=wamid.A status=read timestamp=1764037800
@@ -148,7 +143,7 @@ publish(wa_ring_t *ring, uint16_t type, const void *payload, uint32_t len)
     int  rc;
 
     for (int i = 0; i < 30000; i++) {
-        rc = wa_ring_publish(ring, type, payload, len);
+        rc = wa_ring_put(ring, type, payload, len);
 
         if (rc == WA_RING_OK) {
             published++;
@@ -156,14 +151,14 @@ publish(wa_ring_t *ring, uint16_t type, const void *payload, uint32_t len)
         }
 
         if (rc != WA_RING_FULL) {
-            fprintf(stderr, "test_writer_feed: publish failed: %d\n", rc);
+            fprintf(stderr, "wa-feed: publish failed: %d\n", rc);
             return -1;
         }
 
         usleep(1000);
     }
 
-    fprintf(stderr, "test_writer_feed: the ring stayed full for 30 s\n");
+    fprintf(stderr, "wa-feed: the ring stayed full for 30 s\n");
     return -1;
 }
 
@@ -260,7 +255,7 @@ feed_line(wa_ring_t *ring, char *line)
 
         while (wa_ring_head(ring) != wa_ring_tail(ring)) {
             if (wa_now_ms() > end) {
-                fprintf(stderr, "test_writer_feed: the writer did not "
+                fprintf(stderr, "wa-feed: the writer did not "
                         "catch up\n");
                 return -1;
             }
@@ -371,7 +366,7 @@ feed_line(wa_ring_t *ring, char *line)
 
     type = type_of(word);
     if (type < 0) {
-        fprintf(stderr, "test_writer_feed: unknown record type \"%s\"\n",
+        fprintf(stderr, "wa-feed: unknown record type \"%s\"\n",
                 word);
         return -1;
     }
@@ -384,7 +379,7 @@ feed_line(wa_ring_t *ring, char *line)
         tag = eq ? tag_of(word, (size_t) (eq - word)) : -1;
 
         if (tag < 0) {
-            fprintf(stderr, "test_writer_feed: bad field \"%s\"\n", word);
+            fprintf(stderr, "wa-feed: bad field \"%s\"\n", word);
             return -1;
         }
 
@@ -407,7 +402,7 @@ feed(const char *path, uint64_t size)
                      err, sizeof(err))
         != WA_RING_OK)
     {
-        fprintf(stderr, "test_writer_feed: %s: %s\n", path, err);
+        fprintf(stderr, "wa-feed: %s: %s\n", path, err);
         return 1;
     }
 
@@ -430,92 +425,14 @@ feed(const char *path, uint64_t size)
 }
 
 
-/* the TAP self-test: what is published is what the writer reads */
-static int
-self_test(void)
-{
-    int             rc, n, ok;
-    char            path[] = "/tmp/test_writer_feed.XXXXXX", err[256];
-    uint64_t        cursor;
-    wa_ring_t       ring;
-    wa_record_t     in, out;
-    wa_ring_rec_t   rr;
-    static const char  body[] = "caf\xc3\xa9 \xf0\x9f\x98\x80 with\nnewline";
-
-    printf("1..6\n");
-
-    n = mkstemp(path);
-    if (n < 0) {
-        printf("Bail out! mkstemp\n");
-        return 1;
-    }
-
-    close(n);
-    unlink(path);
-
-    rc = wa_ring_open(&ring, path, WA_RING_MIN_SIZE, WA_RING_CREATE, 0600,
-                      err, sizeof(err));
-    printf("%sok 1 - a fresh ring opens\n", rc == WA_RING_OK ? "" : "not ");
-    if (rc != WA_RING_OK) {
-        return 1;
-    }
-
-    memset(&in, 0, sizeof(wa_record_t));
-    in.type = WA_REC_IN_MESSAGE;
-    wa_record_set(&in, WA_F_BUSINESS, "7");
-    wa_record_set(&in, WA_F_WAMID, "wamid.self");
-    wa_record_set(&in, WA_F_BODY, body);
-
-    n = 0;
-
-    for (int i = 0; i < 100; i++) {
-        n += publish_record(&ring, &in) == 0;
-    }
-
-    printf("%sok 2 - 100 records published\n", n == 100 ? "" : "not ");
-
-    cursor = wa_ring_head(&ring);
-    ok = 1;
-    n = 0;
-
-    while ((rc = wa_ring_read(&ring, &cursor, &rr, wa_now_ms()))
-           == WA_RING_OK)
-    {
-        if (rr.type != WA_REC_IN_MESSAGE
-            || wa_record_decode(&out, rr.type, rr.payload, rr.payload_len)
-               != 0
-            || out.f[WA_F_BODY].len != sizeof(body) - 1
-            || memcmp(out.f[WA_F_BODY].data, body, sizeof(body) - 1) != 0
-            || out.f[WA_F_PHONE].data != NULL)
-        {
-            ok = 0;
-        }
-
-        n++;
-    }
-
-    printf("%sok 3 - all 100 read back (%d)\n", n == 100 ? "" : "not ", n);
-    printf("%sok 4 - each decodes to the same fields\n", ok ? "" : "not ");
-    printf("%sok 5 - the reader stops at the tail\n",
-           rc == WA_RING_EMPTY ? "" : "not ");
-
-    /* reading does not consume: only advance does */
-    printf("%sok 6 - head stays until advanced\n",
-           wa_ring_head(&ring) == 0 && cursor == wa_ring_tail(&ring)
-           ? "" : "not ");
-
-    wa_ring_close(&ring);
-    unlink(path);
-
-    return 0;
-}
 
 
 int
 main(int argc, char **argv)
 {
     if (argc < 2) {
-        return self_test();
+        fprintf(stderr, "usage: wa-feed RING [SIZE] < SCRIPT\n");
+        return 2;
     }
 
     return feed(argv[1], argc > 2 ? strtoull(argv[2], NULL, 0) : 0);
