@@ -29,13 +29,13 @@ main(int argc, char **argv)
         return wa_migrate(&conf);
 
     case WA_CMD_STATUS:
-        return wa_status(&conf);
+        return wa_show(&conf);
 
     case WA_CMD_BACKFILL:
         return wa_backfill(&conf);
 
     case WA_CMD_RUN:
     default:
-        return wa_run(&conf);
+        return wa_daemon(&conf);
     }
 }

@@ -1,8 +1,8 @@
 /*
  * wa-writer backfill-leads: link the rows stored without a lead (the bug
  * ngx_wa exists to end) to the lead of their phone, creating leads where
- * none exists. Works in short transactions of --batch rows, walking the
- * table by id, so the CRM keeps writing meanwhile; safe to re-run.
+ * none exists. Works in short transactions of --batch-size rows, walking
+ * the table by id, so the CRM keeps writing meanwhile; safe to re-run.
  */
 
 #include <inttypes.h>

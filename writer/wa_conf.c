@@ -42,14 +42,18 @@ static const wa_opt_t  wa_opts[] = {
     { "ring", WA_OPT_RING, "WA_RING", WA_C(WA_CMD_RUN) | WA_C(WA_CMD_STATUS) },
     { "db", WA_OPT_DB, "WA_DB",
       WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MIGRATE) | WA_C(WA_CMD_BACKFILL) },
+    /* per transaction, one spelling: records (run), rows (backfill-leads);
+     * a name's entries are next to each other */
     { "batch-size", WA_OPT_BATCH_SIZE, "WA_BATCH_SIZE", WA_C(WA_CMD_RUN) },
+    { "batch-size", WA_OPT_BATCH, "WA_BACKFILL_BATCH",
+      WA_C(WA_CMD_BACKFILL) },
     { "batch-delay-ms", WA_OPT_BATCH_DELAY, "WA_BATCH_DELAY_MS",
       WA_C(WA_CMD_RUN) },
     { "idle-ms", WA_OPT_IDLE, "WA_IDLE_MS", WA_C(WA_CMD_RUN) },
     { "backoff-max-ms", WA_OPT_BACKOFF_MAX, "WA_BACKOFF_MAX_MS",
       WA_C(WA_CMD_RUN) },
     { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
-    { "batch", WA_OPT_BATCH, "WA_BACKFILL_BATCH", WA_C(WA_CMD_BACKFILL) },
+    { "batch", WA_OPT_BATCH, NULL, WA_C(WA_CMD_BACKFILL) },  /* old name */
     { "runs", WA_OPT_RUNS, "WA_RUNS", WA_C(WA_CMD_RUN) },
     { NULL, 0, NULL, 0 }
 };
@@ -73,7 +77,7 @@ wa_conf_usage(FILE *stream)
 "usage: wa-writer [run] --ring PATH [--db DSN] [options]\n"
 "       wa-writer migrate [--db DSN]\n"
 "       wa-writer status --ring PATH\n"
-"       wa-writer backfill-leads [--db DSN] [--batch N]\n"
+"       wa-writer backfill-leads [--db DSN] [--batch-size N]\n"
 "\n"
 "Drains the ngx_wa ring into PostgreSQL; the ring's cursor moves only\n"
 "after COMMIT. DSN is a libpq connection string or URI; without --db the\n"
@@ -99,7 +103,9 @@ wa_conf_usage(FILE *stream)
 "                         record on its own (16)                    [WA_RUNS]\n"
 "\n"
 "backfill-leads options:\n"
-"  --batch N              rows per transaction, 1-100000 (1000)\n"
+"  --batch-size N         rows per transaction, 1-100000 (1000)\n"
+"                                                      [WA_BACKFILL_BATCH]\n"
+"  --batch N              the same, its old spelling\n"
 "\n"
 "  -h, --help             this text\n");
 }
@@ -108,7 +114,7 @@ wa_conf_usage(FILE *stream)
 int
 wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
 {
-    int              c, i, first;
+    int              c, i, first, longindex;
     char             from[64];
     const char      *env;
     const wa_opt_t  *o;
@@ -151,7 +157,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
 
     /* environment first: the command line overrides it */
     for (o = wa_opts; o->name; o++) {
-        env = getenv(o->env);
+        env = o->env ? getenv(o->env) : NULL;
 
         if (env == NULL || env[0] == '\0'
             || !(o->cmds & WA_C(conf->cmd)))
@@ -166,11 +172,17 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
         }
     }
 
-    for (i = 0, o = wa_opts; o->name; o++, i++) {
+    /* each name once, or getopt takes its abbreviations for ambiguous */
+    for (i = 0, o = wa_opts; o->name; o++) {
+        if (o > wa_opts && strcmp(o->name, o[-1].name) == 0) {
+            continue;
+        }
+
         longopts[i].name = o->name;
         longopts[i].has_arg = required_argument;
         longopts[i].flag = NULL;
         longopts[i].val = o->opt;
+        i++;
     }
 
     memset(&longopts[i], 0, sizeof(struct option));
@@ -178,7 +190,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     optind = first;
     opterr = 0;
 
-    while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", longopts, &longindex)) != -1) {
 
         if (c == '?' || c == ':') {
             if (c == ':') {
@@ -192,21 +204,24 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
             return WA_EXIT_USAGE;
         }
 
+        /* a name may mean a setting of each command: the command's */
         for (o = wa_opts; o->name; o++) {
-            if (o->opt == c) {
+            if (strcmp(o->name, longopts[longindex].name) == 0
+                && (o->cmds & WA_C(conf->cmd)))
+            {
                 break;
             }
         }
 
-        if (!(o->cmds & WA_C(conf->cmd))) {
+        if (o->name == NULL) {
             fprintf(stderr, "wa-writer: --%s does not apply to \"%s\"\n",
-                    o->name, wa_cmd_names[conf->cmd]);
+                    longopts[longindex].name, wa_cmd_names[conf->cmd]);
             return WA_EXIT_USAGE;
         }
 
         snprintf(from, sizeof(from), "--%s", o->name);
 
-        if (wa_conf_set(conf, c, optarg, from) != 0) {
+        if (wa_conf_set(conf, o->opt, optarg, from) != 0) {
             return WA_EXIT_USAGE;
         }
     }

@@ -194,9 +194,9 @@ void wa_render_ident(char *buf, size_t size, const wa_record_t *rec);
 
 /* subcommands */
 
-int wa_run(wa_conf_t *conf);
+int wa_daemon(wa_conf_t *conf);      /* run: the daemon loop */
 int wa_migrate(wa_conf_t *conf);
-int wa_status(wa_conf_t *conf);
+int wa_show(wa_conf_t *conf);        /* status: the ring header */
 int wa_backfill(wa_conf_t *conf);
 
 

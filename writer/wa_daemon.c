@@ -1,5 +1,6 @@
 /*
- * wa-writer run: the daemon's loop.
+ * wa-writer run (wa_daemon): the daemon's loop. "Run" in the writer's
+ * code is a run of records of one kind (wa_set.c).
  *
  *   read records from a private cursor until the batch is full or its
  *   oldest record waited --batch-delay-ms; write the batch in one
@@ -70,7 +71,7 @@ static void wa_on_signal(int signo);
 
 
 int
-wa_run(wa_conf_t *conf)
+wa_daemon(wa_conf_t *conf)
 {
     int               rc, full, ripe;
     uint64_t          now, waited;
@@ -481,7 +482,7 @@ wa_writer_detach(wa_writer_t *w)
         return;
     }
 
-    /* a clean exit: wa_status shows no writer rather than a stale one */
+    /* a clean exit: status shows no writer rather than a stale one */
     wa_hdr_store(w, writer_pid, 0);
     wa_hdr_store(w, lag_ms, 0);
 

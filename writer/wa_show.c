@@ -1,6 +1,6 @@
 /*
- * wa-writer status: the ring header as "key value" lines, for people and
- * scripts, without nginx. Reading never changes the ring.
+ * wa-writer status (wa_show): the ring header as "key value" lines, for
+ * people and scripts, without nginx. Reading never changes the ring.
  */
 
 #include <errno.h>
@@ -15,13 +15,13 @@
 #define wa_load(field)  __atomic_load_n(&hdr->field, __ATOMIC_RELAXED)
 
 
-static void wa_status_age(const char *key, uint64_t now, uint64_t then);
-static void wa_status_counters(const wa_ring_hdr_t *hdr,
+static void wa_show_age(const char *key, uint64_t now, uint64_t then);
+static void wa_show_counters(const wa_ring_hdr_t *hdr,
     const wa_ring_counter_t *c, size_t n);
 
 
 int
-wa_status(wa_conf_t *conf)
+wa_show(wa_conf_t *conf)
 {
     char            err[WA_RING_ERR_LEN], last[WA_RING_ERR_LEN * 4];
     int32_t         pid;
@@ -58,16 +58,16 @@ wa_status(wa_conf_t *conf)
     printf("head %" PRIu64 "\n", head);
     printf("tail %" PRIu64 "\n", tail);
     printf("bytes_waiting %" PRIu64 "\n", tail - head);
-    wa_status_counters(hdr, wa_ring_producer_counters,
-                       wa_ring_producer_counters_n);
+    wa_show_counters(hdr, wa_ring_producer_counters,
+                     wa_ring_producer_counters_n);
     printf("writer_pid %d\n", (int) pid);
     printf("writer_alive %s\n", alive);
-    wa_status_age("writer_heartbeat_age_ms", now, wa_load(writer_heartbeat_ms));
-    wa_status_age("writer_uptime_ms", now, wa_load(writer_started_ms));
-    wa_status_age("last_flush_age_ms", now, wa_load(last_flush_ms));
-    wa_status_counters(hdr, wa_ring_writer_counters, wa_ring_writer_counters_n);
+    wa_show_age("writer_heartbeat_age_ms", now, wa_load(writer_heartbeat_ms));
+    wa_show_age("writer_uptime_ms", now, wa_load(writer_started_ms));
+    wa_show_age("last_flush_age_ms", now, wa_load(last_flush_ms));
+    wa_show_counters(hdr, wa_ring_writer_counters, wa_ring_writer_counters_n);
     printf("lag_ms %" PRIu64 "\n", (uint64_t) wa_load(lag_ms));
-    wa_status_age("last_error_age_ms", now, wa_load(last_error_ms));
+    wa_show_age("last_error_age_ms", now, wa_load(last_error_ms));
 
     memcpy(err, hdr->last_error, sizeof(err));
     err[sizeof(err) - 1] = '\0';
@@ -82,7 +82,7 @@ wa_status(wa_conf_t *conf)
 
 /* milliseconds since then, or "-" for never */
 static void
-wa_status_age(const char *key, uint64_t now, uint64_t then)
+wa_show_age(const char *key, uint64_t now, uint64_t then)
 {
     if (then == 0) {
         printf("%s -\n", key);
@@ -95,7 +95,7 @@ wa_status_age(const char *key, uint64_t now, uint64_t then)
 
 /* "name value" lines, in the list's order */
 static void
-wa_status_counters(const wa_ring_hdr_t *hdr, const wa_ring_counter_t *c,
+wa_show_counters(const wa_ring_hdr_t *hdr, const wa_ring_counter_t *c,
     size_t n)
 {
     size_t  i;
