@@ -122,3 +122,28 @@ wa_record_type_name(uint16_t type)
 
     return type <= WA_REC_TYPE_MAX ? names[type] : names[0];
 }
+
+
+int
+wa_record_put(wa_ring_t *ring, const wa_record_t *rec)
+{
+    int              rc;
+    size_t           size;
+    wa_ring_claim_t  claim;
+
+    size = wa_record_size(rec);
+
+    if (size > wa_ring_max_payload(ring)) {
+        return WA_RING_TOO_BIG;
+    }
+
+    rc = wa_ring_claim(ring, rec->type, (uint32_t) size, &claim);
+
+    if (rc != WA_RING_OK) {
+        return rc;
+    }
+
+    wa_record_encode(rec, claim.payload);
+
+    return wa_ring_commit(ring, &claim);
+}

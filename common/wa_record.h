@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "wa_ring.h"
 
 
 /* record types */
@@ -73,6 +74,13 @@ size_t wa_record_size(const wa_record_t *rec);
 
 /* write the record to dst, which has wa_record_size() bytes */
 void wa_record_encode(const wa_record_t *rec, unsigned char *dst);
+
+/*
+ * Publish the record in the ring: claim, encode in place, commit.
+ * WA_RING_OK (stored), WA_RING_FULL, WA_RING_TOO_BIG or WA_RING_ABANDONED
+ * (the consumer gave up on the claim: not stored).
+ */
+int wa_record_put(wa_ring_t *ring, const wa_record_t *rec);
 
 /* parse a payload; fields point into src. 0, or -1 for a malformed payload
  * (unknown type, unknown tag, length past the end, duplicate tag). */

@@ -29,10 +29,11 @@ static void ngx_http_wa_ring_check_handler(ngx_event_t *ev);
 ngx_int_t
 ngx_http_wa_ring_create(ngx_cycle_t *cycle, ngx_http_wa_main_conf_t *wmcf)
 {
-    int                       flags;
-    char                      err[WA_RING_ERR_LEN];
-    mode_t                    mode;
-    wa_ring_t                 ring;
+    int        flags;
+    char       err[WA_RING_ERR_LEN];
+    mode_t     mode;
+    wa_ring_t  ring;
+
     flags = ngx_test_config ? 0 : WA_RING_CREATE;
 
     if (ngx_test_config && access((char *) wmcf->ring_path.data, F_OK) != 0) {
@@ -265,9 +266,8 @@ ngx_int_t
 ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     wa_record_t *rec)
 {
-    int              rc;
-    size_t           size;
-    wa_ring_claim_t  claim;
+    int     rc;
+    size_t  size;
 
     if (!ngx_http_wa_ring_usable(wmcf, log)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -276,23 +276,13 @@ ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
         return NGX_DECLINED;
     }
 
-    size = wa_record_size(rec);
-
-    if (size > wa_ring_max_payload(&wmcf->ring)) {
-        rc = WA_RING_TOO_BIG;
-
-    } else {
-        rc = wa_ring_claim(&wmcf->ring, rec->type, (uint32_t) size, &claim);
-    }
+    rc = wa_record_put(&wmcf->ring, rec);
 
     if (rc == WA_RING_OK) {
-        wa_record_encode(rec, claim.payload);
-        rc = wa_ring_commit(&wmcf->ring, &claim);
-
-        if (rc == WA_RING_OK) {
-            return NGX_OK;
-        }
+        return NGX_OK;
     }
+
+    size = wa_record_size(rec);
 
     if (rc == WA_RING_ABANDONED) {
         /* this worker stalled between claim and commit and wa-writer moved

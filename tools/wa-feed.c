@@ -137,13 +137,17 @@ unescape(char *s)
 }
 
 
+/* a record (rec), or raw bytes that may not be one; a full ring is
+ * retried for up to 30 s */
 static int
-publish(wa_ring_t *ring, uint16_t type, const void *payload, uint32_t len)
+publish(wa_ring_t *ring, const wa_record_t *rec, uint16_t type,
+    const void *payload, uint32_t len)
 {
     int  rc;
 
     for (int i = 0; i < 30000; i++) {
-        rc = wa_ring_put(ring, type, payload, len);
+        rc = rec ? wa_record_put(ring, rec)
+                 : wa_ring_put(ring, type, payload, len);
 
         if (rc == WA_RING_OK) {
             published++;
@@ -166,21 +170,7 @@ publish(wa_ring_t *ring, uint16_t type, const void *payload, uint32_t len)
 static int
 publish_record(wa_ring_t *ring, wa_record_t *rec)
 {
-    int             rc;
-    size_t          size;
-    unsigned char  *buf;
-
-    size = wa_record_size(rec);
-    buf = malloc(size ? size : 1);
-    if (buf == NULL) {
-        return -1;
-    }
-
-    wa_record_encode(rec, buf);
-    rc = publish(ring, rec->type, buf, (uint32_t) size);
-    free(buf);
-
-    return rc;
+    return publish(ring, rec, 0, NULL, 0);
 }
 
 
@@ -246,7 +236,7 @@ feed_line(wa_ring_t *ring, char *line)
             bytes[n++] = (unsigned char) x;
         }
 
-        return publish(ring, (uint16_t) atoi(t), bytes, (uint32_t) n);
+        return publish(ring, NULL, (uint16_t) atoi(t), bytes, (uint32_t) n);
     }
 
     if (strcmp(word, "wait") == 0) {

@@ -13,27 +13,6 @@
 #include "wa_ring.h"
 
 
-static int
-publish_record(wa_ring_t *ring, wa_record_t *rec)
-{
-    int             rc;
-    size_t          size;
-    unsigned char  *buf;
-
-    size = wa_record_size(rec);
-    buf = malloc(size ? size : 1);
-    if (buf == NULL) {
-        return -1;
-    }
-
-    wa_record_encode(rec, buf);
-    rc = wa_ring_put(ring, rec->type, buf, (uint32_t) size);
-    free(buf);
-
-    return rc == WA_RING_OK ? 0 : -1;
-}
-
-
 int
 main(void)
 {
@@ -72,7 +51,7 @@ main(void)
     n = 0;
 
     for (int i = 0; i < 100; i++) {
-        n += publish_record(&ring, &in) == 0;
+        n += wa_record_put(&ring, &in) == WA_RING_OK;
     }
 
     printf("%sok 2 - 100 records published\n", n == 100 ? "" : "not ");
