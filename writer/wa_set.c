@@ -23,38 +23,36 @@
 /* a column that is not a field: the record's kind, "p" or "r" */
 #define WA_SET_KIND  0
 
+/*
+ * The fields of a run's row type are those of the statements of its
+ * record types (wa_db.c), so each record's fields are listed once: for one
+ * type, its fields in order; for several, the kind first, then the fields
+ * of each type in turn, those already there left out. The row types of
+ * sql/schema/011_record_types.sql follow the same order.
+ */
 typedef struct {
     const char  *name;
     const char  *function;
-    const char  *row_type;          /* its fields, in the order below */
+    const char  *row_type;
     unsigned     types;             /* bit per record type the run may mix */
-    int          nfields;           /* 0: the fields of the statement of
-                                       its one type (wa_db.c) */
-    int          fields[WA_SET_COLS];
 } wa_set_stmt_t;
 
 #define WA_T(type)  (1u << (type))
 
 static const wa_set_stmt_t  wa_set_stmts[] = {
     { "wa_in_set", "wa_ingest_in_messages", "wa_in_rec",
-      WA_T(WA_REC_IN_MESSAGE), 0, { 0 } },
+      WA_T(WA_REC_IN_MESSAGE) },
     { "wa_status_set", "wa_ingest_statuses", "wa_status_rec",
-      WA_T(WA_REC_STATUS), 0, { 0 } },
+      WA_T(WA_REC_STATUS) },
     { "wa_send_set", "wa_ingest_sends", "wa_send_rec",
-      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT), 21,
-      { WA_SET_KIND, WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID,
-        WA_F_PHONE, WA_F_LEAD_ID, WA_F_SOURCE, WA_F_CLIENT_REF,
-        WA_F_MSG_TYPE, WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS,
-        WA_F_STATUS, WA_F_WAMID, WA_F_ERROR_CODE, WA_F_ERROR_TITLE,
-        WA_F_ERROR_DETAIL, WA_F_FBTRACE_ID, WA_F_RETRYABLE,
-        WA_F_HTTP_STATUS, WA_F_ATTEMPT } },
+      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT) },
 };
 
 #define WA_SET_N  (sizeof(wa_set_stmts) / sizeof(wa_set_stmts[0]))
 
 
 static const wa_set_stmt_t *wa_set_of(uint16_t type);
-static const int *wa_set_fields(const wa_set_stmt_t *st, int *n);
+static int wa_set_fields(const wa_set_stmt_t *st, int *fields);
 static int wa_set_int(wa_buf_t *a, int32_t v);
 static void wa_set_int_at(wa_buf_t *a, size_t at, int32_t v);
 
@@ -89,15 +87,15 @@ int
 wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
 {
     int                   c, n, length, format;
+    int                   fields[WA_SET_COLS];
     size_t                len, at;
     unsigned              i;
     wa_buf_t             *a;
-    const int            *fields;
     const char           *value, *data;
     const wa_set_stmt_t  *st;
 
     st = wa_set_of(b->items[from].type);
-    fields = wa_set_fields(st, &n);
+    n = wa_set_fields(st, fields);
 
     a = &b->run;
     a->len = 0;
@@ -227,19 +225,36 @@ wa_set_of(uint16_t type)
 }
 
 
-static const int *
-wa_set_fields(const wa_set_stmt_t *st, int *n)
+/* the fields of a run's row type, in order; how many */
+static int
+wa_set_fields(const wa_set_stmt_t *st, int *fields)
 {
-    const int  *fields;
+    int          k, i, j, m, n;
+    const int   *f;
 
-    if (st->nfields == 0) {
-        (void) wa_db_stmt((uint16_t) __builtin_ctz(st->types), n, &fields);
-        return fields;
+    n = 0;
+
+    if (st->types & (st->types - 1)) {
+        fields[n++] = WA_SET_KIND;
     }
 
-    *n = st->nfields;
+    for (k = 1; k <= WA_REC_TYPE_MAX; k++) {
+        if (!(st->types & WA_T(k))) {
+            continue;
+        }
 
-    return st->fields;
+        (void) wa_db_stmt((uint16_t) k, &m, &f);
+
+        for (i = 0; i < m; i++) {
+            for (j = 0; j < n && fields[j] != f[i]; j++) { /* void */ }
+
+            if (j == n && n < WA_SET_COLS) {
+                fields[n++] = f[i];
+            }
+        }
+    }
+
+    return n;
 }
 
 

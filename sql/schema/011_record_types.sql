@@ -4,9 +4,10 @@
 -- A run goes to PostgreSQL as one array of these instead of one array per
 -- field: the fields are described here once. Every field is text, exactly
 -- as the ring record carries it (casts happen in the functions, where a
--- bad value fails with a class 22 SQLSTATE), and the order is the one the
--- writer sends (writer/wa_db.c and writer/wa_set.c). A type is changed by
--- a later migration, never here.
+-- bad value fails with a class 22 SQLSTATE), in the order of the fields
+-- of the per-record functions, which is the order the writer sends
+-- (writer/wa_db.c, writer/wa_set.c). A type is changed by a later
+-- migration, never here.
 
 DO $$
 BEGIN
@@ -46,7 +47,8 @@ BEGIN
 
     IF to_regtype('wa_send_rec') IS NULL THEN
         -- WA_REC_OUT_PENDING ('p') and WA_REC_OUT_RESULT ('r') mixed: the
-        -- union of their fields, those a kind lacks NULL
+        -- kind, the fields of a send, then those of an outcome a send
+        -- lacks; those a record's kind lacks are NULL
         CREATE TYPE wa_send_rec AS (
             kind             text,
             local_id         text,
@@ -60,6 +62,7 @@ BEGIN
             body             text,
             payload          text,
             received_ms      text,
+            attempt          text,
             status           text,
             wamid            text,
             error_code       text,
@@ -67,8 +70,7 @@ BEGIN
             error_detail     text,
             fbtrace_id       text,
             retryable        text,
-            http_status      text,
-            attempt          text);
+            http_status      text);
     END IF;
 
     IF to_regtype('wa_msg_state') IS NULL THEN
