@@ -48,6 +48,11 @@ BEGIN
               USING ERRCODE = 'not_null_violation';
     END IF;
 
+    IF v_attempt < 1 THEN
+        RAISE EXCEPTION 'send % has attempt %', p_local_id, v_attempt
+              USING ERRCODE = 'check_violation';
+    END IF;
+
     SELECT m.id, m.status, m.attempts INTO v_id, v_status, v_attempts
       FROM whatsapp_message m
      WHERE m.business_id = v_business AND m.local_id = p_local_id;
@@ -148,6 +153,12 @@ BEGIN
     IF p_local_id IS NULL THEN
         RAISE EXCEPTION 'send outcome without a local id'
               USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    IF v_attempt < 1 THEN
+        RAISE EXCEPTION 'outcome of send % has attempt %', p_local_id,
+              v_attempt
+              USING ERRCODE = 'check_violation';
     END IF;
 
     IF v_status IS NULL OR v_status NOT IN ('sent', 'failed', 'unknown') THEN
