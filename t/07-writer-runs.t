@@ -62,6 +62,8 @@ sub script {
         $in->('phone=972500000010 wamid=w.dup body=one'),
         $in->('phone=972500000010 wamid=w.dup body=two'),
         $in->('phone=972500000004 wa_user_id=U-FULL name=Full wamid=w.full body=j'),
+        # what a text rendering would have to quote: the bytes go as they are
+        $in->('phone=972500000016 wamid=w.quote name=%22Q%22%2C%7B%7D body=%22%7B%7D%2C%5C%27NULL%20%28x%29%0A'),
         $in->('phone=972500000011 wamid=w.pending body=k'),
         "status business=$b wamid=w.plus status=delivered timestamp=1764037801\n"),
         join('',
@@ -290,6 +292,9 @@ is($lead_of{'w.second'}, '972500000008 - First', 'the first name given stays');
 is($lead_of{'w.nophone2'}, '- U-NOPHONE Hidden', 'a lead without a phone, found again');
 is($lead_of{'w.format'}, '972500000009 - -', 'a formatted phone is stored as digits');
 is($lead_of{'w.full'}, '972500000004 U-FULL Full', 'a complete lead is found');
+is($t->sql_value("SELECT body FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = 'w.quote'"),
+   qq{"{},\\'NULL (x)\n}, 'quotes, braces, commas, a backslash and NULL as text arrive as they are');
+is($lead_of{'w.quote'}, '972500000016 - "Q",{}', 'and so does a name');
 
 sub at {
     my ($w) = @_;
