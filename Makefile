@@ -26,7 +26,10 @@ PARSE_SRCS  := ngx_wa_module/wa_webhook_parse.c ngx_wa_module/wa_send_parse.c
 MODULE_SRCS := $(wildcard ngx_wa_module/*.c ngx_wa_module/*.h) \
                $(SHARED_SRCS) $(SHARED_HDRS) config
 WRITER_SRCS := $(wildcard writer/*.c writer/*.h)
-SQL_FILES   := $(sort $(wildcard sql/*.sql))
+# schema migrations (append-only) and function files (re-applied when
+# they change), each applied in the order of their names
+SQL_SCHEMA  := $(sort $(wildcard sql/schema/*.sql))
+SQL_FUNCS   := $(sort $(wildcard sql/functions/*.sql))
 
 UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
@@ -74,9 +77,9 @@ $(NGX_BUILD)/Makefile: config
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(BUILD)/nginx-src modules
 
-$(BUILD)/wa_migrations.c: $(SQL_FILES) writer/embed-sql.sh
+$(BUILD)/wa_migrations.c: $(SQL_SCHEMA) $(SQL_FUNCS) writer/embed-sql.sh
 	@mkdir -p $(BUILD)
-	sh writer/embed-sql.sh $@ $(SQL_FILES)
+	sh writer/embed-sql.sh $@ $(SQL_SCHEMA) -- $(SQL_FUNCS)
 
 $(WRITER): $(WRITER_SRCS) $(SHARED_SRCS) $(SHARED_HDRS) $(BUILD)/wa_migrations.c
 	$(CC) $(ALL_CFLAGS) -I common -I writer -I $(PG_INC) -o $@ \

@@ -8,7 +8,7 @@
 #   runs 0      wa-writer --runs 0: one wa_ingest_in_message call per
 #               record, pipelined, one transaction per batch of 1000
 #   runs        wa-writer (default): one wa_ingest_in_messages call per run
-#               of 16 or more, binary text[] parameters, same batches
+#               of 16 or more, one binary array of wa_in_rec, same batches
 #   mixed       wa-writer: inbound message, send, send outcome, receipt in
 #               turn, so no run forms (a record per statement, pipelined)
 #   receipts    wa-writer, --runs 0 and default: N/4 sends, each outcome
@@ -17,7 +17,7 @@
 #   staging     psql: \copy of the records' fields into a staging table,
 #               then wa_ingest_in_messages over it, 1000 per transaction
 #   values      psql: the same fields as multi-row VALUES, 1000 rows a
-#               statement, aggregated into wa_ingest_in_messages's arrays
+#               statement, aggregated into wa_ingest_in_messages's array
 #   ceiling 1   psql: \copy of the finished messages into whatsapp_message,
 #               their leads already there (no lead to resolve or create)
 #   ceiling 2   psql: \copy of the leads the drain created, then of the
@@ -102,7 +102,7 @@ sub row { push @rows, [@_]; printf STDERR "  %-55s %.0f rows/s\n", $_[0], $_[1] 
 my ($n_off, $s_off) = drain('off');
 row('wa-writer --runs 0 (a call per record, pipelined)', $n_off / $s_off, $s_off);
 my ($n_on, $s_on, $tag, $rss) = drain('on');
-row('wa-writer (default: a call per run of 16 or more, text[] arrays)', $n_on / $s_on, $s_on);
+row('wa-writer (default: a call per run of 16 or more, an array of records)', $n_on / $s_on, $s_on);
 
 
 # what the records carried, to replay it by COPY
@@ -125,8 +125,8 @@ $t->dbh->do('CREATE UNLOGGED TABLE IF NOT EXISTS bench_stage (o bigserial PRIMAR
          pnid text, ph text, u text, nm text, w text, ty text, body text,
          ts text, pl text, rms text)');
 $t->dbh->do('TRUNCATE bench_stage RESTART IDENTITY');
-# the set function's arrays, aggregated from rows in record order
-my @aggs = map { "array_agg($_ ORDER BY o)" } qw(b pnid ph u nm w ty body ts pl rms);
+# the set function's array of records, aggregated from rows in record order
+my @aggs = ('array_agg(ROW(b, pnid, ph, u, nm, w, ty, body, ts, pl, rms)::wa_in_rec ORDER BY o)');
 my $script = "$dir/staging.sql";
 open my $sql, '>', $script or die;
 print $sql "\\copy bench_stage (b, pnid, ph, u, nm, w, ty, body, ts, pl, rms) FROM '$fields' CSV\n";

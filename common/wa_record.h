@@ -50,7 +50,8 @@ enum {
     WA_F_CALLBACK_DATA,    /* biz_opaque_callback_data (our local id) */
     WA_F_HTTP_STATUS,      /* provider HTTP status of a send */
     WA_F_RECEIVED_MS,      /* when nginx accepted it, unix ms */
-    WA_F_ATTEMPT,          /* a send's attempt, decimal; absent: 1 */
+    WA_F_ATTEMPT,          /* a send's attempt under its local id, decimal;
+                              absent: 1 */
     WA_F__MAX
 };
 

@@ -1,6 +1,10 @@
 #!/usr/bin/perl
-# Migrations: idempotent, recorded, and able to repair the seed's table
-# (whatsapp_message without lead_id) without losing its rows.
+# Migrations: idempotent, recorded with their checksums, able to repair the
+# seed's table (whatsapp_message without lead_id) without losing its rows,
+# and to upgrade a database today's main migrated (001 to 009, recorded
+# without checksums) to sql/schema/ and sql/functions/. An applied schema
+# migration whose file changed is refused; a changed function file is
+# applied again.
 
 use strict;
 use warnings;
@@ -8,6 +12,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use Digest::MD5 qw(md5_hex);
+use File::Basename qw(basename);
 use WaTest;
 
 my $t = WaTest->new;
@@ -27,7 +33,8 @@ $t->dbh->do($_) for (
 );
 
 my $out = $t->migrate;
-like($out, qr/applied 001/, 'first run applies the migrations');
+like($out, qr{applied sql/schema/001_schema\.sql}, 'first run applies the migrations');
+like($out, qr{functions: 7 of 7 files applied}, 'and every function file');
 
 my $cols = $t->sql("SELECT column_name, data_type FROM information_schema.columns
                      WHERE table_name = 'whatsapp_message'");
@@ -46,12 +53,15 @@ ok($t->sql_value("SELECT count(*) FROM leads WHERE name = 'Old'"), 'old leads ke
 ok($t->sql_value("SELECT count(*) FROM wa_schema_migrations") >= 2, 'migrations recorded');
 
 $out = $t->migrate;
-like($out, qr/0 applied/, 'second run applies nothing');
+like($out, qr/\(0 applied, \d+ already there\); functions: 0 of \d+ files applied/,
+     'second run applies nothing');
+is(scalar @{ $t->sql('SELECT 1 FROM wa_schema_migrations WHERE checksum IS NULL') }, 0,
+   'every migration is recorded with its checksum');
 
 # each file is safe on its own too: forget they ran and run them again
 $t->dbh->do('DELETE FROM wa_schema_migrations');
 $out = $t->migrate;
-like($out, qr/applied 001/, 'replayed migrations run again');
+like($out, qr{applied sql/schema/001_schema\.sql}, 'replayed migrations run again');
 is($t->sql_value('SELECT count(*) FROM whatsapp_message'), 2, 'and change nothing');
 is(scalar @{ $t->sql("SELECT 1 FROM pg_constraint
                        WHERE conrelid = 'whatsapp_message'::regclass AND contype = 'f'") },
@@ -73,5 +83,139 @@ like($bf, qr/linked 0 rows/, 'safe to re-run');
 $t->dbh->do("DELETE FROM leads WHERE phone = '972502222222'");
 is($t->sql_value("SELECT count(*) FROM whatsapp_message WHERE provider_message_id = 'wamid.old2'
                    AND lead_id IS NULL"), 1, 'ON DELETE SET NULL keeps the message');
+
+
+# ---- a database today's main migrated ---------------------------------------
+
+my $u = WaTest->new;
+$u->start_pg;
+my $v1 = "$FindBin::Bin/fixtures/sql-v1";
+my $top = "$FindBin::Bin/..";
+
+# what its migrate did: each file in its own transaction, its version
+# recorded without a checksum
+$u->dbh->do('SET client_min_messages = warning');
+$u->dbh->do('CREATE TABLE wa_schema_migrations (version text PRIMARY KEY,
+                                                applied_at timestamptz NOT NULL DEFAULT now())');
+for my $f (sort glob "$v1/*.sql") {
+    $u->dbh->begin_work;
+    $u->dbh->do(WaTest::slurp($f));
+    $u->dbh->do('INSERT INTO wa_schema_migrations (version) VALUES (?)', undef, basename($f, '.sql'));
+    $u->dbh->commit;
+}
+is($u->sql_value('SELECT max(version) FROM wa_schema_migrations'), '009_runs_by_index',
+   'v1: at 009');
+
+# its rows, written by its functions: an inbound message, a send the
+# provider refused, a receipt parked for a message not there yet
+$u->dbh->do(q{SELECT wa_ingest_in_message('1', 'PNID', '972501230001', NULL, 'Ann',
+                  'wamid.v1.in', 'text', 'hello', '1764037800', NULL, '1764037800000')});
+$u->dbh->do(q{SELECT wa_ingest_out_pending('V1-L1', '1', 'PNID', '972501230002', NULL, 'crm',
+                  NULL, 'text', 'hi', NULL, '1764037800000')});
+$u->dbh->do(q{SELECT wa_ingest_out_result('V1-L1', '1', 'failed', NULL, '131000', 'Busy',
+                  'try later', 'FBV1', 'true', '503', '1764037800500')});
+$u->dbh->do(q{SELECT wa_ingest_status('1', 'PNID', 'wamid.v1.later', 'delivered', '1764037900',
+                  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)});
+my $leads_before = $u->sql_value('SELECT count(*) FROM leads');
+
+$out = $u->migrate;
+like($out, qr/adopted 001_schema, applied by an earlier wa-writer/, 'v1: 001 adopted');
+like($out, qr/adopted 002_message_lead_id/, 'v1: 002 adopted');
+like($out, qr/003_ingest, applied by an earlier wa-writer, is retired/, 'v1: 003 retired');
+like($out, qr/009_runs_by_index, applied by an earlier wa-writer, is retired/, 'v1: 009 retired');
+unlike($out, qr{applied sql/schema/00[12]}, 'v1: 001 and 002 are not run again');
+like($out, qr{applied sql/schema/010_send_attempts\.sql}, 'v1: what is new is applied');
+like($out, qr{\(2 applied, 2 already there\); functions: 7 of 7 files applied},
+     'v1: and every function file');
+
+is($u->sql_value("SELECT checksum FROM wa_schema_migrations WHERE version = '001_schema'"),
+   md5_hex(WaTest::slurp("$top/sql/schema/001_schema.sql")),
+   "v1: 001's row has the file's md5");
+is($u->sql_value("SELECT count(*) FROM wa_schema_migrations WHERE checksum = 'retired'"), 7,
+   'v1: 003 to 009 kept as history');
+is($u->sql_value("SELECT count(*) FROM wa_schema_migrations WHERE checksum IS NULL"), 0,
+   'v1: no row left without a checksum');
+
+# its rows are all there, and the old layout's functions are gone
+is($u->sql_value('SELECT count(*) FROM whatsapp_message'), 2, 'v1: messages kept');
+is($u->sql_value('SELECT count(*) FROM leads'), $leads_before, 'v1: leads kept');
+is($u->sql_value("SELECT status || ' ' || attempts || ' ' || error_code || ' ' || fbtrace_id
+                    FROM whatsapp_message WHERE local_id = 'V1-L1'"),
+   'failed 1 131000 FBV1', 'v1: the failed send, at its first attempt');
+is($u->sql_value("SELECT count(*) FROM wa_pending_receipt"), 1, 'v1: the parked receipt kept');
+is_deeply($u->dbh->selectcol_arrayref(
+              "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+                 FROM pg_proc p
+                WHERE p.proname IN ('wa_ingest_in_messages', 'wa_ingest_statuses',
+                                    'wa_ingest_sends', 'wa_ingest_sends_one_by_one')
+                ORDER BY 1"),
+          [ 'wa_ingest_in_messages(p_recs wa_in_rec[])',
+            'wa_ingest_sends(p_recs wa_send_rec[])',
+            'wa_ingest_sends_one_by_one(p_which text, p_out text[], p_recs wa_send_rec[])',
+            'wa_ingest_statuses(p_recs wa_status_rec[])' ],
+          'v1: the set functions take their row types, the parallel arrays are gone');
+is($u->sql_value("SELECT count(*) FROM pg_proc
+                   WHERE proname IN ('wa_ingest_out_pending', 'wa_ingest_out_result')"), 2,
+   'v1: one signature per send function');
+is($u->sql_value("SELECT count(*) FROM pg_proc WHERE proname = 'wa_run_length'"), 0,
+   'v1: obsolete functions dropped');
+is($u->sql_value("SELECT count(*) FROM pg_proc
+                   WHERE proname IN ('wa_ingest_in_messages', 'wa_ingest_statuses',
+                                     'wa_ingest_sends', 'wa_leads_known', 'wa_leads_create')
+                     AND 'enable_seqscan=off' = ANY (proconfig)"), 5,
+   'v1: the set functions still look rows up by index');
+
+# and the writer ingests into it: a new message of a known lead, the
+# refused send attempted again and sent, the parked receipt's message
+open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $u->ring . ' 1048576 >/dev/null'
+    or die "feed: $!";
+print $feed join '',
+    "in business=1 phone_number_id=PNID phone=972501230001 wamid=wamid.v1.in2 msg_type=text"
+        . " body=again timestamp=1764037801\n",
+    "out_pending business=1 local_id=V1-L1 phone=972501230002 source=crm msg_type=text body=hi"
+        . " attempt=2 received_ms=1764037810000\n",
+    "out_result business=1 local_id=V1-L1 status=sent wamid=wamid.v1.l1 http_status=200"
+        . " attempt=2 received_ms=1764037810500\n",
+    "in business=1 phone_number_id=PNID phone=972501230003 wamid=wamid.v1.later msg_type=text"
+        . " body=late timestamp=1764037802\n";
+close $feed or die "the feed failed\n";
+chown((getpwnam 'nobody')[2, 3], $u->ring) if $> == 0;
+$u->start_writer;
+ok($u->wait_drained(30), 'v1: the writer drains into the upgraded database');
+is($u->stop_writer, 0, 'v1: and stops cleanly');
+is($u->sql_value("SELECT l.name FROM whatsapp_message m JOIN leads l ON l.id = m.lead_id
+                   WHERE m.provider_message_id = 'wamid.v1.in2'"), 'Ann',
+   "v1: a new message finds the old lead");
+is($u->sql_value("SELECT concat_ws(' ', status, attempts, provider_message_id,
+                                   coalesce(error_code::text, '-'), coalesce(fbtrace_id, '-'))
+                    FROM whatsapp_message WHERE local_id = 'V1-L1'"),
+   'sent 2 wamid.v1.l1 - -', 'v1: the refused send, attempted again, is sent');
+is($u->sql_value("SELECT status FROM whatsapp_message WHERE provider_message_id = 'wamid.v1.later'"),
+   'received', 'v1: the late message is stored');
+is($u->sql_value('SELECT count(*) FROM wa_pending_receipt'), 0, 'v1: its parked receipt is applied');
+is($u->sql_value('SELECT count(*) FROM wa_dead_letter'), 0, 'v1: no dead letter');
+
+$out = $u->migrate;
+like($out, qr/\(0 applied, 4 already there\); functions: 0 of 7 files applied/,
+     'v1: migrate again is a no-op');
+unlike($out, qr/adopted|retired/, 'v1: nothing left to adopt or retire');
+
+# a function file that changed is applied again, alone
+$u->dbh->do("UPDATE wa_schema_functions SET checksum = 'older' WHERE file = 'sends'");
+$out = $u->migrate;
+like($out, qr{applied sql/functions/sends\.sql}, 'a changed function file is applied again');
+like($out, qr/functions: 1 of 7 files applied/, 'and only it');
+
+# an applied migration whose file changed: refused, naming the file,
+# before anything is changed
+$u->dbh->do("UPDATE wa_schema_migrations SET checksum = md5('an edit') WHERE version = '010_send_attempts'");
+$u->dbh->do("DELETE FROM wa_schema_functions WHERE file = 'leads'");
+($rc, my $refused) = $u->run_quiet("$WaTest::BUILD/wa-writer", 'migrate', '--db', $u->dsn);
+isnt($rc, 0, 'an edited migration: migrate fails');
+like($refused, qr{ERROR migrate: sql/schema/010_send_attempts\.sql was changed after it was applied},
+     'and names the file');
+is($u->sql_value("SELECT count(*) FROM wa_schema_functions WHERE file = 'leads'"), 0,
+   'and changes nothing');
+$u->teardown;
 
 done_testing();

@@ -62,6 +62,8 @@ sub script {
         $in->('phone=972500000010 wamid=w.dup body=one'),
         $in->('phone=972500000010 wamid=w.dup body=two'),
         $in->('phone=972500000004 wa_user_id=U-FULL name=Full wamid=w.full body=j'),
+        # what a text rendering would have to quote: the bytes go as they are
+        $in->('phone=972500000016 wamid=w.quote name=%22Q%22%2C%7B%7D body=%22%7B%7D%2C%5C%27NULL%20%28x%29%0A'),
         $in->('phone=972500000011 wamid=w.pending body=k'),
         "status business=$b wamid=w.plus status=delivered timestamp=1764037801\n"),
         join('',
@@ -121,6 +123,29 @@ sub script {
         $st->('wamid=o.7 callback_data=L7 status=sent timestamp=1764037842'),
         $st->('wamid=o.7 status=delivered timestamp=1764037843'),
         $st->('wamid=o.6 status=read timestamp=1764037844')),
+        # a send the provider refused, attempted again under its local id
+        # (by runs: the first attempt folded, the second one by one); then
+        # a replayed outcome of a first attempt, stale, in a run of first
+        # attempts
+        join('',
+        $out->('L50 phone=972500000050 received_ms=1764037870000'),
+        $res->('L50 status=failed error_code=131000 error_title=Busy error_detail=later'
+               . ' fbtrace_id=FB50 retryable=true http_status=503 received_ms=1764037870100'),
+        $out->('L51 phone=972500000051 received_ms=1764037870000'),
+        $res->('L51 status=failed error_code=131000 error_title=Busy retryable=true'
+               . ' http_status=503 received_ms=1764037870200')),
+        join('',
+        $out->('L50 phone=972500000050 attempt=2 received_ms=1764037875000'),
+        $res->('L50 status=sent wamid=o.50 fbtrace_id=FB50b http_status=200 attempt=2'
+               . ' received_ms=1764037875100'),
+        $out->('L51 phone=972500000051 attempt=2 received_ms=1764037875000'),
+        $res->('L51 status=sent wamid=o.51 http_status=200 attempt=2 received_ms=1764037875200'),
+        $out->('L50 phone=972500000050 attempt=2 received_ms=1764037875000')),
+        join('',
+        $res->('L51 status=failed error_code=131000 error_title=Busy retryable=true'
+               . ' http_status=503 received_ms=1764037870200'),
+        $out->('L52 phone=972500000052 received_ms=1764037880000'),
+        $res->('L52 status=sent wamid=o.52 received_ms=1764037880100')),
         # sends each followed by its outcome: by runs, each row is inserted
         # with its outcome folded in; but not an outcome before its send,
         # nor that of a send the set INSERT did not write (REF-A is taken)
@@ -227,7 +252,8 @@ sub messages {
         "SELECT coalesce(m.provider_message_id, m.local_id), m.body, m.phone, m.status,
                 coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-'),
                 m.sent_at::text, m.delivered_at::text, m.read_at::text, m.error_code,
-                m.error_title, m.error_detail, m.client_ref, m.fbtrace_id, m.retryable::text
+                m.error_title, m.error_detail, m.client_ref, m.fbtrace_id, m.retryable::text,
+                m.attempts
            FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
           WHERE m.business_id = ? ORDER BY 1", undef, $b);
 }
@@ -266,6 +292,9 @@ is($lead_of{'w.second'}, '972500000008 - First', 'the first name given stays');
 is($lead_of{'w.nophone2'}, '- U-NOPHONE Hidden', 'a lead without a phone, found again');
 is($lead_of{'w.format'}, '972500000009 - -', 'a formatted phone is stored as digits');
 is($lead_of{'w.full'}, '972500000004 U-FULL Full', 'a complete lead is found');
+is($t->sql_value("SELECT body FROM whatsapp_message WHERE business_id = 2 AND provider_message_id = 'w.quote'"),
+   qq{"{},\\'NULL (x)\n}, 'quotes, braces, commas, a backslash and NULL as text arrive as they are');
+is($lead_of{'w.quote'}, '972500000016 - "Q",{}', 'and so does a name');
 
 sub at {
     my ($w) = @_;
@@ -308,6 +337,13 @@ is(send_row('L44'), 'sent o.44 - - - - 972500000044 -', 'an outcome before its s
 is(send_row('L45'), 'sent o.45 - - - - 972500000045 -',
    'the outcome of a send the set INSERT did not write is merged after it');
 is(send_row('L46'), 'pending - - - - - 972500000046 -', 'a send without its outcome waits');
+is(send_row('L50'), 'sent o.50 - - FB50b - 972500000050 -',
+   'a refused send attempted again: sent, without the first attempt\'s error or trace');
+is(send_row('L51'), 'sent o.51 - - - - 972500000051 -',
+   'a stale outcome of the first attempt changes nothing');
+is($t->sql_value("SELECT attempts FROM whatsapp_message WHERE business_id = 2 AND local_id = 'L50'"),
+   2, 'the row is the second attempt');
+is(send_row('L52'), 'sent o.52 - - - - 972500000052 -', 'the run of the stale outcome is written');
 ok($last_part_updates{on} < $last_part_updates{off},
    "folded outcomes are no row updates ($last_part_updates{on} by runs, "
    . "$last_part_updates{off} one by one)");

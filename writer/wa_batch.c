@@ -36,8 +36,6 @@ wa_batch_init(wa_batch_t *b, unsigned cap)
 void
 wa_batch_free(wa_batch_t *b)
 {
-    int  c;
-
     wa_batch_reset(b);
     free(b->items);
     free(b->cmds);
@@ -45,10 +43,8 @@ wa_batch_free(wa_batch_t *b)
     b->cmds = NULL;
     b->cap = 0;
 
-    for (c = 0; c < WA_SET_COLS; c++) {
-        free(b->cols[c].data);
-        memset(&b->cols[c], 0, sizeof(wa_buf_t));
-    }
+    free(b->run.data);
+    memset(&b->run, 0, sizeof(wa_buf_t));
 }
 
 

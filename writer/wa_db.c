@@ -17,7 +17,9 @@
 #define WA_BYTEAOID  17
 
 
-/* one prepared statement per record type, arguments in this order */
+/* one prepared statement per record type, arguments in this order; the
+ * set statements of in_message and status runs take the same fields, in
+ * the same order, as the fields of their row types (wa_set.c) */
 
 typedef struct {
     const char  *name;
@@ -38,16 +40,16 @@ static const wa_stmt_t  wa_stmts[WA_REC_TYPE_MAX + 1] = {
           WA_F_ERROR_TITLE, WA_F_ERROR_DETAIL, WA_F_CALLBACK_DATA,
           WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
 
-    [WA_REC_OUT_PENDING] = { "wa_out_pending", "wa_ingest_out_pending", 11,
+    [WA_REC_OUT_PENDING] = { "wa_out_pending", "wa_ingest_out_pending", 12,
         { WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_PHONE,
           WA_F_LEAD_ID, WA_F_SOURCE, WA_F_CLIENT_REF, WA_F_MSG_TYPE,
-          WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
+          WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS, WA_F_ATTEMPT } },
 
-    [WA_REC_OUT_RESULT] = { "wa_out_result", "wa_ingest_out_result", 11,
+    [WA_REC_OUT_RESULT] = { "wa_out_result", "wa_ingest_out_result", 12,
         { WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_STATUS, WA_F_WAMID,
           WA_F_ERROR_CODE, WA_F_ERROR_TITLE, WA_F_ERROR_DETAIL,
           WA_F_FBTRACE_ID, WA_F_RETRYABLE, WA_F_HTTP_STATUS,
-          WA_F_RECEIVED_MS } },
+          WA_F_RECEIVED_MS, WA_F_ATTEMPT } },
 
     [WA_REC_WEBHOOK_ERROR] = { "wa_webhook_error", "wa_ingest_webhook_error",
         7,

@@ -456,7 +456,7 @@ wa_pipe_outcome(wa_item_t *it, const char *s, size_t len)
     } else if (WA_IS("pending")) {
         it->outcome = WA_OUT_PENDING;
 
-    } else if (WA_IS("ignored")) {
+    } else if (WA_IS("ignored") || WA_IS("stale")) {
         it->outcome = WA_OUT_IGNORED;
 
     } else if (WA_IS("lead_missing")) {

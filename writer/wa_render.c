@@ -36,6 +36,7 @@ static const char  *wa_field_names[WA_F__MAX] = {
     [WA_F_CALLBACK_DATA] = "callback_data",
     [WA_F_HTTP_STATUS] = "http_status",
     [WA_F_RECEIVED_MS] = "received_ms",
+    [WA_F_ATTEMPT] = "attempt",
 };
 
 

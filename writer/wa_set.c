@@ -1,15 +1,17 @@
 /*
- * A run of records written by one statement: inbound messages (005),
- * statuses (006), or sends and their outcomes mixed (008). Each field the
- * set function takes (for the first two, those of the record's own
- * statement in wa_db.c) becomes one text[] parameter, in PostgreSQL's
- * binary array format, so the bytes go as they are, with no quoting to get
- * wrong and no copy but the one into libpq's buffer. The server still
- * checks every element's encoding, as it does for a single record.
- * Webhook errors go one statement per record.
+ * A run of records written by one statement: inbound messages, statuses,
+ * or sends and their outcomes mixed (sql/functions/). The set function
+ * takes one parameter, an array of the run's row type (one text field per
+ * record field, sql/schema/011_record_types.sql), sent in PostgreSQL's
+ * binary array and record formats, so the bytes go as they are, with no
+ * quoting to get wrong and no copy but the one into libpq's buffer. The
+ * server still checks every field's encoding, as it does for a single
+ * record. Webhook errors go one statement per record.
  */
 
 #include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "wa_writer.h"
@@ -21,38 +23,38 @@
 /* a column that is not a field: the record's kind, "p" or "r" */
 #define WA_SET_KIND  0
 
+/*
+ * The fields of a run's row type are those of the statements of its
+ * record types (wa_db.c), so each record's fields are listed once: for one
+ * type, its fields in order; for several, the kind first, then the fields
+ * of each type in turn, those already there left out. The row types of
+ * sql/schema/011_record_types.sql follow the same order.
+ */
 typedef struct {
     const char  *name;
     const char  *function;
+    const char  *row_type;
     unsigned     types;             /* bit per record type the run may mix */
-    int          nfields;           /* 0: the fields of the statement of
-                                       its one type (wa_db.c) */
-    int          fields[WA_SET_COLS];
 } wa_set_stmt_t;
 
 #define WA_T(type)  (1u << (type))
 
 static const wa_set_stmt_t  wa_set_stmts[] = {
-    { "wa_in_set", "wa_ingest_in_messages", WA_T(WA_REC_IN_MESSAGE), 0,
-      { 0 } },                                                      /* 005 */
-    { "wa_status_set", "wa_ingest_statuses", WA_T(WA_REC_STATUS), 0,
-      { 0 } },                                                      /* 006 */
-    { "wa_send_set", "wa_ingest_sends",
-      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT), 20,     /* 008 */
-      { WA_SET_KIND, WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID,
-        WA_F_PHONE, WA_F_LEAD_ID, WA_F_SOURCE, WA_F_CLIENT_REF,
-        WA_F_MSG_TYPE, WA_F_BODY, WA_F_PAYLOAD, WA_F_RECEIVED_MS,
-        WA_F_STATUS, WA_F_WAMID, WA_F_ERROR_CODE, WA_F_ERROR_TITLE,
-        WA_F_ERROR_DETAIL, WA_F_FBTRACE_ID, WA_F_RETRYABLE,
-        WA_F_HTTP_STATUS } },
+    { "wa_in_set", "wa_ingest_in_messages", "wa_in_rec",
+      WA_T(WA_REC_IN_MESSAGE) },
+    { "wa_status_set", "wa_ingest_statuses", "wa_status_rec",
+      WA_T(WA_REC_STATUS) },
+    { "wa_send_set", "wa_ingest_sends", "wa_send_rec",
+      WA_T(WA_REC_OUT_PENDING) | WA_T(WA_REC_OUT_RESULT) },
 };
 
 #define WA_SET_N  (sizeof(wa_set_stmts) / sizeof(wa_set_stmts[0]))
 
 
 static const wa_set_stmt_t *wa_set_of(uint16_t type);
-static const int *wa_set_fields(const wa_set_stmt_t *st, int *n);
+static int wa_set_fields(const wa_set_stmt_t *st, int *fields);
 static int wa_set_int(wa_buf_t *a, int32_t v);
+static void wa_set_int_at(wa_buf_t *a, size_t at, int32_t v);
 
 
 /* how many records from `from` on make a run one set statement can take */
@@ -84,31 +86,39 @@ wa_set_run(const wa_batch_t *b, unsigned from, unsigned to)
 int
 wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
 {
-    int                   c, n, nulls;
-    int                   lengths[WA_SET_COLS], formats[WA_SET_COLS];
-    size_t                len;
+    int                   c, n, length, format;
+    int                   fields[WA_SET_COLS];
+    size_t                len, at;
     unsigned              i;
     wa_buf_t             *a;
-    const int            *fields;
-    const char           *values[WA_SET_COLS], *data;
+    const char           *value, *data;
     const wa_set_stmt_t  *st;
 
     st = wa_set_of(b->items[from].type);
-    fields = wa_set_fields(st, &n);
+    n = wa_set_fields(st, fields);
 
-    for (c = 0; c < n; c++) {
-        a = &b->cols[c];
-        a->len = 0;
-        nulls = 0;
+    a = &b->run;
+    a->len = 0;
 
-        /* ndim, has-nulls flag (patched below), element type, size, lbound */
-        if (wa_set_int(a, 1) || wa_set_int(a, 0) || wa_set_int(a, WA_TEXTOID)
-            || wa_set_int(a, (int32_t) (to - from)) || wa_set_int(a, 1))
-        {
+    /* ndim, no nulls, element type, size, lbound */
+    if (wa_set_int(a, 1) || wa_set_int(a, 0)
+        || wa_set_int(a, (int32_t) db->set_types[st - wa_set_stmts])
+        || wa_set_int(a, (int32_t) (to - from)) || wa_set_int(a, 1))
+    {
+        return -1;
+    }
+
+    for (i = from; i < to; i++) {
+
+        /* the element's length, patched below, then the record: its
+         * number of columns, and for each its type, length and bytes */
+        at = a->len;
+
+        if (wa_set_int(a, 0) || wa_set_int(a, n)) {
             return -1;
         }
 
-        for (i = from; i < to; i++) {
+        for (c = 0; c < n; c++) {
             if (fields[c] == WA_SET_KIND) {
                 data = b->items[i].type == WA_REC_OUT_PENDING ? "p" : "r";
                 len = 1;
@@ -118,10 +128,12 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
                 len = b->items[i].rec.f[fields[c]].len;
             }
 
+            if (wa_set_int(a, WA_TEXTOID) != 0) {
+                return -1;
+            }
+
             /* as for one record: an empty field is NULL */
             if (data == NULL || len == 0) {
-                nulls = 1;
-
                 if (wa_set_int(a, -1) != 0) {
                     return -1;
                 }
@@ -136,45 +148,50 @@ wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to)
             }
         }
 
-        if (nulls) {
-            a->data[7] = 1;
-        }
-
-        values[c] = a->data;
-        lengths[c] = (int) a->len;
-        formats[c] = 1;
+        wa_set_int_at(a, at, (int32_t) (a->len - at - 4));
     }
 
-    return PQsendQueryPrepared(db->conn, st->name, n, values, lengths,
-                               formats, 0)
+    value = a->data;
+    length = (int) a->len;
+    format = 1;
+
+    return PQsendQueryPrepared(db->conn, st->name, 1, &value, &length,
+                               &format, 0)
            ? 0 : -1;
 }
 
 
-/* the prepared statements, with their parameters typed text[] */
+/* the prepared statements, and the row types their arrays are made of */
 int
 wa_set_prepare(wa_db_t *db)
 {
-    int                   c, n;
-    char                  sql[768];
-    size_t                len, k;
+    char                  sql[256];
+    size_t                k;
     PGresult             *res;
+    const char           *params[1];
     const wa_set_stmt_t  *st;
 
     for (k = 0; k < WA_SET_N; k++) {
         st = &wa_set_stmts[k];
-        (void) wa_set_fields(st, &n);
 
-        len = (size_t) snprintf(sql, sizeof(sql), "SELECT %s(", st->function);
+        params[0] = st->row_type;
 
-        for (c = 0; c < n; c++) {
-            len += (size_t) snprintf(sql + len, sizeof(sql) - len,
-                                     "%s$%d::text[]", c ? ", " : "", c + 1);
+        res = PQexecParams(db->conn, "SELECT $1::regtype::oid", 1, NULL,
+                           params, NULL, NULL, 0);
+
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            wa_db_set_error(db, res, "cannot find the row types of runs");
+            PQclear(res);
+            return -1;
         }
 
-        snprintf(sql + len, sizeof(sql) - len, ")");
+        db->set_types[k] = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
 
-        res = PQprepare(db->conn, st->name, sql, n, NULL);
+        snprintf(sql, sizeof(sql), "SELECT %s($1::%s[])", st->function,
+                 st->row_type);
+
+        res = PQprepare(db->conn, st->name, sql, 1, NULL);
 
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             wa_db_set_error(db, res, "cannot prepare the ingest statements");
@@ -208,19 +225,36 @@ wa_set_of(uint16_t type)
 }
 
 
-static const int *
-wa_set_fields(const wa_set_stmt_t *st, int *n)
+/* the fields of a run's row type, in order; how many */
+static int
+wa_set_fields(const wa_set_stmt_t *st, int *fields)
 {
-    const int  *fields;
+    int          k, i, j, m, n;
+    const int   *f;
 
-    if (st->nfields == 0) {
-        (void) wa_db_stmt((uint16_t) __builtin_ctz(st->types), n, &fields);
-        return fields;
+    n = 0;
+
+    if (st->types & (st->types - 1)) {
+        fields[n++] = WA_SET_KIND;
     }
 
-    *n = st->nfields;
+    for (k = 1; k <= WA_REC_TYPE_MAX; k++) {
+        if (!(st->types & WA_T(k))) {
+            continue;
+        }
 
-    return st->fields;
+        (void) wa_db_stmt((uint16_t) k, &m, &f);
+
+        for (i = 0; i < m; i++) {
+            for (j = 0; j < n && fields[j] != f[i]; j++) { /* void */ }
+
+            if (j == n && n < WA_SET_COLS) {
+                fields[n++] = f[i];
+            }
+        }
+    }
+
+    return n;
 }
 
 
@@ -230,4 +264,13 @@ wa_set_int(wa_buf_t *a, int32_t v)
     uint32_t  n = htonl((uint32_t) v);
 
     return wa_buf_add(a, (const char *) &n, sizeof(n));
+}
+
+
+static void
+wa_set_int_at(wa_buf_t *a, size_t at, int32_t v)
+{
+    uint32_t  n = htonl((uint32_t) v);
+
+    memcpy(a->data + at, &n, sizeof(n));
 }

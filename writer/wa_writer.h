@@ -93,6 +93,8 @@ typedef struct {
     int           ready;            /* statements prepared */
     int           logged_down;      /* connection failure already logged */
     int           warned_schema;
+    Oid           set_types[4];     /* the row types of the set statements
+                                       (wa_set.c), looked up at prepare */
     char          where[256];       /* host/port/dbname, never a password */
     char          sqlstate[6];      /* of the last error, "" if none */
     char          error[1024];      /* last error, one line */
@@ -140,9 +142,9 @@ typedef struct {
     wa_record_t           rec;
 } wa_item_t;
 
-/* runs of inbound messages (005), of statuses (006) and of sends and
- * their outcomes (008) go to a set function: one text[] parameter per
- * field, at most WA_SET_COLS */
+/* runs of inbound messages, of statuses and of sends and their outcomes
+ * go to a set function: one parameter, an array of the run's row type
+ * (sql/schema/011_record_types.sql), of at most WA_SET_COLS fields */
 #define WA_SET_COLS   24
 
 /* one statement of a pipeline: items [first, first + n) */
@@ -154,7 +156,7 @@ typedef struct {
 typedef struct {
     wa_item_t    *items;
     wa_cmd_t     *cmds;             /* the pipeline being read back */
-    wa_buf_t      cols[WA_SET_COLS];    /* the arrays of a run */
+    wa_buf_t      run;              /* the array of a run's records */
     unsigned      n;
     unsigned      cap;
     unsigned      done;             /* items [0, done) are committed */
@@ -200,16 +202,21 @@ int wa_show(wa_conf_t *conf);        /* status: the ring header */
 int wa_backfill(wa_conf_t *conf);
 
 
-/* migrations embedded at build time (writer/embed-sql.sh) */
+/* SQL embedded at build time (writer/embed-sql.sh): the schema
+ * migrations of sql/schema/, applied once each and never edited, and the
+ * function files of sql/functions/, applied again whenever they change */
 
 typedef struct {
     const char   *version;          /* file name without .sql */
+    const char   *path;             /* sql/schema/001_schema.sql */
     const char   *sql;
     size_t        len;
 } wa_migration_t;
 
 extern const wa_migration_t  wa_migrations[];
 extern const size_t          wa_migrations_n;
+extern const wa_migration_t  wa_functions[];
+extern const size_t          wa_functions_n;
 
 
 /* set by signal handlers */
