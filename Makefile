@@ -35,8 +35,6 @@ UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 # preloaded into nginx by the tests that stall or kill a producer mid-claim
 SHIM        := $(BUILD)/t/ring_hook.so
-# the feeder's old name, for t/07 until it runs $(FEED)
-FEED_COMPAT := $(BUILD)/t/test_writer_feed
 
 PROVE       ?= prove
 
@@ -57,7 +55,7 @@ deps:
 module: $(MODULE)
 writer: $(WRITER)
 tools: $(FEED)
-unit: $(UNIT_BINS) $(SHIM) $(FEED_COMPAT)
+unit: $(UNIT_BINS) $(SHIM) $(FEED)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
@@ -94,9 +92,6 @@ $(FEED): tools/wa-feed.c $(SHARED_SRCS) $(SHARED_HDRS)
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -I common -o $@ $< $(SHARED_SRCS)
 
-$(FEED_COMPAT): $(FEED)
-	@mkdir -p $(BUILD)/t
-	ln -sf ../wa-feed $@
 
 # defines the weak wa_ring_test_hook(); no sanitizer flags: it is loaded
 # after ASan's runtime into an nginx that is not instrumented

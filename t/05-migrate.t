@@ -167,7 +167,7 @@ is($u->sql_value("SELECT count(*) FROM pg_proc
 
 # and the writer ingests into it: a new message of a known lead, the
 # refused send attempted again and sent, the parked receipt's message
-open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $u->ring . ' 1048576 >/dev/null'
+open my $feed, '|-', "$WaTest::BUILD/wa-feed " . $u->ring . ' 1048576 >/dev/null'
     or die "feed: $!";
 print $feed join '',
     "in business=1 phone_number_id=PNID phone=972501230001 wamid=wamid.v1.in2 msg_type=text"

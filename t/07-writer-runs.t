@@ -186,7 +186,7 @@ sub drain {
     my $upd;
     for my $part (@parts) {
         $upd = updates() if $part eq $parts[-1];
-        open my $feed, '|-', "$WaTest::BUILD/t/test_writer_feed " . $t->ring . ' 1048576 >/dev/null'
+        open my $feed, '|-', "$WaTest::BUILD/wa-feed " . $t->ring . ' 1048576 >/dev/null'
             or die "feed: $!";
         print $feed $part;
         close $feed or die "the feed failed\n";
