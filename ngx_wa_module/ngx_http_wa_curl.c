@@ -98,6 +98,7 @@ static int ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin);
 static void ngx_http_wa_curl_watch_handler(ngx_event_t *ev);
 static void ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, CURLcode result);
+static void ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl);
 static void ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
     CURLcode result);
 
@@ -165,21 +166,8 @@ ngx_http_wa_curl_create(ngx_log_t *log)
 void
 ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl)
 {
-    ngx_queue_t              *q;
-    ngx_http_wa_xfer_t       *x;
-    ngx_http_wa_curl_link_t  *link;
-
-    while (!ngx_queue_empty(&curl->xfers)) {
-        q = ngx_queue_head(&curl->xfers);
-        ngx_queue_remove(q);
-
-        link = ngx_queue_data(q, ngx_http_wa_curl_link_t, queue);
-        x = link->xfer;
-
-        curl_multi_remove_handle(curl->multi, x->easy);
-        curl_easy_cleanup(x->easy);
-        curl_slist_free_all(x->headers);
-    }
+    /* transfers still in flight get their outcome first */
+    ngx_http_wa_curl_abort_all(curl);
 
     while (curl->nidle) {
         curl_easy_cleanup(curl->idle[--curl->nidle]);
@@ -717,7 +705,7 @@ ngx_http_wa_curl_watch_handler(ngx_event_t *ev)
 }
 
 
-void
+static void
 ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl)
 {
     ngx_queue_t              *q;

@@ -74,6 +74,9 @@ struct ngx_http_wa_xfer_s {
 
 
 ngx_http_wa_curl_t *ngx_http_wa_curl_create(ngx_log_t *log);
+
+/* the worker exits: every transfer in flight ends first, done() called
+ * with x->exiting set */
 void ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl);
 
 /* start a POST of body (len bytes, copied to x->pool); done() is called
@@ -82,7 +85,5 @@ ngx_int_t ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
     const char *body, size_t len, ngx_http_wa_curl_conf_t *conf);
 
-/* the worker exits now: end every transfer (done() with x->exiting set) */
-void ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl);
 
 #endif /* NGX_HTTP_WA_CURL_H */

@@ -79,7 +79,6 @@ void
 ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 {
     if (wmcf->curl) {
-        ngx_http_wa_curl_abort_all(wmcf->curl);
         ngx_http_wa_curl_destroy(wmcf->curl);
         wmcf->curl = NULL;
     }

@@ -33,41 +33,7 @@ sub mock_count { scalar(my @r = $mock->requests) }
 sub log_mark { length $t->error_log }
 sub log_since { substr($t->error_log, $_[0]) }
 
-# the account of a flood against the database
-sub exactly_once {
-    my ($f, $r, $what) = @_;
-    my $tag = $f->tag;
-    my $rows = sub {
-        $t->sql("SELECT provider_message_id AS id, count(*) AS n,
-                        count(*) FILTER (WHERE lead_id IS NULL) AS nolead
-                   FROM whatsapp_message
-                  WHERE provider_message_id LIKE 'wamid.flood.$tag.%'
-                  GROUP BY 1");
-    };
-    my %acked = map { $_ => 1 } @{ $r->{acked} };
-    $t->wait_for(sub {
-        my %in = map { $_->{id} => 1 } @{ $rows->() };
-        !grep { !$in{$_} } keys %acked;
-    }, 60, "$what: acknowledged rows");
-
-    my %row = map { $_->{id} => $_ } @{ $rows->() };
-    my @missing = grep { !$row{$_} } @{ $r->{acked} };
-    my @twice = grep { $row{$_}{n} > 1 } keys %row;
-    my @refused = grep { $row{$_} } @{ $r->{refused} };
-    my @nolead = grep { $row{$_}{nolead} } keys %row;
-    my %known = (%acked, map { $_ => 1 } @{ $r->{unanswered} });
-    my @unknown = grep { !$known{$_} } keys %row;
-
-    ok(@{ $r->{acked} } > 0, "$what: " . scalar(@{ $r->{acked} })
-       . ' acknowledged (' . join(', ', map { "$_: $r->{codes}{$_}" }
-                                         sort keys %{ $r->{codes} }) . ')');
-    is(scalar @missing, 0, "$what: every acknowledged message stored")
-        or diag("missing: @missing[0 .. ($#missing < 4 ? $#missing : 4)]");
-    is(scalar @twice, 0, "$what: none stored twice");
-    is(scalar @refused, 0, "$what: none of the refused stored");
-    is(scalar @unknown, 0, "$what: nothing stored that was never sent");
-    is(scalar @nolead, 0, "$what: every row has its lead");
-}
+sub exactly_once { my ($f, $r, $what) = @_; $f->exactly_once($r, $what, 60) }
 
 sub flood_during {
     my ($what, $fault, %o) = @_;

@@ -57,37 +57,7 @@ sub proc_state {
     return $state // '';
 }
 
-# every acknowledged message stored once, nothing refused or unknown stored
-sub acked_stored {
-    my ($f, $r, $what) = @_;
-    my $tag = $f->tag;
-    my $rows = sub {
-        $t->sql("SELECT provider_message_id AS id, count(*) AS n
-                   FROM whatsapp_message
-                  WHERE provider_message_id LIKE 'wamid.flood.$tag.%'
-                  GROUP BY 1");
-    };
-    my %acked = map { $_ => 1 } @{ $r->{acked} };
-    $t->wait_for(sub {
-        my %in = map { $_->{id} => 1 } @{ $rows->() };
-        !grep { !$in{$_} } keys %acked;
-    }, 30, "$what: acknowledged rows");
-
-    my %row = map { $_->{id} => $_ } @{ $rows->() };
-    my @missing = grep { !$row{$_} } @{ $r->{acked} };
-    my %known = (%acked, map { $_ => 1 } @{ $r->{unanswered} });
-
-    ok(@{ $r->{acked} } > 0, "$what: " . scalar(@{ $r->{acked} })
-       . ' acknowledged (' . join(', ', map { "$_: $r->{codes}{$_}" }
-                                         sort keys %{ $r->{codes} }) . ')');
-    is(scalar @missing, 0, "$what: every acknowledged message stored")
-        or diag("missing: @missing[0 .. ($#missing < 4 ? $#missing : 4)]");
-    is(scalar(grep { $row{$_}{n} > 1 } keys %row), 0, "$what: none twice");
-    is(scalar(grep { $row{$_} } @{ $r->{refused} }), 0,
-       "$what: none of the refused stored");
-    is(scalar(grep { !$known{$_} } keys %row), 0,
-       "$what: nothing stored that was never sent");
-}
+sub acked_stored { my ($f, $r, $what) = @_; $f->exactly_once($r, $what, 30) }
 
 # ---- (a) a worker killed -9 between claim and header ------------------------
 

@@ -125,4 +125,44 @@ sub stop {
     return \%r;
 }
 
+
+# The account of a flood ($r from answers) against the database: every
+# acknowledged message stored once, with its lead; nothing refused, and
+# nothing never sent, stored. Waits up to $secs for the acknowledged rows.
+sub exactly_once {
+    my ($self, $r, $what, $secs) = @_;
+    my $t = $self->{t};
+    my $tag = $self->{tag};
+    my $rows = sub {
+        $t->sql("SELECT provider_message_id AS id, count(*) AS n,
+                        count(*) FILTER (WHERE lead_id IS NULL) AS nolead
+                   FROM whatsapp_message
+                  WHERE provider_message_id LIKE 'wamid.flood.$tag.%'
+                  GROUP BY 1");
+    };
+    my %acked = map { $_ => 1 } @{ $r->{acked} };
+    $t->wait_for(sub {
+        my %in = map { $_->{id} => 1 } @{ $rows->() };
+        !grep { !$in{$_} } keys %acked;
+    }, $secs // 60, "$what: acknowledged rows");
+
+    my %row = map { $_->{id} => $_ } @{ $rows->() };
+    my @missing = grep { !$row{$_} } @{ $r->{acked} };
+    my %known = (%acked, map { $_ => 1 } @{ $r->{unanswered} });
+
+    Test::More::ok(@{ $r->{acked} } > 0, "$what: " . scalar(@{ $r->{acked} })
+       . ' acknowledged (' . join(', ', map { "$_: $r->{codes}{$_}" }
+                                         sort keys %{ $r->{codes} }) . ')');
+    Test::More::is(scalar @missing, 0, "$what: every acknowledged message stored")
+        or Test::More::diag("missing: @missing[0 .. ($#missing < 4 ? $#missing : 4)]");
+    Test::More::is(scalar(grep { $row{$_}{n} > 1 } keys %row), 0,
+                   "$what: none stored twice");
+    Test::More::is(scalar(grep { $row{$_} } @{ $r->{refused} }), 0,
+                   "$what: none of the refused stored");
+    Test::More::is(scalar(grep { !$known{$_} } keys %row), 0,
+                   "$what: nothing stored that was never sent");
+    Test::More::is(scalar(grep { $row{$_}{nolead} } keys %row), 0,
+                   "$what: every row has its lead");
+}
+
 1;
