@@ -92,9 +92,8 @@ static ngx_connection_t *ngx_http_wa_curl_wrap(ngx_http_wa_curl_t *curl,
     ngx_socket_t s, ngx_uint_t foreign);
 static void ngx_http_wa_curl_unwrap(ngx_http_wa_curl_t *curl,
     ngx_socket_t s, ngx_uint_t closed);
-static size_t ngx_http_wa_curl_read(char *buf, size_t size, size_t n,
-    void *data);
-static int ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin);
+static int ngx_http_wa_curl_prereq(void *data, char *primary_ip,
+    char *local_ip, int primary_port, int local_port);
 static void ngx_http_wa_curl_watch_handler(ngx_event_t *ev);
 static void ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, CURLcode result);
@@ -252,8 +251,7 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     x->sent = 0;
     x->aborted = 0;
     x->exiting = 0;
-    x->req_len = len;
-    x->req_pos = 0;
+    x->resent = 0;
     x->start = ngx_current_msec;
     x->timeout = conf->timeout;
     x->shutdown_timeout = conf->shutdown_timeout;
@@ -261,13 +259,11 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
 
-    /* the body through a callback, never as POSTFIELDS: see the header */
-    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    /* the body lives in x->pool for the whole transfer: no copy */
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
-    curl_easy_setopt(easy, CURLOPT_READFUNCTION, ngx_http_wa_curl_read);
-    curl_easy_setopt(easy, CURLOPT_READDATA, x);
-    curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, ngx_http_wa_curl_seek);
-    curl_easy_setopt(easy, CURLOPT_SEEKDATA, x);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, x->req);
+    curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, ngx_http_wa_curl_prereq);
+    curl_easy_setopt(easy, CURLOPT_PREREQDATA, x);
 
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ngx_http_wa_curl_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
@@ -323,46 +319,30 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
 }
 
 
-/* the request body, a piece at a time; once a byte left, it may arrive */
-
-static size_t
-ngx_http_wa_curl_read(char *buf, size_t size, size_t n, void *data)
-{
-    ngx_http_wa_xfer_t *x = data;
-
-    size_t  len;
-
-    len = ngx_min(size * n, x->req_len - x->req_pos);
-
-    ngx_memcpy(buf, x->req + x->req_pos, len);
-    x->req_pos += len;
-
-    if (len) {
-        x->sent = 1;
-    }
-
-    return len;
-}
-
-
 /*
- * libcurl rewinds the body only to send the request again: after a reused
- * connection died with no answer, or an HTTP/2 stream was refused. The
- * provider may have processed the first copy, and the Cloud API has no
- * idempotency key: refuse, so the transfer ends (CURLE_SEND_FAIL_REWIND)
- * with its outcome unknown rather than a second WhatsApp message.
+ * Called each time libcurl is about to send the request on a connection:
+ * once normally, again only when it means to send it a second time (a
+ * reused connection died before any answer, an HTTP/2 stream was refused).
+ * The provider may have processed the first copy, and the Cloud API has no
+ * idempotency key: refuse, so the transfer ends as unknown rather than as
+ * a second WhatsApp message. From the first call on the request may reach
+ * the provider (x->sent); before it, nothing of it has left.
  */
 
 static int
-ngx_http_wa_curl_seek(void *data, curl_off_t offset, int origin)
+ngx_http_wa_curl_prereq(void *data, char *primary_ip, char *local_ip,
+    int primary_port, int local_port)
 {
     ngx_http_wa_xfer_t *x = data;
 
-    if (offset == 0 && origin == SEEK_SET && x->req_pos == 0) {
-        return CURL_SEEKFUNC_OK;
+    if (x->sent) {
+        x->resent = 1;
+        return CURL_PREREQFUNC_ABORT;
     }
 
-    return CURL_SEEKFUNC_FAIL;
+    x->sent = 1;
+
+    return CURL_PREREQFUNC_OK;
 }
 
 

@@ -10,10 +10,10 @@
  * CURL_POLL_REMOVE. Nothing here blocks.
  *
  * A POST is never sent twice: libcurl re-sends a request by itself when a
- * reused connection dies before any answer; the body is handed out by a
- * read callback whose rewind fails once any byte left, so libcurl gives up
- * instead, and the caller learns the request may have reached the
- * provider (x->sent).
+ * reused connection dies before any answer; its pre-request callback,
+ * called before each sending, refuses the second, so libcurl gives up
+ * instead (x->resent), and the caller learns the request may have reached
+ * the provider (x->sent).
  */
 
 #ifndef NGX_HTTP_WA_CURL_H
@@ -53,8 +53,9 @@ struct ngx_http_wa_xfer_s {
     u_char                    *body;
     size_t                     body_len;
     char                       error[CURL_ERROR_SIZE];
-    unsigned                   sent:1;      /* request bytes left: the
+    unsigned                   sent:1;      /* the request went out: the
                                                provider may have it */
+    unsigned                   resent:1;    /* libcurl's re-send refused */
     unsigned                   aborted:1;   /* ended by us, see error */
     unsigned                   exiting:1;   /* no event loop any more:
                                                record, answer nobody */
@@ -64,8 +65,6 @@ struct ngx_http_wa_xfer_s {
     struct curl_slist         *headers;
     size_t                     body_cap;
     u_char                    *req;         /* the request body */
-    size_t                     req_len;
-    size_t                     req_pos;
     ngx_msec_t                 start;
     ngx_msec_t                 timeout;
     ngx_msec_t                 shutdown_timeout;

@@ -460,7 +460,9 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
                                 : "provider unreachable"),
                      x->sent ? "after the request was sent, outcome unknown"
                              : "before the request was sent",
-                     x->error[0] ? x->error : curl_easy_strerror(x->result));
+                     x->resent ? "the connection died before an answer, "
+                                 "and sending it again was refused"
+                     : x->error[0] ? x->error : curl_easy_strerror(x->result));
 
         ctx->status = (x->result == CURLE_OPERATION_TIMEDOUT)
                       ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;

@@ -100,6 +100,8 @@ ok($req->{n} > 1, 'and it rode a reused connection');
 is($r->{status}, 502, 'answered 502');
 is($r->{json}{status}, 'unknown', 'outcome unknown: the provider may have it');
 is($r->{json}{retryable}, JSON::PP::false(), 'and nobody is told to retry');
+like($r->{json}{error}{title} // '', qr/sending it again was refused/,
+     "libcurl's own re-send was refused, and the answer says so");
 is(row($r->{json}{id})->{status}, 'unknown', 'the row says unknown');
 
 # ---- 4. the request left, no whole answer: unknown, never failed -------------
