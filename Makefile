@@ -150,8 +150,11 @@ fuzz: fuzz-deps $(FUZZ_BINS)
 	    n=$$(basename $$f | sed 's/^fuzz_//'); \
 	    mkdir -p $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n; \
 	    echo "fuzz: $$n for $(FUZZ_TIME)s"; \
-	    $$f -max_total_time=$(FUZZ_TIME) -max_len=1048576 -print_final_stats=1 \
-	        $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -12 || exit 1; \
+	    rc=0; $$f -max_total_time=$(FUZZ_TIME) -max_len=1048576 \
+	        -print_final_stats=1 $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n \
+	        > $(BUILD)/fuzz/$$n.log 2>&1 || rc=$$?; \
+	    tail -12 $(BUILD)/fuzz/$$n.log; \
+	    [ $$rc = 0 ] || { echo "fuzz: $$n failed ($$rc), see $(BUILD)/fuzz/$$n.log"; exit 1; }; \
 	done
 
 $(BUILD)/fuzz/%: fuzz/%.c $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
