@@ -1,8 +1,8 @@
 /*
  * wa_webhook: the Cloud API's GET verification and POST event delivery.
  *
- * A POST is answered 200 only once every message, status and error of the
- * body is published in the ring: Meta retries anything else for days, so a
+ * A POST is answered 200 only once every message, status, error, echo and
+ * raw change of the body is published in the ring: Meta retries anything else for days, so a
  * 503 loses nothing and a premature 200 would.
  */
 
@@ -167,10 +167,12 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
                           &wlcf->default_business);
         }
 
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "wa webhook: %ui messages, %ui statuses, %ui errors",
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "wa webhook: %ui messages, %ui statuses, %ui errors, "
+                       "%ui echoes, %ui raw events",
                        (ngx_uint_t) ctx.messages, (ngx_uint_t) ctx.statuses,
-                       (ngx_uint_t) ctx.errors);
+                       (ngx_uint_t) ctx.errors, (ngx_uint_t) ctx.echoes,
+                       (ngx_uint_t) ctx.events);
 
         return ngx_http_wa_reply_json(r, NGX_HTTP_OK,
                                       (u_char *) "{\"ok\":true}", 11);
