@@ -128,6 +128,13 @@ for my $c (@cases) {
 my $n = nevents();
 is($n, scalar @cases, 'one row per change');
 
+# counted by nginx, across workers, in wa_status (JSON and Prometheus)
+sub wh_status { decode_json($t->http('GET', '/wa_status')->{content})->{webhook} }
+is(wh_status()->{raw_events}, scalar @cases, 'wa_status: webhook.raw_events');
+like($t->http('GET', '/wa_status?format=prometheus')->{content},
+     qr/^wa_webhook_records_total\{kind="raw_event"\} ${\ scalar @cases}$/m,
+     'wa_status, Prometheus: wa_webhook_records_total{kind="raw_event"}');
+
 # ---- redelivery: nothing new; the same value at another time: a new row -----
 
 is($t->post_webhook($_)->{status}, 200, 'redelivered: 200') for @bodies;
@@ -204,6 +211,8 @@ is($er->{body}, "echo $tag", 'echo: body');
 ok(defined $er->{lead_id}, 'echo: a lead');
 is($er->{lead_phone}, $customer, "echo: the customer's lead, created");
 ok(defined $er->{sent_at}, 'echo: sent_at');
+
+is(wh_status()->{echoes}, 1, 'wa_status: webhook.echoes');
 
 is($t->post_webhook($ebody)->{status}, 200, 'echo redelivered: 200');
 $t->wait_drained(15);
