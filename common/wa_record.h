@@ -22,7 +22,11 @@
 #define WA_REC_OUT_PENDING    3   /* outbound message, before the API call */
 #define WA_REC_OUT_RESULT     4   /* outcome of the API call */
 #define WA_REC_WEBHOOK_ERROR  5   /* value.errors[] of a webhook change */
-#define WA_REC_TYPE_MAX       5
+#define WA_REC_EVENT          6   /* a change of a field, or shape, with no
+                                     structured handling: its value, raw */
+#define WA_REC_ECHO           7   /* smb_message_echoes: a message the
+                                     business sent from the Business app */
+#define WA_REC_TYPE_MAX       7
 
 
 /* field tags */
@@ -52,6 +56,8 @@ enum {
     WA_F_RECEIVED_MS,      /* when nginx accepted it, unix ms */
     WA_F_ATTEMPT,          /* a send's attempt under its local id, decimal;
                               absent: 1 */
+    WA_F_FIELD,            /* entry[].changes[].field of a webhook */
+    WA_F_WABA_ID,          /* entry[].id: the WhatsApp Business Account */
     WA_F__MAX
 };
 

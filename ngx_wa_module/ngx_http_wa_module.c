@@ -253,6 +253,10 @@ ngx_http_wa_postconfiguration(ngx_conf_t *cf)
 
     wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_wa_module);
 
+    if (ngx_http_wa_webhook_init_conf(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!wmcf->has_send) {
         return NGX_OK;
     }

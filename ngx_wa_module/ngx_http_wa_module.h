@@ -26,6 +26,15 @@ typedef struct {
 } ngx_http_wa_channel_t;
 
 
+/* webhook counters shared by the workers (the ring header's layout is
+ * fixed): what acknowledged bodies held beyond messages and statuses */
+typedef struct {
+    uint64_t                  raw_events;      /* WA_REC_EVENT records */
+    uint64_t                  echoes;          /* WA_REC_ECHO records */
+    uint64_t                  errors;          /* WA_REC_WEBHOOK_ERROR */
+} ngx_http_wa_webhook_counters_t;
+
+
 typedef struct {
     ngx_str_t                 ring_path;       /* empty: no wa_ring */
     uint64_t                  ring_size;
@@ -45,6 +54,9 @@ typedef struct {
     ngx_shm_zone_t           *idem_zone;
     void                     *curl;            /* per worker */
     ngx_uint_t                send_seq;        /* per worker, for local ids */
+
+    /* webhook path */
+    ngx_shm_zone_t           *webhook_zone;    /* the counters' zone */
 } ngx_http_wa_main_conf_t;
 
 
@@ -117,6 +129,11 @@ ngx_table_elt_t *ngx_http_wa_header(ngx_http_request_t *r, const char *name,
 ngx_int_t ngx_http_wa_streq(ngx_str_t *a, ngx_str_t *b);
 
 ngx_int_t ngx_http_wa_webhook_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_wa_webhook_init_conf(ngx_conf_t *cf,
+    ngx_http_wa_main_conf_t *wmcf);
+/* the shared counters, or NULL before the zone is mapped */
+ngx_http_wa_webhook_counters_t *ngx_http_wa_webhook_counters(
+    ngx_http_wa_main_conf_t *wmcf);
 ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_send_handler(ngx_http_request_t *r);
 

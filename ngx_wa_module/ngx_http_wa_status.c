@@ -1,6 +1,7 @@
 /*
  * wa_status: ring depth, producer counters and the writer's health, read
- * from the ring header, as JSON (default) or Prometheus text.
+ * from the ring header, and the webhook's own counters, read from the
+ * module's shared zone, as JSON (default) or Prometheus text.
  *
  * The writer's fields are written by another process: each is read with an
  * atomic load, and the error text is copied bounded (it may be mid-update,
@@ -27,6 +28,8 @@ typedef struct {
     uint64_t     last_error_ms;
     uint64_t     lag_ms;
     uint64_t     now_ms;
+    ngx_http_wa_webhook_counters_t
+                 webhook;        /* the module's own, not the ring's */
     u_char       last_error[WA_RING_ERR_LEN];
     size_t       last_error_len;
 } ngx_http_wa_status_t;
@@ -93,14 +96,24 @@ static void
 ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
     ngx_http_wa_status_t *st)
 {
-    size_t          n;
-    ngx_time_t     *tp;
-    wa_ring_hdr_t  *hdr;
+    size_t                           n;
+    ngx_time_t                      *tp;
+    wa_ring_hdr_t                   *hdr;
+    ngx_http_wa_webhook_counters_t  *wh;
 
     ngx_memzero(st, sizeof(ngx_http_wa_status_t));
 
     tp = ngx_timeofday();
     st->now_ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    wh = ngx_http_wa_webhook_counters(wmcf);
+
+    if (wh != NULL) {
+        st->webhook.raw_events = __atomic_load_n(&wh->raw_events,
+                                                 __ATOMIC_RELAXED);
+        st->webhook.echoes = __atomic_load_n(&wh->echoes, __ATOMIC_RELAXED);
+        st->webhook.errors = __atomic_load_n(&wh->errors, __ATOMIC_RELAXED);
+    }
 
     if (!ngx_http_wa_ring_usable(wmcf, ngx_cycle->log)) {
         return;
@@ -172,6 +185,11 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
                                          wa_ring_producer_counters_n);
 
     p = ngx_sprintf(p,
+            "},\"webhook\":{\"raw_events\":%uL,\"echoes\":%uL,"
+            "\"errors\":%uL",
+            st->webhook.raw_events, st->webhook.echoes, st->webhook.errors);
+
+    p = ngx_sprintf(p,
             "},\"writer\":{\"alive\":%s,\"pid\":%D,\"heartbeat_age_ms\":%uL,"
             "\"last_flush_age_ms\":%uL,",
             (st->heartbeat_ms && hb_age < NGX_HTTP_WA_WRITER_DEAD)
@@ -233,6 +251,13 @@ ngx_http_wa_status_prometheus(u_char *p, ngx_http_wa_status_t *st)
     p = ngx_http_wa_status_metrics(p, &st->counters,
                                    wa_ring_producer_counters,
                                    wa_ring_producer_counters_n);
+
+    p = ngx_sprintf(p,
+            "# TYPE wa_webhook_records_total counter\n"
+            "wa_webhook_records_total{kind=\"raw_event\"} %uL\n"
+            "wa_webhook_records_total{kind=\"echo\"} %uL\n"
+            "wa_webhook_records_total{kind=\"error\"} %uL\n",
+            st->webhook.raw_events, st->webhook.echoes, st->webhook.errors);
 
     p = ngx_sprintf(p,
             "# TYPE wa_writer_up gauge\n"

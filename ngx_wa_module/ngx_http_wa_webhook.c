@@ -1,8 +1,8 @@
 /*
  * wa_webhook: the Cloud API's GET verification and POST event delivery.
  *
- * A POST is answered 200 only once every message, status and error of the
- * body is published in the ring: Meta retries anything else for days, so a
+ * A POST is answered 200 only once every message, status, error, echo and
+ * raw change of the body is published in the ring: Meta retries anything else for days, so a
  * 503 loses nothing and a premature 200 would.
  */
 
@@ -37,6 +37,10 @@ static ngx_int_t ngx_http_wa_arg(ngx_http_request_t *r, const char *name,
 static const char *ngx_http_wa_webhook_business(wa_webhook_ctx_t *ctx,
     const char *phone_id);
 static int ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec);
+static ngx_int_t ngx_http_wa_webhook_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_wa_webhook_count(ngx_http_request_t *r,
+    wa_webhook_ctx_t *ctx);
 
 
 ngx_int_t
@@ -167,10 +171,14 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
                           &wlcf->default_business);
         }
 
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "wa webhook: %ui messages, %ui statuses, %ui errors",
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "wa webhook: %ui messages, %ui statuses, %ui errors, "
+                       "%ui echoes, %ui raw events",
                        (ngx_uint_t) ctx.messages, (ngx_uint_t) ctx.statuses,
-                       (ngx_uint_t) ctx.errors);
+                       (ngx_uint_t) ctx.errors, (ngx_uint_t) ctx.echoes,
+                       (ngx_uint_t) ctx.events);
+
+        ngx_http_wa_webhook_count(r, &ctx);
 
         return ngx_http_wa_reply_json(r, NGX_HTTP_OK,
                                       (u_char *) "{\"ok\":true}", 11);
@@ -330,4 +338,92 @@ ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
                           emit->request->connection->log, rec);
 
     return emit->publish_rc == NGX_OK ? 0 : -1;
+}
+
+
+/*
+ * The counters live in a zone of their own: each worker answers wa_status
+ * for all of them, and the ring header has no room. A slab pool is the
+ * smallest zone nginx makes; a reload keeps it, and the counts with it.
+ */
+
+ngx_int_t
+ngx_http_wa_webhook_init_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf)
+{
+    ngx_str_t  name = ngx_string("wa_webhook_counters");
+
+    wmcf->webhook_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
+                                               &ngx_http_wa_module);
+    if (wmcf->webhook_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    wmcf->webhook_zone->init = ngx_http_wa_webhook_init_zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_wa_webhook_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t                 *shpool;
+    ngx_http_wa_webhook_counters_t  *c;
+
+    if (data != NULL) {
+        shm_zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    c = ngx_slab_calloc(shpool, sizeof(ngx_http_wa_webhook_counters_t));
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = c;
+    shm_zone->data = c;
+
+    return NGX_OK;
+}
+
+
+ngx_http_wa_webhook_counters_t *
+ngx_http_wa_webhook_counters(ngx_http_wa_main_conf_t *wmcf)
+{
+    return wmcf->webhook_zone ? wmcf->webhook_zone->data : NULL;
+}
+
+
+/* what a body acknowledged with 200 held; a redelivery counts again */
+
+static void
+ngx_http_wa_webhook_count(ngx_http_request_t *r, wa_webhook_ctx_t *ctx)
+{
+    ngx_http_wa_webhook_counters_t  *c;
+
+    c = ngx_http_wa_webhook_counters(
+            ngx_http_get_module_main_conf(r, ngx_http_wa_module));
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (ctx->events) {
+        __atomic_add_fetch(&c->raw_events, ctx->events, __ATOMIC_RELAXED);
+    }
+
+    if (ctx->echoes) {
+        __atomic_add_fetch(&c->echoes, ctx->echoes, __ATOMIC_RELAXED);
+    }
+
+    if (ctx->errors) {
+        __atomic_add_fetch(&c->errors, ctx->errors, __ATOMIC_RELAXED);
+    }
 }

@@ -21,12 +21,18 @@ typedef struct {
     int                emit;         /* 0: check only */
     const char        *business;
     const char        *phone_id;
+    const char        *waba_id;      /* entry[].id */
+    const char        *entry_time;   /* entry[].time, decimal, or NULL */
+    const char        *field;        /* changes[].field, or NULL */
     cJSON             *contacts;
 } wa_walk_t;
 
 
 static int wa_walk_value(wa_walk_t *w, cJSON *value);
+static int wa_walk_event(wa_walk_t *w, cJSON *value);
+static void wa_walk_business(wa_walk_t *w);
 static int wa_walk_message(wa_walk_t *w, cJSON *msg);
+static int wa_walk_echo(wa_walk_t *w, cJSON *msg);
 static int wa_walk_status(wa_walk_t *w, cJSON *st);
 static int wa_walk_error(wa_walk_t *w, cJSON *err);
 static int wa_emit(wa_walk_t *w, wa_record_t *rec, cJSON *raw);
@@ -48,6 +54,7 @@ int
 wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
 {
     int          rc, pass;
+    char         etime[32];
     cJSON       *root, *object, *entries, *entry, *changes, *change, *value;
     wa_walk_t    w;
     const char  *end;
@@ -55,6 +62,8 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
     ctx->messages = 0;
     ctx->statuses = 0;
     ctx->errors = 0;
+    ctx->events = 0;
+    ctx->echoes = 0;
     ctx->unknown_channels = 0;
     ctx->error[0] = '\0';
 
@@ -128,6 +137,9 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
                 goto done;
             }
 
+            w.waba_id = wa_str(entry, "id");
+            w.entry_time = wa_text(entry, "time", etime, sizeof(etime));
+
             cJSON_ArrayForEach(change, changes) {
                 value = cJSON_GetObjectItemCaseSensitive(change, "value");
                 if (!cJSON_IsObject(change) || !cJSON_IsObject(value)) {
@@ -135,6 +147,8 @@ wa_webhook_parse(const char *body, size_t len, wa_webhook_ctx_t *ctx)
                                     "an object", NULL);
                     goto done;
                 }
+
+                w.field = wa_str(change, "field");
 
                 rc = wa_walk_value(&w, value);
                 if (rc != WA_WH_OK) {
@@ -155,25 +169,30 @@ static int
 wa_walk_value(wa_walk_t *w, cJSON *value)
 {
     int     rc;
-    cJSON  *messages, *statuses, *errors, *item;
+    cJSON  *messages, *statuses, *errors, *echoes, *item;
 
     messages = cJSON_GetObjectItemCaseSensitive(value, "messages");
     statuses = cJSON_GetObjectItemCaseSensitive(value, "statuses");
     errors = cJSON_GetObjectItemCaseSensitive(value, "errors");
+    echoes = cJSON_GetObjectItemCaseSensitive(value, "message_echoes");
     w->contacts = cJSON_GetObjectItemCaseSensitive(value, "contacts");
 
     if ((messages && !cJSON_IsArray(messages))
         || (statuses && !cJSON_IsArray(statuses))
         || (errors && !cJSON_IsArray(errors))
+        || (echoes && !cJSON_IsArray(echoes))
         || (w->contacts && !cJSON_IsArray(w->contacts)))
     {
-        return wa_invalid(w, "value.messages, statuses, errors and contacts "
-                          "must be arrays", NULL);
+        return wa_invalid(w, "value.messages, statuses, errors, "
+                          "message_echoes and contacts must be arrays", NULL);
     }
 
-    if (messages == NULL && statuses == NULL && errors == NULL) {
-        /* other webhook fields (account updates, ...): nothing to record */
-        return WA_WH_OK;
+    if (messages == NULL && statuses == NULL && errors == NULL
+        && echoes == NULL)
+    {
+        /* any other field (account, templates, quality, calls, ...):
+         * acknowledged only once stored raw */
+        return wa_walk_event(w, value);
     }
 
     w->phone_id = wa_path(value, "metadata", "phone_number_id");
@@ -182,15 +201,7 @@ wa_walk_value(wa_walk_t *w, cJSON *value)
                           NULL);
     }
 
-    w->business = NULL;
-
-    if (w->emit) {
-        w->business = w->ctx->business(w->ctx, w->phone_id);
-        if (w->business == NULL) {
-            w->business = w->ctx->default_business;
-            w->ctx->unknown_channels++;
-        }
-    }
+    wa_walk_business(w);
 
     cJSON_ArrayForEach(item, messages) {
         rc = wa_walk_message(w, item);
@@ -213,7 +224,75 @@ wa_walk_value(wa_walk_t *w, cJSON *value)
         }
     }
 
+    cJSON_ArrayForEach(item, echoes) {
+        rc = wa_walk_echo(w, item);
+        if (rc != WA_WH_OK) {
+            return rc;
+        }
+    }
+
     return WA_WH_OK;
+}
+
+
+/*
+ * A change with nothing the walk knows how to structure: the value is
+ * kept whole, with its field, WABA and entry time, so a 200 never stands
+ * for a change that was thrown away. Any JSON object is accepted here.
+ */
+
+static int
+wa_walk_event(wa_walk_t *w, cJSON *value)
+{
+    wa_record_t  rec;
+
+    if (!w->emit) {
+        return WA_WH_OK;
+    }
+
+    /* account level fields have no metadata: the default business */
+    w->phone_id = wa_path(value, "metadata", "phone_number_id");
+
+    if (w->phone_id != NULL && w->phone_id[0] == '\0') {
+        w->phone_id = NULL;
+    }
+
+    if (w->phone_id != NULL) {
+        wa_walk_business(w);
+
+    } else {
+        w->business = w->ctx->default_business;
+    }
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = WA_REC_EVENT;
+
+    wa_record_set(&rec, WA_F_BUSINESS, w->business);
+    wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, w->phone_id);
+    wa_record_set(&rec, WA_F_WABA_ID, w->waba_id);
+    wa_record_set(&rec, WA_F_FIELD, w->field);
+    wa_record_set(&rec, WA_F_TIMESTAMP, w->entry_time);
+
+    w->ctx->events++;
+
+    return wa_emit(w, &rec, value);
+}
+
+
+/* the business of w->phone_id; the default one for a number not known */
+
+static void
+wa_walk_business(wa_walk_t *w)
+{
+    w->business = NULL;
+
+    if (w->emit) {
+        w->business = w->ctx->business(w->ctx, w->phone_id);
+        if (w->business == NULL) {
+            w->business = w->ctx->default_business;
+            w->ctx->unknown_channels++;
+        }
+    }
 }
 
 
@@ -274,6 +353,67 @@ wa_walk_message(wa_walk_t *w, cJSON *msg)
                                                 sizeof(ts)));
 
     w->ctx->messages++;
+
+    return wa_emit(w, &rec, msg);
+}
+
+
+/*
+ * smb_message_echoes: what the business typed in the WhatsApp Business
+ * app (coexistence). Shaped as a message, but "from" is the business and
+ * "to" the customer: an outbound message of the customer's lead.
+ */
+
+static int
+wa_walk_echo(wa_walk_t *w, cJSON *msg)
+{
+    char         ts[32];
+    const char  *id, *type, *to, *user_id;
+    wa_record_t  rec;
+
+    if (!cJSON_IsObject(msg)) {
+        return wa_invalid(w, "message_echoes[] item is not an object", NULL);
+    }
+
+    id = wa_str(msg, "id");
+    type = wa_str(msg, "type");
+    to = wa_str(msg, "to");
+    user_id = wa_str(msg, "to_user_id");
+
+    if (id == NULL || id[0] == '\0') {
+        return wa_invalid(w, "message_echoes[].id is missing", NULL);
+    }
+
+    if (type == NULL) {
+        return wa_invalid(w, "message_echoes[].type is missing (message %s)",
+                          id);
+    }
+
+    if ((to == NULL || to[0] == '\0')
+        && (user_id == NULL || user_id[0] == '\0'))
+    {
+        return wa_invalid(w, "message_echoes[].to is missing (message %s)",
+                          id);
+    }
+
+    if (!w->emit) {
+        return WA_WH_OK;
+    }
+
+    memset(&rec, 0, sizeof(wa_record_t));
+    rec.type = WA_REC_ECHO;
+
+    wa_record_set(&rec, WA_F_BUSINESS, w->business);
+    wa_record_set(&rec, WA_F_PHONE_NUMBER_ID, w->phone_id);
+    wa_record_set(&rec, WA_F_PHONE, to ? wa_phone(to) : NULL);
+    wa_record_set(&rec, WA_F_WA_USER_ID, user_id);
+    wa_record_set(&rec, WA_F_WAMID, id);
+    wa_record_set(&rec, WA_F_MSG_TYPE, type);
+    wa_record_set(&rec, WA_F_BODY, wa_message_body(msg, type));
+    wa_record_set(&rec, WA_F_TIMESTAMP, wa_text(msg, "timestamp", ts,
+                                                sizeof(ts)));
+
+    w->ctx->echoes++;
 
     return wa_emit(w, &rec, msg);
 }
@@ -368,6 +508,8 @@ wa_walk_error(wa_walk_t *w, cJSON *err)
     wa_record_set(&rec, WA_F_ERROR_TITLE, wa_str(err, "title"));
     wa_record_set(&rec, WA_F_ERROR_DETAIL,
                   detail ? detail : wa_str(err, "message"));
+    /* tells a redelivery (same time) from the error happening again */
+    wa_record_set(&rec, WA_F_TIMESTAMP, w->entry_time);
 
     w->ctx->errors++;
 

@@ -1,6 +1,7 @@
 /*
  * wa_webhook_parse: turn one WhatsApp Cloud API webhook body into ring
- * records, one per message, status and error, in every entry and change.
+ * records, one per message, status, error and message echo, in every entry
+ * and change; a change with none of these is one record of its raw value.
  *
  * Plain C over cJSON, no nginx dependency, so the unit tests and the fuzzer
  * drive exactly the code the module runs.
@@ -41,6 +42,8 @@ struct wa_webhook_ctx_s {
     unsigned       messages;
     unsigned       statuses;
     unsigned       errors;
+    unsigned       events;             /* changes stored raw (WA_REC_EVENT) */
+    unsigned       echoes;
     unsigned       unknown_channels;   /* records under default_business */
     char           error[WA_WH_ERR_LEN];   /* why WA_WH_INVALID */
 };

@@ -123,6 +123,22 @@ sub script {
         $st->('wamid=o.7 callback_data=L7 status=sent timestamp=1764037842'),
         $st->('wamid=o.7 status=delivered timestamp=1764037843'),
         $st->('wamid=o.6 status=read timestamp=1764037844')),
+        # types with no set statement (a raw event, a message echo) in the
+        # middle of runs: they end a run, go one by one, in order, and the
+        # receipts after the echo find it
+        join('',
+        $in->('phone=972500000060 wamid=w.r1 body=r1'),
+        $in->('phone=972500000061 wamid=w.r2 body=r2'),
+        "event business=$b field=account_update waba_id=W$b timestamp=1764037900"
+          . " payload=%7B%22event%22%3A%22VERIFIED_ACCOUNT%22%7D received_ms=1764037900000\n",
+        $in->('phone=972500000062 wamid=w.r3 body=r3'),
+        $in->('phone=972500000063 wamid=w.r4 body=r4'),
+        "echo business=$b phone_number_id=106540352242922 phone=972500000060 wamid=e.1"
+          . " msg_type=text body=echo1 timestamp=1764037901 payload=%7B%7D\n",
+        $st->('wamid=e.1 status=delivered timestamp=1764037902'),
+        $st->('wamid=e.1 status=read timestamp=1764037903'),
+        $in->('phone=972500000064 wamid=w.r5 body=r5'),
+        $in->('phone=972500000065 wamid=w.r6 body=r6')),
         # a send the provider refused, attempted again under its local id
         # (by runs: the first attempt folded, the second one by one); then
         # a replayed outcome of a first attempt, stale, in a run of first
@@ -269,6 +285,12 @@ is_deeply(leads(2), leads(1), 'the same leads, filled in the same way');
 is_deeply(messages(2), messages(1), 'the same messages, linked to the same leads');
 is_deeply(dead(2), dead(1), 'the same dead letters');
 is_deeply($t->dbh->selectall_arrayref(
+              "SELECT field, payload::text, event_time FROM wa_event WHERE business_id = 2"),
+          $t->dbh->selectall_arrayref(
+              "SELECT field, payload::text, event_time FROM wa_event WHERE business_id = 1"),
+          'the same raw events');
+is($t->sql_value('SELECT count(*) FROM wa_event WHERE business_id = 2'), 1, 'one raw event each');
+is_deeply($t->dbh->selectall_arrayref(
               "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 2 ORDER BY 1, 2"),
           $t->dbh->selectall_arrayref(
               "SELECT provider_message_id, status FROM wa_pending_receipt WHERE business_id = 1 ORDER BY 1, 2"),
@@ -312,6 +334,12 @@ is(at('w.plus'), 'received - - - -', 'an inbound message takes no receipt');
 is(at('o.7'), 'delivered 1764037842 1764037843 - -',
    'a receipt found by its callback data gives the row its wamid, for the next one');
 is(at('o.6'), 'read 1764037801 1764037840 1764037844 -', 'the run with receipts to park');
+is(at('e.1'), 'read 1764037901 1764037902 1764037903 -',
+   'an echo between runs, then its receipts by a run: it moves');
+is($t->sql_value("SELECT direction || ' ' || source || ' ' || l.phone FROM whatsapp_message m
+                    JOIN leads l ON l.id = m.lead_id
+                   WHERE m.business_id = 2 AND m.provider_message_id = 'e.1'"),
+   'out business_app 972500000060', "the echo: outbound, from the Business app, the customer's lead");
 
 sub send_row {
     my ($l) = @_;

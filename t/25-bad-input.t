@@ -216,7 +216,7 @@ refused('statuses[].id is a number, next to a good message', 400, [$id], sub {
     post(body(value(messages => [ message('text', id => $id) ],
                     statuses => [ { id => 42, status => 'read' } ]))) });
 
-# ---- neither messages nor statuses: a valid event, nothing to record ---------
+# ---- neither messages nor statuses: a valid event, stored raw (one record) --
 
 for my $case (
     [ 'value with contacts only', body(value(contacts => [
@@ -224,7 +224,17 @@ for my $case (
     [ 'account update (no metadata)', encode({
         object => 'whatsapp_business_account', entry => [ { id => '1',
         changes => [ { field => 'account_update',
-                       value => { event => 'VERIFIED_ACCOUNT' } } ] } ] }) ],
+                       value => { event => 'VERIFIED_ACCOUNT' } } ] } ] }) ])
+{
+    my ($what, $b) = @$case;
+    my $before = published();
+    is(post($b), 200, "$what: 200");
+    is(published(), $before + 1, "$what: one raw event record");
+}
+
+# ---- nothing in it at all: nothing to record ----------------------------------
+
+for my $case (
     [ 'empty messages[]', body(value(messages => [])) ],
     [ 'empty entry[]', encode({ object => 'whatsapp_business_account',
                                 entry => [] }) ])

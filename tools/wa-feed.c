@@ -81,7 +81,8 @@ static int
 type_of(const char *s)
 {
     static const char  *names[] = {
-        NULL, "in", "status", "out_pending", "out_result", "webhook_error"
+        NULL, "in", "status", "out_pending", "out_result", "webhook_error",
+        "event", "echo"
     };
 
     for (int i = 1; i <= WA_REC_TYPE_MAX; i++) {
@@ -102,7 +103,7 @@ tag_of(const char *s, size_t len)
         "wamid", "msg_type", "body", "timestamp", "payload", "status",
         "error_code", "error_title", "error_detail", "local_id", "lead_id",
         "source", "client_ref", "fbtrace_id", "retryable", "callback_data",
-        "http_status", "received_ms", "attempt"
+        "http_status", "received_ms", "attempt", "field", "waba_id"
     };
 
     for (int i = 1; i < WA_F__MAX; i++) {

@@ -52,10 +52,20 @@ static const wa_stmt_t  wa_stmts[WA_REC_TYPE_MAX + 1] = {
           WA_F_RECEIVED_MS, WA_F_ATTEMPT } },
 
     [WA_REC_WEBHOOK_ERROR] = { "wa_webhook_error", "wa_ingest_webhook_error",
-        7,
+        8,
         { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_ERROR_CODE,
           WA_F_ERROR_TITLE, WA_F_ERROR_DETAIL, WA_F_PAYLOAD,
-          WA_F_RECEIVED_MS } },
+          WA_F_RECEIVED_MS, WA_F_TIMESTAMP } },
+
+    /* no set twins: rare next to messages and statuses (wa_set.c) */
+    [WA_REC_EVENT] = { "wa_event", "wa_ingest_event", 7,
+        { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_WABA_ID, WA_F_FIELD,
+          WA_F_TIMESTAMP, WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
+
+    [WA_REC_ECHO] = { "wa_echo", "wa_ingest_echo", 10,
+        { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_PHONE, WA_F_WA_USER_ID,
+          WA_F_WAMID, WA_F_MSG_TYPE, WA_F_BODY, WA_F_TIMESTAMP,
+          WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
 };
 
 

@@ -37,6 +37,8 @@ static const char  *wa_field_names[WA_F__MAX] = {
     [WA_F_HTTP_STATUS] = "http_status",
     [WA_F_RECEIVED_MS] = "received_ms",
     [WA_F_ATTEMPT] = "attempt",
+    [WA_F_FIELD] = "field",
+    [WA_F_WABA_ID] = "waba_id",
 };
 
 
@@ -114,7 +116,8 @@ wa_render_ident(char *buf, size_t size, const wa_record_t *rec)
     int          i, tag;
     size_t       n, len;
     static const int  keys[] = {
-        WA_F_BUSINESS, WA_F_WAMID, WA_F_LOCAL_ID, WA_F_STATUS
+        WA_F_BUSINESS, WA_F_WAMID, WA_F_LOCAL_ID, WA_F_STATUS, WA_F_FIELD,
+        WA_F_WABA_ID
     };
 
     n = 0;

@@ -6,7 +6,8 @@
  * binary array and record formats, so the bytes go as they are, with no
  * quoting to get wrong and no copy but the one into libpq's buffer. The
  * server still checks every field's encoding, as it does for a single
- * record. Webhook errors go one statement per record.
+ * record. Webhook errors, raw events and message echoes have no set
+ * statement: they go one statement per record, and end any run.
  */
 
 #include <arpa/inet.h>

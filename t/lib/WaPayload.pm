@@ -9,7 +9,7 @@ use JSON::PP;
 use Time::HiRes qw(time);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wamid body value message status encode);
+our @EXPORT_OK = qw(wamid body value message status encode field_body echo);
 
 my $seq = 0;
 my $json = JSON::PP->new->utf8->canonical;
@@ -30,6 +30,30 @@ sub body {
     return encode({ object => 'whatsapp_business_account', entry => \@entries });
 }
 
+# field_body(field, value, time => entry time, waba => entry id): one entry,
+# one change of any field (Meta sends entry.time with account level fields)
+sub field_body {
+    my ($field, $value, %o) = @_;
+    my $entry = { id => $o{waba} // '102290129340398',
+                  changes => [ { field => $field, value => $value } ] };
+    $entry->{time} = $o{time} if defined $o{time};
+    return encode({ object => 'whatsapp_business_account', entry => [ $entry ] });
+}
+
+# echo(to => customer, id => ..., text => ...): one message_echoes[] object
+# of smb_message_echoes, a message the business sent from the Business app
+sub echo {
+    my (%o) = @_;
+    return {
+        from      => $o{from} // '15550783881',
+        to        => $o{to} // '16505551234',
+        id        => $o{id} // wamid(),
+        timestamp => $o{timestamp} // ('' . int time),
+        type      => 'text',
+        text      => { body => $o{text} // 'Sent from the Business app' },
+    };
+}
+
 # value(phone_number_id => ..., contacts => [...], messages => [...], ...)
 sub value {
     my (%o) = @_;
@@ -38,7 +62,7 @@ sub value {
         metadata => { display_phone_number => '15550783881',
                       phone_number_id => $o{phone_number_id} // '106540352242922' },
     };
-    for my $k (qw(contacts messages statuses errors)) {
+    for my $k (qw(contacts messages statuses errors message_echoes)) {
         $v->{$k} = $o{$k} if $o{$k};
     }
     return $v;

@@ -197,7 +197,7 @@ main(void)
 
     memset(&s, 0, sizeof(sink_t));
 
-    plan(87);
+    plan(93);
 
     /* a text message from Meta's documentation */
 
@@ -304,10 +304,101 @@ main(void)
        && field_is(&s, 0, WA_F_WA_USER_ID, "US.15"),
        "contact's user_id joins the phone");
 
-    /* events without messages record nothing and are fine */
+    /* any other change is one raw event: field, WABA, entry time, value */
 
-    rc = parse(&s, &ctx, BODY("{\"event\":\"APPROVED\"}"));
-    ok(rc == WA_WH_OK && s.n == 0, "account update: 200, nothing recorded");
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"1029\",\"time\":1739321024,\"changes\":[{\"field\":"
+        "\"account_update\",\"value\":{\"phone_number\":\"15550783881\","
+        "\"event\":\"VERIFIED_ACCOUNT\"}}]}]}");
+    ok(rc == WA_WH_OK && s.n == 1 && s.recs[0].type == WA_REC_EVENT
+       && ctx.events == 1 && ctx.unknown_channels == 0
+       && field_is(&s, 0, WA_F_FIELD, "account_update")
+       && field_is(&s, 0, WA_F_WABA_ID, "1029")
+       && field_is(&s, 0, WA_F_TIMESTAMP, "1739321024")
+       && field_is(&s, 0, WA_F_BUSINESS, "99")
+       && field_is(&s, 0, WA_F_PHONE_NUMBER_ID, NULL)
+       && field_is(&s, 0, WA_F_RECEIVED_MS, "1700000000000")
+       && field_is(&s, 0, WA_F_PAYLOAD, "{\"phone_number\":\"15550783881\","
+                   "\"event\":\"VERIFIED_ACCOUNT\"}"),
+       "account update: one event, default business, the value raw");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"contacts\":[{\"wa_id\":\"16505551234\"}],"
+        "\"user_preferences\":[{\"wa_id\":\"16505551234\","
+        "\"category\":\"marketing_messages\",\"value\":\"stop\"}]}"));
+    ok(rc == WA_WH_OK && s.n == 1 && s.recs[0].type == WA_REC_EVENT
+       && field_is(&s, 0, WA_F_FIELD, "messages")
+       && field_is(&s, 0, WA_F_BUSINESS, "7")
+       && field_is(&s, 0, WA_F_PHONE_NUMBER_ID, "106540352242922")
+       && field_is(&s, 0, WA_F_TIMESTAMP, NULL)
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "\"stop\"") != NULL,
+       "a value with metadata: the number's business, no entry time");
+
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"1029\",\"changes\":[{\"field\":\"calls\",\"value\":"
+        VALUE_HEAD("555") "\"calls\":[{\"id\":\"wacid.1\"}]}},"
+        "{\"value\":{}}]}]}");
+    ok(rc == WA_WH_OK && s.n == 2 && ctx.events == 2
+       && ctx.unknown_channels == 1
+       && field_is(&s, 0, WA_F_FIELD, "calls")
+       && field_is(&s, 0, WA_F_BUSINESS, "99")
+       && field_is(&s, 0, WA_F_PHONE_NUMBER_ID, "555")
+       && field_is(&s, 1, WA_F_FIELD, NULL)
+       && field_is(&s, 1, WA_F_PAYLOAD, "{}"),
+       "unknown number: default business; no field, empty value: kept too");
+
+    /* smb_message_echoes: outbound, the customer is "to" */
+
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"1029\",\"changes\":[{\"field\":\"smb_message_echoes\","
+        "\"value\":" VALUE_HEAD("106540352242922")
+        "\"message_echoes\":[{\"from\":\"15550783881\",\"to\":"
+        "\"+16505551234\",\"id\":\"wamid.E1\",\"timestamp\":\"1700000001\","
+        "\"type\":\"text\",\"text\":{\"body\":\"on my way\"}},"
+        "{\"from\":\"15550783881\",\"to_user_id\":\"US.2\",\"id\":"
+        "\"wamid.E2\",\"timestamp\":1700000002,\"type\":\"image\","
+        "\"image\":{\"caption\":\"menu\"}}]}}]}]}");
+    ok(rc == WA_WH_OK && s.n == 2 && ctx.echoes == 2 && ctx.messages == 0
+       && s.recs[0].type == WA_REC_ECHO && s.recs[1].type == WA_REC_ECHO
+       && field_is(&s, 0, WA_F_BUSINESS, "7")
+       && field_is(&s, 0, WA_F_PHONE, "16505551234")
+       && field_is(&s, 0, WA_F_WAMID, "wamid.E1")
+       && field_is(&s, 0, WA_F_MSG_TYPE, "text")
+       && field_is(&s, 0, WA_F_BODY, "on my way")
+       && field_is(&s, 0, WA_F_TIMESTAMP, "1700000001")
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "\"from\":\"15550783881\"")
+       && field_is(&s, 1, WA_F_PHONE, NULL)
+       && field_is(&s, 1, WA_F_WA_USER_ID, "US.2")
+       && field_is(&s, 1, WA_F_BODY, "menu")
+       && field_is(&s, 1, WA_F_TIMESTAMP, "1700000002"),
+       "two echoes: the customer, wamid, type, body and time of each");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"message_echoes\":[{\"from\":\"1555\",\"to\":\"1650\","
+        "\"id\":\"wamid.E3\",\"type\":\"text\"},"
+        "{\"from\":\"1555\",\"id\":\"wamid.E4\",\"type\":\"text\"}]}"));
+    ok(rc == WA_WH_INVALID && s.n == 0
+       && strstr(ctx.error, "message_echoes[].to") != NULL,
+       "an echo with no customer: 400, nothing recorded: %s", ctx.error);
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"message_echoes\":{}}"));
+    ok(rc == WA_WH_INVALID && s.n == 0, "message_echoes not an array: 400");
+
+    /* errors carry the entry time: what tells a redelivery from a repeat */
+
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"1029\",\"time\":1739321099,\"changes\":[{\"field\":"
+        "\"messages\",\"value\":" VALUE_HEAD("106540352242922")
+        "\"errors\":[{\"code\":131000,\"title\":\"Something\"}]}}]}]}");
+    ok(rc == WA_WH_OK && s.n == 1 && s.recs[0].type == WA_REC_WEBHOOK_ERROR
+       && field_is(&s, 0, WA_F_TIMESTAMP, "1739321099")
+       && field_is(&s, 0, WA_F_ERROR_CODE, "131000"),
+       "a webhook error with its entry time");
 
     /* malformed bodies: 400, and nothing emitted even when part was fine */
 

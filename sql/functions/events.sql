@@ -1,0 +1,76 @@
+-- Webhook changes stored raw (wa_event, schema 012): fields and shapes
+-- with no structured handling. One call per record, no set twin: they are
+-- rare next to messages and statuses.
+
+-- WA_REC_EVENT
+CREATE OR REPLACE FUNCTION wa_ingest_event(p_business text,
+    p_phone_number_id text, p_waba_id text, p_field text, p_entry_time text,
+    p_payload text, p_received_ms text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payload  jsonb := p_payload::jsonb;
+    v_id       bigint;
+BEGIN
+    INSERT INTO wa_event AS e
+           (business_id, phone_number_id, waba_id, field, payload,
+            event_time, received_at, dedupe_key)
+    VALUES (p_business::bigint, p_phone_number_id, p_waba_id, p_field,
+            v_payload, wa_entry_ts(p_entry_time), wa_ts_ms(p_received_ms),
+            md5(jsonb_build_array(p_field, p_waba_id, p_phone_number_id,
+                                  p_entry_time, v_payload)::text))
+    ON CONFLICT DO NOTHING
+    RETURNING e.id INTO v_id;
+
+    RETURN CASE WHEN v_id IS NULL THEN 'duplicate' ELSE 'inserted' END;
+END
+$$;
+
+
+-- WA_REC_ECHO: smb_message_echoes, a message the business typed in the
+-- WhatsApp Business app. An outbound row of the customer's lead, sent,
+-- keyed by its wamid like every message, so the receipts that follow (or
+-- that came first and were parked) move it.
+CREATE OR REPLACE FUNCTION wa_ingest_echo(p_business text,
+    p_phone_number_id text, p_phone text, p_wa_user_id text, p_wamid text,
+    p_type text, p_body text, p_timestamp text, p_payload text,
+    p_received_ms text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_business  bigint := p_business::bigint;
+    v_phone     text := wa_norm_phone(p_phone);
+    v_ts        timestamptz;
+    v_lead      bigint;
+    v_id        bigint;
+BEGIN
+    IF p_wamid IS NULL THEN
+        RAISE EXCEPTION 'message echo without a wamid'
+              USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    v_ts := coalesce(wa_ts(p_timestamp), wa_ts_ms(p_received_ms), now());
+
+    v_lead := (wa_lead_resolve(v_business, v_phone, p_wa_user_id,
+                               NULL)).lead_id;
+
+    INSERT INTO whatsapp_message AS m
+           (business_id, lead_id, direction, phone, wa_user_id,
+            phone_number_id, provider_message_id, source, type, body,
+            payload, status, provider_ts, sent_at, created_at, updated_at)
+    VALUES (v_business, v_lead, 'out', v_phone, p_wa_user_id,
+            p_phone_number_id, p_wamid, 'business_app', p_type, p_body,
+            p_payload::jsonb, 'sent', v_ts, v_ts,
+            coalesce(wa_ts_ms(p_received_ms), now()), now())
+    ON CONFLICT (business_id, provider_message_id) DO NOTHING
+    RETURNING m.id INTO v_id;
+
+    IF v_id IS NULL THEN
+        RETURN 'duplicate';
+    END IF;
+
+    PERFORM wa_apply_pending(v_id, v_business, p_wamid, NULL);
+
+    RETURN 'inserted';
+END
+$$;
