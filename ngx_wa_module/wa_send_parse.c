@@ -74,6 +74,7 @@ typedef int (*wa_send_check_pt)(cJSON *obj, const char *path,
 
 static int wa_send_check_message(cJSON *root, wa_send_req_t *req,
     char *err, size_t errlen);
+static int wa_send_type_index(const char *name);
 static int wa_send_check_text(cJSON *obj, const char *path, wa_sbuf_t *sum,
     char *err, size_t errlen);
 static int wa_send_check_template(cJSON *obj, const char *path,
@@ -369,7 +370,7 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
     size_t errlen)
 {
     int          i, t;
-    cJSON       *type, *msg, *ctx;
+    cJSON       *type, *msg, *ctx, *item;
     wa_sbuf_t    sum;
     const char  *name;
 
@@ -377,12 +378,7 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
     t = -1;
 
     if (type != NULL) {
-        for (i = 0; cJSON_IsString(type) && wa_send_types[i]; i++) {
-            if (strcmp(type->valuestring, wa_send_types[i]) == 0) {
-                t = i;
-                break;
-            }
-        }
+        t = cJSON_IsString(type) ? wa_send_type_index(type->valuestring) : -1;
 
         if (t < 0) {
             return wa_send_err(err, errlen, "type: one of text, template, "
@@ -408,11 +404,15 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
         }
 
     } else {
-        /* no type: the two forms this API always took */
-        for (i = 2; wa_send_types[i]; i++) {
-            if (cJSON_GetObjectItemCaseSensitive(root, wa_send_types[i])) {
+        /* no type: the two forms this API always took; one pass over the
+         * members, the text path is the hot one */
+        for (item = root->child; item; item = item->next) {
+            i = wa_send_type_index(item->string);
+
+            if (i >= 2) {
                 return wa_send_fail(err, errlen, "type",
-                                    "required with \"%s\"", wa_send_types[i]);
+                                    "required with \"%s\"",
+                                    wa_send_types[i]);
             }
         }
 
@@ -442,10 +442,11 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
                                "characters");
         }
 
+        /* the row's body is the text itself: no second copy */
         req->text = strdup(msg->valuestring);
-        req->summary = strdup(msg->valuestring);
+        req->summary = req->text;
 
-        if (req->text == NULL || req->summary == NULL) {
+        if (req->text == NULL) {
             return wa_send_err(err, errlen, "out of memory");
         }
 
@@ -491,6 +492,35 @@ context:
     }
 
     return 0;
+}
+
+
+/* the index in wa_send_types, or -1; by first letter, as every member of
+ * every request is looked up here */
+
+static int
+wa_send_type_index(const char *name)
+{
+    int  i, j;
+
+    switch (name[0]) {
+    case 't': i = 0; j = 1; break;
+    case 'i': i = 2; j = 7; break;
+    case 'v': i = j = 3; break;
+    case 'a': i = j = 4; break;
+    case 'd': i = j = 5; break;
+    case 's': i = j = 6; break;
+    case 'l': i = j = 8; break;
+    case 'c': i = j = 9; break;
+    case 'r': i = j = 10; break;
+    default: return -1;
+    }
+
+    if (strcmp(name, wa_send_types[i]) == 0) {
+        return i;
+    }
+
+    return strcmp(name, wa_send_types[j]) == 0 ? j : -1;
 }
 
 
@@ -1843,10 +1873,13 @@ wa_sbuf_add(wa_sbuf_t *b, const char *s)
 void
 wa_send_req_free(wa_send_req_t *req)
 {
+    if (req->summary != req->text) {
+        free(req->summary);
+    }
+
     free(req->text);
     free(req->object_json);
     free(req->context_json);
-    free(req->summary);
     cJSON_free(req->request_json);
 
     req->text = NULL;

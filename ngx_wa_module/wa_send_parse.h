@@ -48,7 +48,8 @@ typedef struct {
     char  *object_json;          /* malloc'd: the type's object as sent,
                                     NULL for the text shorthand */
     char  *context_json;         /* malloc'd: "context" as sent, or NULL */
-    char  *summary;              /* malloc'd: the row's readable body */
+    char  *summary;              /* the row's readable body: malloc'd,
+                                    or text itself for the shorthand */
     char  *request_json;         /* malloc'd, the request as parsed */
 } wa_send_req_t;
 
