@@ -56,8 +56,12 @@
 /* not Meta's: a bound on the members of one object, so the duplicate
  * check stays cheap on hostile input; no Cloud API object comes close */
 #define WA_MEMBERS_MAX            64
-/* a wamid is ~60 characters; undocumented, generous */
+/* undocumented, generous bounds: a wamid is ~60 characters, a media id
+ * ~16 digits, a catalog id ~16, a retailer id or flow id is the
+ * business's own (256, as a button id) */
 #define WA_WAMID_MAX              256
+#define WA_ID_MAX                 256
+#define WA_CATALOG_ID_MAX         64
 
 
 typedef struct {
@@ -614,7 +618,9 @@ wa_send_check_media(cJSON *obj, const char *path, wa_sbuf_t *sum,
     }
 
     if (has_id) {
-        if (wa_send_field(obj, path, "id", 1, 256, NULL, err, errlen) != 0) {
+        if (wa_send_field(obj, path, "id", 1, WA_ID_MAX, NULL, err, errlen)
+            != 0)
+        {
             return -1;
         }
 
@@ -834,7 +840,7 @@ wa_send_check_interactive(cJSON *obj, const char *path, wa_sbuf_t *sum,
 
         if (wa_send_field(item, "interactive.action.parameters",
                           cJSON_GetObjectItemCaseSensitive(item, "flow_id")
-                          ? "flow_id" : "flow_name", 1, 256, NULL, err,
+                          ? "flow_id" : "flow_name", 1, WA_ID_MAX, NULL, err,
                           errlen) != 0)
         {
             return -1;
@@ -1131,15 +1137,15 @@ wa_send_check_products(cJSON *action, const char *itype, char *err,
     char    p[96];
     cJSON  *sections, *sec, *items, *item;
 
-    if (wa_send_field(action, "interactive.action", "catalog_id", 1, 64, NULL,
-                      err, errlen) != 0)
+    if (wa_send_field(action, "interactive.action", "catalog_id", 1,
+                      WA_CATALOG_ID_MAX, NULL, err, errlen) != 0)
     {
         return -1;
     }
 
     if (strcmp(itype, "product") == 0) {
         return wa_send_field(action, "interactive.action",
-                             "product_retailer_id", 1, 256, NULL, err,
+                             "product_retailer_id", 1, WA_ID_MAX, NULL, err,
                              errlen);
     }
 
@@ -1191,8 +1197,8 @@ wa_send_check_products(cJSON *action, const char *itype, char *err,
                 return wa_send_fail(err, errlen, p, "an object is expected");
             }
 
-            if (wa_send_field(item, p, "product_retailer_id", 1, 256, NULL,
-                              err, errlen) != 0)
+            if (wa_send_field(item, p, "product_retailer_id", 1, WA_ID_MAX,
+                              NULL, err, errlen) != 0)
             {
                 return -1;
             }
@@ -1575,7 +1581,8 @@ wa_send_pict(long c)
            || (c >= 0x25aa && c <= 0x27bf) || c == 0x2934 || c == 0x2935
            || (c >= 0x2b05 && c <= 0x2b55) || c == 0x3030 || c == 0x303d
            || c == 0x3297 || c == 0x3299
-           || (c >= 0x1f000 && c <= 0x1faff && !(c >= 0x1f3fb && c <= 0x1f3ff));
+           || (c >= 0x1f000 && c <= 0x1faff
+               && !(c >= 0x1f3fb && c <= 0x1f3ff));
 }
 
 
