@@ -127,6 +127,9 @@ static const char *wa_send_str(cJSON *obj, const char *key);
 static void wa_send_text(cJSON *obj, const char *key, char *dst, size_t size);
 
 
+/* in wa_send_types, and the order wa_send_type_index knows */
+#define WA_SEND_NTYPES  11
+
 const char *const wa_send_types[] = {
     "text", "template", "image", "video", "audio", "document", "sticker",
     "interactive", "location", "contacts", "reaction", NULL
@@ -374,12 +377,30 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
     size_t errlen)
 {
     int          i, t;
-    cJSON       *type, *msg, *ctx, *item;
+    cJSON       *type, *msg, *ctx, *item, *msgs[WA_SEND_NTYPES];
     wa_sbuf_t    sum;
     const char  *name;
 
-    type = cJSON_GetObjectItemCaseSensitive(root, "type");
-    t = -1;
+    /* one pass over the members (each key is there once by now): the
+     * text shorthand's path is the hot one */
+
+    type = NULL;
+    ctx = NULL;
+    memset(msgs, 0, sizeof(msgs));
+
+    for (item = root->child; item; item = item->next) {
+        i = wa_send_type_index(item->string);
+
+        if (i >= 0) {
+            msgs[i] = item;
+
+        } else if (strcmp(item->string, "type") == 0) {
+            type = item;
+
+        } else if (strcmp(item->string, "context") == 0) {
+            ctx = item;
+        }
+    }
 
     if (type != NULL) {
         t = cJSON_IsString(type) ? wa_send_type_index(type->valuestring) : -1;
@@ -391,47 +412,40 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
                                "is expected");
         }
 
-        for (i = 0; wa_send_types[i]; i++) {
-            if (i != t
-                && cJSON_GetObjectItemCaseSensitive(root, wa_send_types[i]))
-            {
+        for (i = 0; i < WA_SEND_NTYPES; i++) {
+            if (i != t && msgs[i] != NULL) {
                 return wa_send_fail(err, errlen, wa_send_types[i],
                                     "not allowed with \"type\": \"%s\"",
                                     wa_send_types[t]);
             }
         }
 
-        if (cJSON_GetObjectItemCaseSensitive(root, wa_send_types[t]) == NULL) {
+        if (msgs[t] == NULL) {
             return wa_send_fail(err, errlen, wa_send_types[t],
                                 "required with \"type\": \"%s\"",
                                 wa_send_types[t]);
         }
 
     } else {
-        /* no type: the two forms this API always took; one pass over the
-         * members, the text path is the hot one */
-        for (item = root->child; item; item = item->next) {
-            i = wa_send_type_index(item->string);
-
-            if (i >= 2) {
+        /* no type: the two forms this API always took */
+        for (i = 2; i < WA_SEND_NTYPES; i++) {
+            if (msgs[i] != NULL) {
                 return wa_send_fail(err, errlen, "type",
                                     "required with \"%s\"",
                                     wa_send_types[i]);
             }
         }
 
-        if ((cJSON_GetObjectItemCaseSensitive(root, "text") == NULL)
-            == (cJSON_GetObjectItemCaseSensitive(root, "template") == NULL))
-        {
+        if ((msgs[0] == NULL) == (msgs[1] == NULL)) {
             return wa_send_err(err, errlen, "text, template: exactly one is "
                                "required (or \"type\" and its object)");
         }
 
-        t = cJSON_GetObjectItemCaseSensitive(root, "text") ? 0 : 1;
+        t = msgs[0] ? 0 : 1;
     }
 
     name = wa_send_types[t];
-    msg = cJSON_GetObjectItemCaseSensitive(root, name);
+    msg = msgs[t];
     memcpy(req->type, name, strlen(name) + 1);
 
     /* the shorthand: a plain string, sent as {"body": ...} */
@@ -481,8 +495,6 @@ wa_send_check_message(cJSON *root, wa_send_req_t *req, char *err,
     req->summary = sum.data;
 
 context:
-
-    ctx = cJSON_GetObjectItemCaseSensitive(root, "context");
 
     if (ctx != NULL) {
         if (!cJSON_IsObject(ctx)) {
