@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: arbitrary bytes as a send request and as a provider
  * answer. A request that parses must build a provider body that is JSON
- * again.
+ * again, with the message object and the context in it byte for byte,
+ * and a readable body for its row.
  */
 
 #include <stdint.h>
@@ -32,6 +33,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         back = cJSON_Parse(out);
         if (back == NULL) {
+            abort();
+        }
+
+        /* the caller's bytes, forwarded as they came */
+        if (req.object_json && strstr(out, req.object_json) == NULL) {
+            abort();
+        }
+
+        if (req.context_json && strstr(out, req.context_json) == NULL) {
+            abort();
+        }
+
+        if (req.summary == NULL
+            || cJSON_GetObjectItemCaseSensitive(back, req.type) == NULL)
+        {
             abort();
         }
 

@@ -317,9 +317,10 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     wa_record_set(&rec, WA_F_SOURCE, ctx->req.source);
     wa_record_set(&rec, WA_F_CLIENT_REF,
                   ctx->req.client_ref[0] ? ctx->req.client_ref : NULL);
-    wa_record_set(&rec, WA_F_MSG_TYPE, ctx->req.text ? "text" : "template");
-    wa_record_set(&rec, WA_F_BODY, ctx->req.text ? ctx->req.text
-                                                 : ctx->req.template_name);
+    wa_record_set(&rec, WA_F_MSG_TYPE, ctx->req.type);
+    /* readable: the text, a caption, the buttons' titles, a place... */
+    wa_record_set(&rec, WA_F_BODY, ctx->req.summary);
+    /* the whole request: the message object and its reply context too */
     wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
     ngx_http_wa_send_attempt(ctx, &rec);

@@ -2,9 +2,28 @@
  * wa_send_parse: the send API's JSON in and out, with no nginx dependency
  * (unit tests and the fuzzer run this code as the module does).
  *
- *   request:   {"to", "text" | "template", "lead_id"?, "source"?,
+ *   request:   {"to", <message>, "context"?, "lead_id"?, "source"?,
  *               "client_ref"?, "phone_number_id"?}
- *   provider:  the Cloud API's /messages body, and its answer
+ *
+ *   <message>, one of:
+ *     "text": "Hello"                      the shorthand, as always
+ *     "template": {...}                    as always, Meta's object
+ *     "type": "<t>", "<t>": {...}          Meta's own shape, for every
+ *                                          <t> of wa_send_types below
+ *
+ *   Without "type" only the two old forms are accepted: exactly one of
+ *   "text" (a string, or Meta's {"body", "preview_url"?} object) and
+ *   "template"; any other message object needs its "type". With "type",
+ *   the member of that name is required, and no other message member may
+ *   come with it (it would be dropped silently). "type": "text" takes the
+ *   string shorthand or the object.
+ *
+ *   "context": {"message_id": "wamid..."} makes any type a reply.
+ *
+ *   provider:  the Cloud API's /messages body, and its answer. The type's
+ *   object and the context are forwarded as the bytes the caller sent
+ *   (sliced from the request, never re-serialised); the envelope around
+ *   them is built here.
  */
 
 #ifndef WA_SEND_PARSE_H
@@ -24,9 +43,13 @@ typedef struct {
     char   source[40];           /* default "api" */
     char   client_ref[WA_SEND_REF_MAX + 1];
     char   phone_number_id[24];
-    char  *text;                 /* malloc'd, or NULL */
-    char  *template_json;        /* malloc'd template object, or NULL */
-    char  *template_name;        /* malloc'd, or NULL */
+    char   type[16];             /* "text", "image", "interactive"... */
+    char  *text;                 /* malloc'd, the shorthand, or NULL */
+    char  *object_json;          /* malloc'd: the type's object as sent,
+                                    NULL for the text shorthand */
+    char  *context_json;         /* malloc'd: "context" as sent, or NULL */
+    char  *summary;              /* the row's readable body: malloc'd,
+                                    or text itself for the shorthand */
     char  *request_json;         /* malloc'd, the request as parsed */
 } wa_send_req_t;
 
@@ -44,7 +67,12 @@ typedef struct {
 } wa_send_res_t;
 
 
-/* 0, or -1 with err naming the field; the request must then be freed */
+/* the message types accepted, NULL-terminated */
+extern const char *const wa_send_types[];
+
+
+/* 0, or -1 with err starting with the field's JSON path; the request must
+ * be freed either way */
 int wa_send_parse_request(const char *body, size_t len, wa_send_req_t *req,
     char *err, size_t errlen);
 void wa_send_req_free(wa_send_req_t *req);

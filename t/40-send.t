@@ -119,6 +119,92 @@ is($r->{status}, 200, 'template send: 200');
 like($req->{body}, qr/"type":"template"/, 'template passed to the provider');
 is(row($r->{json}{id})->{type}, 'template', 'row type template');
 
+# ---- every message type: the object reaches Meta byte for byte --------------
+#
+# Sent as raw JSON so key order, spacing and escapes are the caller's own;
+# the provider body must be our envelope around exactly those bytes.
+
+my @types = (
+    [ text => '{"body":"Object form https://x.example","preview_url":true}',
+      'Object form https://x.example' ],
+    [ image => '{ "link" : "https://x.example/cat.jpg", "caption":"A \u00e9 cat" }',
+      "A \xc3\xa9 cat" ],
+    [ video => '{"id":"1122","caption":"clip"}', 'clip' ],
+    [ audio => '{"id":"3344"}', '[audio]' ],
+    [ document => '{"link":"https://x.example/i.pdf","filename":"invoice.pdf"}',
+      'invoice.pdf' ],
+    [ sticker => '{"id":"5566"}', '[sticker]' ],
+    [ interactive => '{"type":"button","body":{"text":"Confirm?"},"action":{"buttons":['
+      . '{"type":"reply","reply":{"id":"y","title":"Yes"}},'
+      . '{"type":"reply","reply":{"id":"n","title":"No"}}]}}', "Confirm?\n[Yes] [No]" ],
+    [ interactive => '{"type":"list","header":{"type":"text","text":"Menu"},'
+      . '"body":{"text":"Pick"},"footer":{"text":"f"},"action":{"button":"Options",'
+      . '"sections":[{"title":"A","rows":[{"id":"a1","title":"First","description":"d"},'
+      . '{"id":"a2","title":"Second"}]}]}}', "Pick\n[Options] First | Second" ],
+    [ interactive => '{"type":"cta_url","body":{"text":"See"},"action":{"name":"cta_url",'
+      . '"parameters":{"display_text":"Open","url":"https://x.example/o"}}}',
+      "See\n[Open] https://x.example/o" ],
+    [ interactive => '{"type":"flow","body":{"text":"Sign up"},"action":{"name":"flow",'
+      . '"parameters":{"flow_message_version":"3","flow_name":"signup","flow_cta":"Start"}}}',
+      "Sign up\n[Start]" ],
+    [ interactive => '{"type":"location_request_message","body":{"text":"Where?"},'
+      . '"action":{"name":"send_location"}}', 'Where?' ],
+    [ interactive => '{"type":"catalog_message","body":{"text":"Shop"},'
+      . '"action":{"name":"catalog_message"}}', 'Shop' ],
+    [ interactive => '{"type":"product","action":{"catalog_id":"c1","product_retailer_id":"s1"}}',
+      '[interactive]' ],
+    [ interactive => '{"type":"product_list","header":{"type":"text","text":"Menu"},'
+      . '"body":{"text":"Ours"},"action":{"catalog_id":"c1","sections":[{"title":"Hot",'
+      . '"product_items":[{"product_retailer_id":"s1"}]}]}}', 'Ours' ],
+    [ location => '{"latitude":32.0853,"longitude":34.781768,"name":"Office","address":"1 Main St"}',
+      'Office, 1 Main St' ],
+    [ contacts => '[{"name":{"formatted_name":"Ann Lee","first_name":"Ann"},'
+      . '"phones":[{"phone":"+1 555 0100","type":"WORK"}]}]', 'Ann Lee' ],
+    [ reaction => '{"message_id":"wamid.REACTED","emoji":"\uD83D\uDC4D"}', "\xf0\x9f\x91\x8d" ],
+    [ reaction => '{"message_id":"wamid.REACTED","emoji":""}', 'reaction removed' ],
+    [ template => '{"name":"hello_world", "language":{"code":"en_US"}}', 'hello_world' ],
+);
+for my $case (@types) {
+    my ($type, $obj, $summary) = @$case;
+    my $what = $type eq 'interactive' ? "interactive " . ($obj =~ /"type":"(\w+)"/)[0] : $type;
+    $r = $t->send_message(qq({"to":"$phone","type":"$type","$type":$obj,"source":"types"}));
+    is($r->{status}, 200, "$what: 200") or diag($r->{content});
+    my $id = $r->{json}{id} // 'none';
+    ($req) = grep { $_->{body} =~ /"biz_opaque_callback_data":"\Q$id\E"/ } $mock->requests;
+    is($req && $req->{body},
+       qq({"messaging_product":"whatsapp","recipient_type":"individual","to":"$phone",)
+       . qq("biz_opaque_callback_data":"$id","type":"$type","$type":$obj}),
+       "$what: the object reached the provider byte for byte");
+    $row = row($id);
+    is($row->{type}, $type, "$what: row type");
+    my $body = $row->{body} // '';
+    utf8::encode($body) if utf8::is_utf8($body);
+    is($body, $summary, "$what: row body is readable");
+}
+
+# a reply: the context travels as sent and stays in the payload
+$r = $t->send_message(qq({"to":"$phone","type":"image","image":{"id":"77"},)
+                      . qq("context":{ "message_id":"wamid.ORIGINAL" }}));
+is($r->{status}, 200, 'a reply: 200');
+($req) = grep { $_->{body} =~ /"biz_opaque_callback_data":"\Q$r->{json}{id}\E"/ } $mock->requests;
+like($req->{body}, qr/"image":\{"id":"77"\},"context":\{ "message_id":"wamid.ORIGINAL" \}\}$/,
+     'a reply: the context reaches the provider as sent');
+$row = row($r->{json}{id});
+like(ref $row->{payload} ? JSON::PP->new->canonical->encode($row->{payload}) : $row->{payload} // '',
+     qr/wamid\.ORIGINAL/, 'a reply: the context is kept in the payload');
+
+# client_ref applies to every type: one provider call, one row
+my $tref = "typed-$$-" . int(time * 1000);
+my $tbefore = mock_count();
+my $t1 = $t->send_message(qq({"to":"$phone","type":"location","location":{"latitude":1,"longitude":2},)
+                       . qq("client_ref":"$tref"}));
+my $t2 = $t->send_message(qq({"to":"$phone","type":"location","location":{"latitude":1,"longitude":2},)
+                       . qq("client_ref":"$tref"}));
+is($t1->{status}, 200, 'a location with a client_ref');
+is($t2->{json}{wamid}, $t1->{json}{wamid}, 'its repeat answered with the first outcome');
+is(mock_count() - $tbefore, 1, 'one provider call');
+is(row($t1->{json}{id})->{body}, '1.000000, 2.000000', 'a place without a name: its coordinates');
+
 # ---- provider refusal: 502 and a failed row ----------------------------------
 
 $r = $t->send_message({ to => $phone, text => 'FAIL_131047' });
@@ -274,6 +360,43 @@ my @bad = (
     [ '[1,2]',                                  qr/JSON object/, 'not an object' ],
     [ '',                                       qr/JSON|body/,   'an empty body' ],
     [ { to => $phone, text => 'x' x 5000 },     qr/^text:/,      'text too long' ],
+    # the message types: one refusal of each kind (t/02 has every limit)
+    [ { to => $phone, type => 'gif', gif => {} }, qr/^type:/,    'unknown type' ],
+    [ { to => $phone, image => { id => '1' } }, qr/^type:/,      'an image without type' ],
+    [ { to => $phone, type => 'image' },        qr/^image:/,     'type without its object' ],
+    [ { to => $phone, type => 'image', image => { id => '1', link => 'https://x.example/a' } },
+      qr/^image: exactly one of/, 'image by id and link' ],
+    [ { to => $phone, type => 'image', image => { id => '1', caption => 'c' x 1025 } },
+      qr/^image\.caption:/, 'caption too long' ],
+    [ { to => $phone, type => 'audio', audio => { id => '1', caption => 'c' } },
+      qr/^audio\.caption:/, 'audio with a caption' ],
+    [ { to => $phone, type => 'document', document => { link => 'ftp://x.example/a' } },
+      qr/^document\.link:/, 'a link not http(s)' ],
+    [ { to => $phone, type => 'interactive', interactive => { type => 'button',
+        body => { text => 'b' }, action => { buttons => [ map { { type => 'reply',
+        reply => { id => "i$_", title => "t$_" } } } 1 .. 4 ] } } },
+      qr/^interactive\.action\.buttons\[3\]:/, 'four buttons' ],
+    [ { to => $phone, type => 'interactive', interactive => { type => 'button',
+        body => { text => 'b' }, action => { buttons => [ { type => 'reply',
+        reply => { id => 'i', title => 't' x 21 } } ] } } },
+      qr/^interactive\.action\.buttons\[0\]\.reply\.title:/, 'button title too long' ],
+    [ { to => $phone, type => 'interactive', interactive => { type => 'list',
+        body => { text => 'b' }, action => { button => 'B', sections => [ { rows =>
+        [ map { { id => "r$_", title => 't' } } 1 .. 11 ] } ] } } },
+      qr/^interactive\.action\.sections\[0\]\.rows\[10\]:/, 'eleven rows' ],
+    [ { to => $phone, type => 'interactive', interactive => { type => 'cta_url',
+        body => { text => 'b' }, action => { name => 'cta_url', parameters => { display_text => 'Go' } } } },
+      qr/^interactive\.action\.parameters\.url:/, 'cta_url without url' ],
+    [ { to => $phone, type => 'location', location => { latitude => 91, longitude => 0 } },
+      qr/^location\.latitude:/, 'latitude out of range' ],
+    [ { to => $phone, type => 'contacts', contacts => [ { name => {} } ] },
+      qr/^contacts\[0\]\.name\.formatted_name:/, 'contact without formatted_name' ],
+    [ { to => $phone, type => 'reaction', reaction => { message_id => 'wamid.A', emoji => 'ok' } },
+      qr/^reaction\.emoji:/, 'reaction not an emoji' ],
+    [ { to => $phone, text => 'x', context => { message_id => '' } },
+      qr/^context\.message_id:/, 'empty reply context' ],
+    [ '{"to":"972501234567","type":"image","image":{"id":"1","id":"2"}}',
+      qr/^image\.id: given twice/, 'a key given twice' ],
 );
 my $rows_before = $t->sql_value('SELECT count(*) FROM whatsapp_message');
 $before = mock_count();
