@@ -102,6 +102,8 @@ static int wa_send_check_list(cJSON *action, const char *path,
     wa_sbuf_t *sum, char *err, size_t errlen);
 static int wa_send_check_products(cJSON *action, const char *path,
     char *err, size_t errlen);
+static cJSON *wa_send_action_params(cJSON *action, const char *name,
+    char *err, size_t errlen);
 static int wa_send_check_named(cJSON *action, const char *path,
     const char *name, char *err, size_t errlen);
 static int wa_send_field(cJSON *obj, const char *path, const char *key,
@@ -786,17 +788,9 @@ wa_send_check_interactive(cJSON *obj, const char *path, wa_sbuf_t *sum,
 
     if (strcmp(it, "cta_url") == 0) {
         /* Interactive CTA URL button messages: display_text 20, url */
-        if (wa_send_check_named(action, "interactive.action", "cta_url", err,
-                                errlen) != 0)
-        {
+        item = wa_send_action_params(action, "cta_url", err, errlen);
+        if (item == NULL) {
             return -1;
-        }
-
-        item = cJSON_GetObjectItemCaseSensitive(action, "parameters");
-
-        if (!cJSON_IsObject(item)) {
-            return wa_send_err(err, errlen, "interactive.action.parameters: "
-                               "an object is required");
         }
 
         if (wa_send_field(item, "interactive.action.parameters",
@@ -819,17 +813,9 @@ wa_send_check_interactive(cJSON *obj, const char *path, wa_sbuf_t *sum,
     if (strcmp(it, "flow") == 0) {
         /* Flows, sending a flow message: flow_message_version "3",
          * flow_cta (20, no emoji), one of flow_id and flow_name */
-        if (wa_send_check_named(action, "interactive.action", "flow", err,
-                                errlen) != 0)
-        {
+        item = wa_send_action_params(action, "flow", err, errlen);
+        if (item == NULL) {
             return -1;
-        }
-
-        item = cJSON_GetObjectItemCaseSensitive(action, "parameters");
-
-        if (!cJSON_IsObject(item)) {
-            return wa_send_err(err, errlen, "interactive.action.parameters: "
-                               "an object is required");
         }
 
         if (wa_send_field(item, "interactive.action.parameters",
@@ -1218,6 +1204,33 @@ wa_send_check_products(cJSON *action, const char *itype, char *err,
     }
 
     return 0;
+}
+
+
+/* interactive.action of a named kind: its "parameters" object, or NULL
+ * with err set */
+
+static cJSON *
+wa_send_action_params(cJSON *action, const char *name, char *err,
+    size_t errlen)
+{
+    cJSON  *params;
+
+    if (wa_send_check_named(action, "interactive.action", name, err, errlen)
+        != 0)
+    {
+        return NULL;
+    }
+
+    params = cJSON_GetObjectItemCaseSensitive(action, "parameters");
+
+    if (!cJSON_IsObject(params)) {
+        wa_send_err(err, errlen, "interactive.action.parameters: an object "
+                    "is required");
+        return NULL;
+    }
+
+    return params;
 }
 
 
