@@ -54,6 +54,7 @@ typedef struct {
     ngx_shm_zone_t           *idem_zone;
     void                     *curl;            /* per worker */
     ngx_uint_t                send_seq;        /* per worker, for local ids */
+    uint64_t                  send_nonce;      /* per worker, random */
 
     /* webhook path */
     ngx_shm_zone_t           *webhook_zone;    /* the counters' zone */

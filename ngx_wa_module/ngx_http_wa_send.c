@@ -22,6 +22,8 @@
 #include "ngx_http_wa_idem.h"
 #include "wa_send_parse.h"
 
+#include <sys/random.h>
+
 
 typedef struct {
     ngx_http_request_t        *request;      /* NULL once the client left */
@@ -67,6 +69,15 @@ ngx_int_t
 ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
     ngx_http_wa_main_conf_t *wmcf)
 {
+    /* a pid is no identity across PID namespaces: 64 random bits are */
+    if (getrandom(&wmcf->send_nonce, sizeof(wmcf->send_nonce), 0)
+        != (ssize_t) sizeof(wmcf->send_nonce))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "wa send: getrandom() failed");
+        return NGX_ERROR;
+    }
+
     wmcf->curl = ngx_http_wa_curl_create(cycle->log);
 
     return wmcf->curl ? NGX_OK : NGX_ERROR;
@@ -229,11 +240,12 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
     ctx->business = ch->business;
 
-    /* unique across workers (pid) and restarts (time) */
+    /* unique across workers, hosts and containers (the worker's random
+     * nonce: identical pods have identical pids) and restarts (time) */
     ctx->attempt = 1;
     tp = ngx_timeofday();
-    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%xP-%xi%Z",
-                (uint64_t) tp->sec * 1000 + tp->msec, ngx_pid,
+    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%016xL-%xi%Z",
+                (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
                 ++wmcf->send_seq);
     *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
 
