@@ -142,11 +142,10 @@ ngx_http_wa_idem_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  * NEW (an in-flight entry now holds key, named local_id), RETRY (the
  * provider refused the last attempt: the entry is in flight again, local_id
  * and attempt are the send's), BUSY (a live send holds it), DONE (status
- * and answer copied into pool),
- * INTERRUPTED (the send that held it outlived its life, so its worker
- * died: local_id becomes that send's, status and answer say "unknown" and
- * are kept for the next calls), or NGX_ERROR (the zone is full of entries
- * too young to evict). An answer is kept NGX_HTTP_WA_IDEM_KEEP seconds
+ * and answer copied into pool), INTERRUPTED (the send that held it
+ * outlived its life, so its worker died: local_id and attempt become that
+ * send's, status and answer say "unknown" and are kept for the next
+ * calls), or NGX_ERROR (the zone is full of entries too young to evict). An answer is kept NGX_HTTP_WA_IDEM_KEEP seconds
  * from the first call, whatever the calls since.
  */
 
@@ -221,6 +220,7 @@ ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
             in->verdict = 'u';
             in->answer_len = (u_short) (p - (in->data + in->key_len));
             ngx_memcpy(local_id, in->local_id, NGX_HTTP_WA_LOCAL_ID_LEN);
+            *attempt = in->attempts;
         }
 
         *status = in->status;

@@ -51,6 +51,8 @@ static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
 static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
+static void ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx,
+    wa_send_res_t *res, const char *verdict, long http_status);
 static void ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx,
     wa_send_res_t *res, const char *verdict);
 static void ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx);
@@ -503,59 +505,45 @@ static ngx_int_t
 ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer)
 {
-    wa_record_t  rec;
+    wa_send_res_t  res;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "wa send %s: the send of this client_ref was interrupted "
                   "(its worker exited mid-call), recorded as unknown",
                   ctx->local_id);
 
-    ngx_memzero(&rec, sizeof(wa_record_t));
-    rec.type = WA_REC_OUT_RESULT;
+    ngx_memzero(&res, sizeof(wa_send_res_t));
+    ngx_cpystrn((u_char *) res.error_title,
+                (u_char *) "interrupted: the nginx worker exited while the "
+                "provider call was in flight", sizeof(res.error_title));
 
-    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-    rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
-    rec.f[WA_F_BUSINESS].len = ctx->business.len;
-    wa_record_set(&rec, WA_F_STATUS, "unknown");
-    wa_record_set(&rec, WA_F_ERROR_TITLE, "interrupted: the nginx worker "
-                  "exited while the provider call was in flight");
-    wa_record_set(&rec, WA_F_RETRYABLE, "0");
-
-    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "wa send %s: outcome \"unknown\" not recorded: ring "
-                      "refused it", ctx->local_id);
-    }
-
+    ngx_http_wa_send_outcome(ctx, &res, "unknown", 0);
     ngx_http_wa_send_free(ctx);
 
     return ngx_http_wa_reply_json(r, status, answer->data, answer->len);
 }
 
 
-static void
-ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
-    const char *verdict)
-{
-    u_char              *p, http[NGX_INT_T_LEN + 1];
-    size_t               len;
-    wa_record_t          rec;
-    ngx_http_wa_xfer_t  *x;
+/* the outcome record of the send's current attempt */
 
-    x = &ctx->xfer;
-    ctx->verdict = (u_char) verdict[0];
+static void
+ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
+    const char *verdict, long http_status)
+{
+    u_char       http[NGX_INT_T_LEN + 1];
+    wa_record_t  rec;
 
     ngx_memzero(&rec, sizeof(wa_record_t));
     rec.type = WA_REC_OUT_RESULT;
 
-    *ngx_sprintf(http, "%l", x->status) = '\0';
+    *ngx_sprintf(http, "%l", http_status) = '\0';
 
     wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
     rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
     rec.f[WA_F_BUSINESS].len = ctx->business.len;
     wa_record_set(&rec, WA_F_STATUS, verdict);
     wa_record_set(&rec, WA_F_WAMID, res->ok ? res->wamid : NULL);
-    wa_record_set(&rec, WA_F_HTTP_STATUS, x->status ? (char *) http : NULL);
+    wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);
     ngx_http_wa_send_attempt(ctx, &rec);
 
     if (!res->ok) {
@@ -577,6 +565,21 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                       "ring refused it", ctx->local_id, verdict,
                       res->ok ? res->wamid : "-");
     }
+}
+
+
+static void
+ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
+    const char *verdict)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_http_wa_xfer_t  *x;
+
+    x = &ctx->xfer;
+    ctx->verdict = (u_char) verdict[0];
+
+    ngx_http_wa_send_outcome(ctx, res, verdict, x->status);
 
     /* the client's answer, kept for client_ref replays too */
 

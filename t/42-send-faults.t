@@ -218,6 +218,31 @@ like($r->{json}{error}{title} // '', qr/interrupted/, 'the answer says why');
 is(mock_got(qr/SLOW_3000 killed/), 1, 'and it was not sent again');
 is(row($r->{json}{id})->{status}, 'unknown', 'its row is unknown, not pending forever');
 
+# the same for a second attempt: its outcome is that attempt's, not a
+# stale first one the writer would ignore
+$ref = "killed-again-$$";
+$r = $t->send_message({ to => $phone, text => 'FAIL_130429 first', client_ref => $ref },
+                      path => '/send_short');
+is($r->{json}{status}, 'failed', 'a first attempt refused');
+($kid, $kout) = send_bg({ to => $phone, text => 'SLOW_3000 killed again', client_ref => $ref },
+                        path => '/send_short');
+$t->wait_for(sub { mock_got(qr/SLOW_3000 killed again/) }, 5, 'the second attempt reached the mock');
+($worker) = $t->worker_pids;
+kill 'KILL', $worker;
+bg_answer($kid, $kout);
+$t->wait_for(sub { my @w = $t->worker_pids; @w && $w[0] != $worker }, 10, 'a new worker');
+$t->wait_for(sub {
+    $t->send_message({ to => $phone, text => 'SLOW_3000 killed again', client_ref => $ref },
+                     path => '/send_short')->{status} != 409 }, 15, 'the entry to expire');
+$r = $t->send_message({ to => $phone, text => 'SLOW_3000 killed again', client_ref => $ref },
+                      path => '/send_short');
+is($r->{status}, 504, 'a second attempt killed mid-send: 504 once past its life');
+ok($t->wait_for(sub {
+    ($t->sql_value('SELECT status FROM whatsapp_message WHERE client_ref = ?', $ref) // '')
+        eq 'unknown' }, 10, 'row unknown'), 'its row is unknown, not pending forever');
+is($t->sql_value('SELECT attempts FROM whatsapp_message WHERE client_ref = ?', $ref), 2,
+   'after its second attempt');
+
 # ---- 5. nginx stopping: every send in flight gets an outcome --------------------
 
 # graceful (nginx -s quit, systemctl stop): answered within the shutdown timeout
