@@ -133,35 +133,35 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_wa_loc_conf_t, send_timeout),
+      offsetof(ngx_http_wa_loc_conf_t, send.timeout),
       &ngx_http_wa_positive_msec },
 
     { ngx_string("wa_send_connect_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_wa_loc_conf_t, send_connect_timeout),
+      offsetof(ngx_http_wa_loc_conf_t, send.connect_timeout),
       &ngx_http_wa_positive_msec },
 
     { ngx_string("wa_send_shutdown_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_wa_loc_conf_t, send_shutdown_timeout),
+      offsetof(ngx_http_wa_loc_conf_t, send.shutdown_timeout),
       NULL },
 
     { ngx_string("wa_ssl_trusted_certificate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_wa_loc_conf_t, ssl_trusted_certificate),
+      offsetof(ngx_http_wa_loc_conf_t, send.trusted_certificate),
       &ngx_http_wa_readable_file },
 
     { ngx_string("wa_ssl_verify"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_wa_loc_conf_t, ssl_verify),
+      offsetof(ngx_http_wa_loc_conf_t, send.verify),
       NULL },
 
     { ngx_string("wa_send_concurrency"),
@@ -288,12 +288,12 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
     wlcf->channels = NGX_CONF_UNSET_PTR;
     wlcf->send_keys = NGX_CONF_UNSET_PTR;
     wlcf->webhook_max_body = NGX_CONF_UNSET_SIZE;
-    wlcf->send_timeout = NGX_CONF_UNSET_MSEC;
-    wlcf->send_connect_timeout = NGX_CONF_UNSET_MSEC;
-    wlcf->send_shutdown_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send.timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send.connect_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send.shutdown_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->send_concurrency = NGX_CONF_UNSET_UINT;
     wlcf->send_max_body = NGX_CONF_UNSET_SIZE;
-    wlcf->ssl_verify = NGX_CONF_UNSET;
+    wlcf->send.verify = NGX_CONF_UNSET;
 
     return wlcf;
 }
@@ -319,16 +319,16 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->send_keys, prev->send_keys, NULL);
     ngx_conf_merge_str_value(conf->api_base, prev->api_base,
                              "https://graph.facebook.com/v21.0");
-    ngx_conf_merge_msec_value(conf->send_timeout, prev->send_timeout, 10000);
-    ngx_conf_merge_msec_value(conf->send_connect_timeout,
-                              prev->send_connect_timeout, 3000);
-    ngx_conf_merge_msec_value(conf->send_shutdown_timeout,
-                              prev->send_shutdown_timeout, 3000);
+    ngx_conf_merge_msec_value(conf->send.timeout, prev->send.timeout, 10000);
+    ngx_conf_merge_msec_value(conf->send.connect_timeout,
+                              prev->send.connect_timeout, 3000);
+    ngx_conf_merge_msec_value(conf->send.shutdown_timeout,
+                              prev->send.shutdown_timeout, 3000);
     ngx_conf_merge_uint_value(conf->send_concurrency, prev->send_concurrency,
                               256);
-    ngx_conf_merge_str_value(conf->ssl_trusted_certificate,
-                             prev->ssl_trusted_certificate, "");
-    ngx_conf_merge_value(conf->ssl_verify, prev->ssl_verify, 1);
+    ngx_conf_merge_str_value(conf->send.trusted_certificate,
+                             prev->send.trusted_certificate, "");
+    ngx_conf_merge_value(conf->send.verify, prev->send.verify, 1);
     ngx_conf_merge_size_value(conf->send_max_body, prev->send_max_body,
                               64 * 1024);
 

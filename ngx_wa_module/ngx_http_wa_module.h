@@ -14,6 +14,7 @@
 
 #include "wa_ring.h"
 #include "wa_record.h"
+#include "ngx_http_wa_curl.h"
 
 
 #define NGX_HTTP_WA_WEBHOOK_MAX_BODY  (4 * 1024 * 1024)
@@ -72,14 +73,11 @@ typedef struct {
 
     ngx_array_t              *send_keys;       /* wa_send_key; never logged */
     ngx_str_t                 api_base;
-    ngx_msec_t                send_timeout;
-    ngx_msec_t                send_connect_timeout;
-    ngx_msec_t                send_shutdown_timeout;
+    ngx_http_wa_curl_conf_t   send;            /* timeouts, TLS: as the
+                                                  transfers take them */
     ngx_uint_t                send_concurrency;
     ngx_uint_t                send_active;     /* per worker, in flight */
     size_t                    send_max_body;
-    ngx_str_t                 ssl_trusted_certificate;
-    ngx_flag_t                ssl_verify;
 } ngx_http_wa_loc_conf_t;
 
 

@@ -191,7 +191,6 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_table_elt_t          *h;
     ngx_pool_cleanup_t       *cln;
     ngx_http_wa_channel_t    *ch;
-    ngx_http_wa_curl_conf_t   cc;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
@@ -267,8 +266,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                             - ctx->idem_key.data;
 
         rc = ngx_http_wa_idem_begin(wmcf, &ctx->idem_key,
-                                    (time_t) ((wlcf->send_timeout
-                                               + wlcf->send_shutdown_timeout)
+                                    (time_t) ((wlcf->send.timeout
+                                               + wlcf->send.shutdown_timeout)
                                               / 1000),
                                     ctx->local_id, &ctx->attempt, &status,
                                     &answer, r->pool);
@@ -360,15 +359,9 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 &ch->phone_number_id);
     ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
 
-    cc.timeout = wlcf->send_timeout;
-    cc.connect_timeout = wlcf->send_connect_timeout;
-    cc.shutdown_timeout = wlcf->send_shutdown_timeout;
-    cc.trusted_certificate = wlcf->ssl_trusted_certificate;
-    cc.verify = wlcf->ssl_verify;
-
     rc = ngx_http_wa_curl_post(wmcf->curl, &ctx->xfer, (char *) url,
                                (char *) auth, api_body, ngx_strlen(api_body),
-                               &cc);
+                               &wlcf->send);
     free(api_body);
     api_body = NULL;
 
