@@ -23,6 +23,10 @@ my $world = $ENV{WA_SEND_WORLD};
 my $mock = $t->start_mock(world => $world);
 # wa_api_base, and on the world path the CA to trust
 my $api = $mock->api_conf;
+# the world path is Meta's: a name (not an address, not localhost), https
+like($api, qr{^wa_api_base https://\Q$WaTest::WORLD_HOST\E:\d+;}m,
+     'wa_api_base names the provider by host name over https')
+    if $world;
 my $world_locations = !$world ? '' : do {
     # a name nss_wrapper does not know, and a CA that did not sign the
     # front's certificate

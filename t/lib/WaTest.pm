@@ -257,6 +257,8 @@ sub nginx_conf {
     $main .= join '', map { "\nenv $_;" } sort keys %{ $self->{nss_env} // {} };
     my $conns = $o{worker_connections} // 1024;
 
+    my $paths = files_in($d);
+
     return <<EOF;
 load_module $BUILD/nginx/ngx_http_wa_module.so;
 $user
@@ -266,12 +268,7 @@ error_log $d/error.log $level;
 $main
 events { worker_connections $conns; }
 http {
-    access_log $d/access.log;
-    client_body_temp_path $d/body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
+$paths
     $ring
     $http
     server {
@@ -423,10 +420,19 @@ sub nginx_cmd {
 # stream reset after half the body, BADJSON_ and the rest pass through;
 # CLOSE_AFTER_ closes only the front's upstream connection, the client's
 # HTTP/2 connection stays up.
+# an nginx's access log and temporary files, all in its own directory
+sub files_in {
+    my ($d) = @_;
+    return join "\n", map { "    $_;" } "access_log $d/access.log",
+        "client_body_temp_path $d/body",
+        map { "${_}_temp_path $d/$_" } qw(proxy fastcgi uwsgi scgi);
+}
+
 sub front_conf {
     my ($self, $tls, $port, $mock_port) = @_;
     my $d = "$self->{dir}/front";
     my $user = $self->{root} ? 'user nobody nogroup;' : '';
+    my $paths = files_in($d);
     return <<EOF;
 $user
 worker_processes 1;
@@ -434,12 +440,7 @@ pid $d/nginx.pid;
 error_log $d/error.log info;
 events { worker_connections 1024; }
 http {
-    access_log $d/access.log;
-    client_body_temp_path $d/body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
+$paths
     client_max_body_size 10m;
 
     upstream mock_graph {
