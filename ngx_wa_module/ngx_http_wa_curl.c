@@ -100,6 +100,9 @@ static void ngx_http_wa_curl_end(ngx_http_wa_curl_t *curl,
 static void ngx_http_wa_curl_abort_all(ngx_http_wa_curl_t *curl);
 static void ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
     CURLcode result);
+static ngx_int_t ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl,
+    ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
+    const char *body, size_t len, ngx_http_wa_curl_conf_t *conf);
 
 
 ngx_http_wa_curl_t *
@@ -201,34 +204,63 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     const char *url, const char *authorization, const char *body, size_t len,
     ngx_http_wa_curl_conf_t *conf)
 {
+    return ngx_http_wa_curl_start(curl, x, url, authorization, body, len,
+                                  conf);
+}
+
+
+ngx_int_t
+ngx_http_wa_curl_get(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
+    const char *url, const char *authorization, ngx_http_wa_curl_conf_t *conf)
+{
+    return ngx_http_wa_curl_start(curl, x, url, authorization, NULL, 0, conf);
+}
+
+
+/* body NULL: a GET */
+
+static ngx_int_t
+ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
+    const char *url, const char *authorization, const char *body, size_t len,
+    ngx_http_wa_curl_conf_t *conf)
+{
     CURL                     *easy;
-    ngx_uint_t                i;
+    ngx_uint_t                i, n;
     const char               *line[3];
     struct curl_slist        *h, *t;
     ngx_http_wa_curl_link_t  *link;
 
     link = ngx_palloc(x->pool, sizeof(ngx_http_wa_curl_link_t));
-    x->req = ngx_pnalloc(x->pool, len);
-
-    if (link == NULL || x->req == NULL) {
+    if (link == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(x->req, body, len);
+    if (body) {
+        x->req = ngx_pnalloc(x->pool, len);
+        if (x->req == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(x->req, body, len);
+    }
 
     easy = curl->nidle ? curl->idle[--curl->nidle] : curl_easy_init();
     if (easy == NULL) {
         return NGX_ERROR;
     }
 
-    line[0] = "Content-Type: application/json";
-    line[1] = authorization;
-    line[2] = "Expect:";
+    n = 0;
+    line[n++] = authorization;
+
+    if (body) {
+        line[n++] = "Content-Type: application/json";
+        line[n++] = "Expect:";
+    }
 
     /* a failed append leaves the list as it was: free what was made */
     h = NULL;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < n; i++) {
         t = curl_slist_append(h, line[i]);
 
         if (t == NULL) {
@@ -259,11 +291,17 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
 
-    /* the body lives in x->pool for the whole transfer: no copy */
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, x->req);
-    curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, ngx_http_wa_curl_prereq);
-    curl_easy_setopt(easy, CURLOPT_PREREQDATA, x);
+    if (body) {
+        /* the body lives in x->pool for the whole transfer: no copy */
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, x->req);
+        curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION,
+                         ngx_http_wa_curl_prereq);
+        curl_easy_setopt(easy, CURLOPT_PREREQDATA, x);
+
+    } else {
+        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    }
 
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ngx_http_wa_curl_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
@@ -790,6 +828,10 @@ ngx_http_wa_curl_write(char *ptr, size_t size, size_t n, void *data)
     size_t   len, cap;
 
     len = size * n;
+
+    if (x->sink) {
+        return x->sink(x, (u_char *) ptr, len) == NGX_OK ? len : 0;
+    }
 
     if (x->body_len + len > NGX_HTTP_WA_CURL_BODY_MAX) {
         return 0;          /* an answer this big is not the Cloud API's */

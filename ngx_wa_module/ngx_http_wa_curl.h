@@ -29,6 +29,10 @@ typedef struct ngx_http_wa_curl_s  ngx_http_wa_curl_t;
 typedef struct ngx_http_wa_xfer_s  ngx_http_wa_xfer_t;
 
 typedef void (*ngx_http_wa_xfer_done_pt)(ngx_http_wa_xfer_t *x);
+/* takes the answer's body as it arrives: NGX_OK, or NGX_ERROR to end the
+ * transfer (CURLE_WRITE_ERROR) */
+typedef ngx_int_t (*ngx_http_wa_xfer_sink_pt)(ngx_http_wa_xfer_t *x,
+    u_char *p, size_t len);
 
 
 /* how a transfer is made: from the location's configuration */
@@ -45,6 +49,8 @@ struct ngx_http_wa_xfer_s {
     /* set by the caller */
     ngx_pool_t                *pool;        /* the transfer's own */
     ngx_http_wa_xfer_done_pt   done;
+    ngx_http_wa_xfer_sink_pt   sink;        /* NULL: the body in memory,
+                                               up to 256 KB */
     void                      *data;
 
     /* results, valid in done() */
@@ -83,6 +89,12 @@ void ngx_http_wa_curl_destroy(ngx_http_wa_curl_t *curl);
 ngx_int_t ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
     const char *body, size_t len, ngx_http_wa_curl_conf_t *conf);
+
+/* start a GET, the same way; libcurl may repeat it on a dead reused
+ * connection (a GET changes nothing at the provider) */
+ngx_int_t ngx_http_wa_curl_get(ngx_http_wa_curl_t *curl,
+    ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
+    ngx_http_wa_curl_conf_t *conf);
 
 
 #endif /* NGX_HTTP_WA_CURL_H */
