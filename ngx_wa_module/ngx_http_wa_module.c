@@ -34,6 +34,8 @@ static char *ngx_http_wa_readable_file_check(ngx_conf_t *cf, void *post,
 static char *ngx_http_wa_business_check(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_wa_url_check(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_wa_media_path_check(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 /* 0 would mean "wait forever" to libcurl: a send must always end */
@@ -46,6 +48,8 @@ static ngx_conf_post_t  ngx_http_wa_readable_file =
 static ngx_conf_post_t  ngx_http_wa_business_id =
     { ngx_http_wa_business_check };
 
+static ngx_conf_post_t  ngx_http_wa_media_path =
+    { ngx_http_wa_media_path_check };
 static ngx_conf_post_t  ngx_http_wa_url =
     { ngx_http_wa_url_check };
 
@@ -114,6 +118,41 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       (void *) ngx_http_wa_send_handler },
+
+    { ngx_string("wa_media_fetch"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_wa_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_wa_media_fetch_handler },
+
+    { ngx_string("wa_media_serve"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_wa_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_wa_media_serve_handler },
+
+    { ngx_string("wa_media_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, media_path),
+      &ngx_http_wa_media_path },
+
+    { ngx_string("wa_media_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, media_max_size),
+      NULL },
+
+    { ngx_string("wa_media_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, media_timeout),
+      &ngx_http_wa_positive_msec },
 
     { ngx_string("wa_send_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -294,6 +333,8 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
     wlcf->send_concurrency = NGX_CONF_UNSET_UINT;
     wlcf->send_max_body = NGX_CONF_UNSET_SIZE;
     wlcf->send.verify = NGX_CONF_UNSET;
+    wlcf->media_max_size = NGX_CONF_UNSET;
+    wlcf->media_timeout = NGX_CONF_UNSET_MSEC;
 
     return wlcf;
 }
@@ -332,7 +373,25 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->send_max_body, prev->send_max_body,
                               64 * 1024);
 
-    if (conf->handler == NULL || conf->handler == ngx_http_wa_status_handler) {
+    ngx_conf_merge_str_value(conf->media_path, prev->media_path, "");
+    ngx_conf_merge_off_value(conf->media_max_size, prev->media_max_size,
+                             100 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->media_timeout, prev->media_timeout,
+                              60000);
+
+    if ((conf->handler == ngx_http_wa_media_fetch_handler
+         || conf->handler == ngx_http_wa_media_serve_handler)
+        && conf->media_path.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "wa_media_fetch and wa_media_serve need "
+                           "\"wa_media_path\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler == NULL || conf->handler == ngx_http_wa_status_handler
+        || conf->handler == ngx_http_wa_media_serve_handler)
+    {
         return NGX_CONF_OK;
     }
 
@@ -364,6 +423,19 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf->client_body_buffer_size = conf->webhook_max_body;
     }
 
+    if (conf->handler == ngx_http_wa_media_fetch_handler) {
+
+        if (conf->channels == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "wa_media_fetch needs at least one "
+                               "\"wa_channel\"");
+            return NGX_CONF_ERROR;
+        }
+
+        /* the per-worker libcurl client */
+        wmcf->has_curl = 1;
+    }
+
     if (conf->handler == ngx_http_wa_send_handler) {
 
         if (conf->channels == NULL) {
@@ -379,6 +451,7 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
 
         wmcf->has_send = 1;
+        wmcf->has_curl = 1;
 
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->client_max_body_size = conf->send_max_body;
@@ -461,6 +534,39 @@ ngx_http_wa_url_check(ngx_conf_t *cf, void *post, void *data)
 
     while (url->data[url->len - 1] == '/') {
         url->len--;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* wa_media_path: an absolute directory that exists (the fetcher and
+ * nginx share it: a missing one is a typo, not something to create) */
+
+static char *
+ngx_http_wa_media_path_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t *path = data;
+
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    while (path->len > 1 && path->data[path->len - 1] == '/') {
+        path->len--;
+    }
+
+    path->data[path->len] = '\0';
+
+    if (ngx_file_info(path->data, &fi) == NGX_FILE_ERROR
+        || !ngx_is_dir(&fi))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"wa_media_path\": \"%V\" is not a directory",
+                           path);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -782,7 +888,7 @@ ngx_http_wa_init_process(ngx_cycle_t *cycle)
 
     ngx_http_wa_ring_init_process(cycle, wmcf);
 
-    if (wmcf->has_send
+    if (wmcf->has_curl
         && ngx_http_wa_send_init_process(cycle, wmcf) != NGX_OK)
     {
         return NGX_ERROR;

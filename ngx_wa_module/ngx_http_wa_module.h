@@ -33,6 +33,14 @@ typedef struct {
     uint64_t                  raw_events;      /* WA_REC_EVENT records */
     uint64_t                  echoes;          /* WA_REC_ECHO records */
     uint64_t                  errors;          /* WA_REC_WEBHOOK_ERROR */
+
+    /* inbound media (ngx_http_wa_media.c): downloads answered, failed,
+     * and what the fetcher last reported from the database */
+    uint64_t                  media_downloaded;
+    uint64_t                  media_errors;
+    uint64_t                  media_waiting;
+    uint64_t                  media_failed;
+    uint64_t                  media_report_ms; /* 0: never reported */
 } ngx_http_wa_webhook_counters_t;
 
 
@@ -51,6 +59,7 @@ typedef struct {
 
     /* send path */
     ngx_flag_t                has_send;        /* a wa_send location exists */
+    ngx_flag_t                has_curl;        /* wa_send or wa_media_fetch */
     size_t                    idem_size;       /* wa_send_idempotency_zone */
     ngx_shm_zone_t           *idem_zone;
     void                     *curl;            /* per worker */
@@ -78,6 +87,10 @@ typedef struct {
     ngx_uint_t                send_concurrency;
     ngx_uint_t                send_active;     /* per worker, in flight */
     size_t                    send_max_body;
+
+    ngx_str_t                 media_path;      /* wa_media_path */
+    off_t                     media_max_size;
+    ngx_msec_t                media_timeout;   /* a media download */
 } ngx_http_wa_loc_conf_t;
 
 
@@ -135,6 +148,14 @@ ngx_http_wa_webhook_counters_t *ngx_http_wa_webhook_counters(
     ngx_http_wa_main_conf_t *wmcf);
 ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_send_handler(ngx_http_request_t *r);
+/* X-WA-Key is one of wa_send_key's, compared in constant time */
+ngx_int_t ngx_http_wa_key_ok(ngx_http_request_t *r,
+    ngx_http_wa_loc_conf_t *wlcf);
+
+/* ngx_http_wa_media.c */
+ngx_int_t ngx_http_wa_media_fetch_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_wa_media_serve_handler(ngx_http_request_t *r);
+void ngx_http_wa_media_report(ngx_http_request_t *r);
 
 /* send path: the per-worker client */
 ngx_int_t ngx_http_wa_send_init_process(ngx_cycle_t *cycle,

@@ -46,8 +46,6 @@ typedef struct {
 } ngx_http_wa_send_ctx_t;
 
 
-static ngx_int_t ngx_http_wa_send_key_ok(ngx_http_request_t *r,
-    ngx_http_wa_loc_conf_t *wlcf);
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
 static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
@@ -109,7 +107,7 @@ ngx_http_wa_send_handler(ngx_http_request_t *r)
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
 
-    if (wlcf->send_keys != NULL && !ngx_http_wa_send_key_ok(r, wlcf)) {
+    if (wlcf->send_keys != NULL && !ngx_http_wa_key_ok(r, wlcf)) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -129,8 +127,8 @@ ngx_http_wa_send_handler(ngx_http_request_t *r)
  * constant time; neither key is ever logged.
  */
 
-static ngx_int_t
-ngx_http_wa_send_key_ok(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
+ngx_int_t
+ngx_http_wa_key_ok(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
 {
     ngx_uint_t        i, ok;
     ngx_str_t        *key;

@@ -11,7 +11,7 @@
 #include "ngx_http_wa_module.h"
 
 
-#define NGX_HTTP_WA_STATUS_BUF   4096
+#define NGX_HTTP_WA_STATUS_BUF   8192
 #define NGX_HTTP_WA_WRITER_DEAD  5000   /* ms without heartbeat */
 
 
@@ -113,6 +113,16 @@ ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
                                                  __ATOMIC_RELAXED);
         st->webhook.echoes = __atomic_load_n(&wh->echoes, __ATOMIC_RELAXED);
         st->webhook.errors = __atomic_load_n(&wh->errors, __ATOMIC_RELAXED);
+        st->webhook.media_downloaded = __atomic_load_n(&wh->media_downloaded,
+                                                       __ATOMIC_RELAXED);
+        st->webhook.media_errors = __atomic_load_n(&wh->media_errors,
+                                                   __ATOMIC_RELAXED);
+        st->webhook.media_waiting = __atomic_load_n(&wh->media_waiting,
+                                                    __ATOMIC_RELAXED);
+        st->webhook.media_failed = __atomic_load_n(&wh->media_failed,
+                                                   __ATOMIC_RELAXED);
+        st->webhook.media_report_ms = __atomic_load_n(&wh->media_report_ms,
+                                                      __ATOMIC_RELAXED);
     }
 
     if (!ngx_http_wa_ring_usable(wmcf, ngx_cycle->log)) {
@@ -189,6 +199,15 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
             "\"errors\":%uL",
             st->webhook.raw_events, st->webhook.echoes, st->webhook.errors);
 
+    /* waiting and failed are the fetcher's last report of the database;
+     * its age says whether a fetcher runs at all */
+    p = ngx_sprintf(p,
+            "},\"media\":{\"downloaded\":%uL,\"download_errors\":%uL,"
+            "\"waiting\":%uL,\"failed\":%uL,\"report_age_ms\":%uL",
+            st->webhook.media_downloaded, st->webhook.media_errors,
+            st->webhook.media_waiting, st->webhook.media_failed,
+            ngx_http_wa_age(st->now_ms, st->webhook.media_report_ms));
+
     p = ngx_sprintf(p,
             "},\"writer\":{\"alive\":%s,\"pid\":%D,\"heartbeat_age_ms\":%uL,"
             "\"last_flush_age_ms\":%uL,",
@@ -258,6 +277,20 @@ ngx_http_wa_status_prometheus(u_char *p, ngx_http_wa_status_t *st)
             "wa_webhook_records_total{kind=\"echo\"} %uL\n"
             "wa_webhook_records_total{kind=\"error\"} %uL\n",
             st->webhook.raw_events, st->webhook.echoes, st->webhook.errors);
+
+    p = ngx_sprintf(p,
+            "# TYPE wa_media_downloads_total counter\n"
+            "wa_media_downloads_total{result=\"ok\"} %uL\n"
+            "wa_media_downloads_total{result=\"error\"} %uL\n"
+            "# TYPE wa_media_waiting gauge\n"
+            "wa_media_waiting %uL\n"
+            "# TYPE wa_media_failed gauge\n"
+            "wa_media_failed %uL\n"
+            "# TYPE wa_media_report_age_seconds gauge\n"
+            "wa_media_report_age_seconds %uL\n",
+            st->webhook.media_downloaded, st->webhook.media_errors,
+            st->webhook.media_waiting, st->webhook.media_failed,
+            ngx_http_wa_age(st->now_ms, st->webhook.media_report_ms) / 1000);
 
     p = ngx_sprintf(p,
             "# TYPE wa_writer_up gauge\n"
