@@ -81,7 +81,7 @@ $(BUILD)/wa_migrations.c: $(SQL_SCHEMA) $(SQL_FUNCS) writer/embed-sql.sh
 
 $(WRITER): $(WRITER_SRCS) $(SHARED_SRCS) $(SHARED_HDRS) $(BUILD)/wa_migrations.c
 	$(CC) $(ALL_CFLAGS) -I common -I writer -I $(PG_INC) -o $@ \
-	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c -lpq
+	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c -lpq -lcurl -lcjson
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	@mkdir -p $(BUILD)/t

@@ -34,6 +34,9 @@ main(int argc, char **argv)
     case WA_CMD_BACKFILL:
         return wa_backfill(&conf);
 
+    case WA_CMD_MEDIA:
+        return wa_media(&conf);
+
     case WA_CMD_RUN:
     default:
         return wa_daemon(&conf);

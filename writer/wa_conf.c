@@ -24,6 +24,12 @@ enum {
     WA_OPT_RING_SIZE,
     WA_OPT_BATCH,
     WA_OPT_RUNS,
+    WA_OPT_MEDIA_DIR,
+    WA_OPT_MEDIA_URL,
+    WA_OPT_MEDIA_KEY,
+    WA_OPT_MEDIA_GIVE_UP,
+    WA_OPT_MEDIA_TIMEOUT,
+    WA_OPT_MEDIA_RETRY,
     WA_OPT_HELP
 };
 
@@ -41,7 +47,8 @@ typedef struct {
 static const wa_opt_t  wa_opts[] = {
     { "ring", WA_OPT_RING, "WA_RING", WA_C(WA_CMD_RUN) | WA_C(WA_CMD_STATUS) },
     { "db", WA_OPT_DB, "WA_DB",
-      WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MIGRATE) | WA_C(WA_CMD_BACKFILL) },
+      WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MIGRATE) | WA_C(WA_CMD_BACKFILL)
+      | WA_C(WA_CMD_MEDIA) },
     /* per transaction, one spelling: records (run), rows (backfill-leads);
      * a name's entries are next to each other */
     { "batch-size", WA_OPT_BATCH_SIZE, "WA_BATCH_SIZE", WA_C(WA_CMD_RUN) },
@@ -51,15 +58,24 @@ static const wa_opt_t  wa_opts[] = {
       WA_C(WA_CMD_RUN) },
     { "idle-ms", WA_OPT_IDLE, "WA_IDLE_MS", WA_C(WA_CMD_RUN) },
     { "backoff-max-ms", WA_OPT_BACKOFF_MAX, "WA_BACKOFF_MAX_MS",
-      WA_C(WA_CMD_RUN) },
+      WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MEDIA) },
     { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
     { "batch", WA_OPT_BATCH, NULL, WA_C(WA_CMD_BACKFILL) },  /* old name */
     { "runs", WA_OPT_RUNS, "WA_RUNS", WA_C(WA_CMD_RUN) },
+    { "media-dir", WA_OPT_MEDIA_DIR, "WA_MEDIA_DIR", WA_C(WA_CMD_MEDIA) },
+    { "media-url", WA_OPT_MEDIA_URL, "WA_MEDIA_URL", WA_C(WA_CMD_MEDIA) },
+    { "media-key", WA_OPT_MEDIA_KEY, "WA_MEDIA_KEY", WA_C(WA_CMD_MEDIA) },
+    { "media-give-up-after", WA_OPT_MEDIA_GIVE_UP, "WA_MEDIA_GIVE_UP_AFTER",
+      WA_C(WA_CMD_MEDIA) },
+    { "media-timeout-ms", WA_OPT_MEDIA_TIMEOUT, "WA_MEDIA_TIMEOUT_MS",
+      WA_C(WA_CMD_MEDIA) },
+    { "media-retry-ms", WA_OPT_MEDIA_RETRY, "WA_MEDIA_RETRY_MS",
+      WA_C(WA_CMD_MEDIA) },
     { NULL, 0, NULL, 0 }
 };
 
 static const char  *wa_cmd_names[] = {
-    "run", "migrate", "status", "backfill-leads"
+    "run", "migrate", "status", "backfill-leads", "media"
 };
 
 
@@ -78,6 +94,7 @@ wa_conf_usage(FILE *stream)
 "       wa-writer migrate [--db DSN]\n"
 "       wa-writer status --ring PATH\n"
 "       wa-writer backfill-leads [--db DSN] [--batch-size N]\n"
+"       wa-writer media --media-dir DIR --media-url URL [--db DSN] [options]\n"
 "\n"
 "Drains the ngx_wa ring into PostgreSQL; the ring's cursor moves only\n"
 "after COMMIT. DSN is a libpq connection string or URI; without --db the\n"
@@ -107,6 +124,22 @@ wa_conf_usage(FILE *stream)
 "                                                      [WA_BACKFILL_BATCH]\n"
 "  --batch N              the same, its old spelling\n"
 "\n"
+"media options (the fetcher of inbound media):\n"
+"  --media-dir DIR        where files are kept: nginx's wa_media_path\n"
+"                                                           [WA_MEDIA_DIR]\n"
+"  --media-url URL        nginx's wa_media_fetch location    [WA_MEDIA_URL]\n"
+"  --media-key KEY        its X-WA-Key, when wa_send_key is set there\n"
+"                                                           [WA_MEDIA_KEY]\n"
+"  --media-give-up-after SEC  a media not fetched by then is given up,\n"
+"                         60-31536000 (2592000: 30 days)\n"
+"                                                 [WA_MEDIA_GIVE_UP_AFTER]\n"
+"  --media-timeout-ms MS  longest wait for nginx's answer, 1000-3600000\n"
+"                         (300000)                   [WA_MEDIA_TIMEOUT_MS]\n"
+"  --media-retry-ms MS    wait before the first retry of a failed fetch,\n"
+"                         doubled each time up to an hour, 100-3600000\n"
+"                         (5000)                       [WA_MEDIA_RETRY_MS]\n"
+"  --backoff-max-ms MS    longest wait while the database is down\n"
+"\n"
 "  -h, --help             this text\n");
 }
 
@@ -127,6 +160,9 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->backoff_max_ms = 5000;
     conf->backfill_batch = 1000;
     conf->runs = 16;
+    conf->media_give_up_sec = 2592000;
+    conf->media_timeout_ms = 300000;
+    conf->media_retry_ms = 5000;
 
     first = 1;
 
@@ -147,7 +183,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
 
         if (i == (int) (sizeof(wa_cmd_names) / sizeof(char *))) {
             fprintf(stderr, "wa-writer: unknown command \"%s\" "
-                    "(run, migrate, status, backfill-leads; see --help)\n",
+                    "(run, migrate, status, backfill-leads, media; see --help)\n",
                     argv[1]);
             return WA_EXIT_USAGE;
         }
@@ -240,6 +276,14 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
         return WA_EXIT_USAGE;
     }
 
+    if (conf->cmd == WA_CMD_MEDIA
+        && (conf->media_dir == NULL || conf->media_url == NULL))
+    {
+        fprintf(stderr, "wa-writer: media needs --media-dir DIR and "
+                "--media-url URL (or WA_MEDIA_DIR, WA_MEDIA_URL)\n");
+        return WA_EXIT_USAGE;
+    }
+
     return WA_EXIT_OK;
 }
 
@@ -289,6 +333,36 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
 
     case WA_OPT_RUNS:
         return wa_conf_uint(value, from, 0, 100000, &conf->runs);
+
+    case WA_OPT_MEDIA_DIR:
+    case WA_OPT_MEDIA_URL:
+    case WA_OPT_MEDIA_KEY:
+        if (value[0] == '\0') {
+            fprintf(stderr, "wa-writer: %s: empty\n", from);
+            return -1;
+        }
+
+        if (opt == WA_OPT_MEDIA_DIR) {
+            conf->media_dir = value;
+        } else if (opt == WA_OPT_MEDIA_URL) {
+            conf->media_url = value;
+        } else {
+            conf->media_key = value;
+        }
+
+        return 0;
+
+    case WA_OPT_MEDIA_GIVE_UP:
+        return wa_conf_uint(value, from, 60, 31536000,
+                            &conf->media_give_up_sec);
+
+    case WA_OPT_MEDIA_TIMEOUT:
+        return wa_conf_uint(value, from, 1000, 3600000,
+                            &conf->media_timeout_ms);
+
+    case WA_OPT_MEDIA_RETRY:
+        return wa_conf_uint(value, from, 100, 3600000,
+                            &conf->media_retry_ms);
     }
 
     return -1;

@@ -32,7 +32,8 @@ typedef enum {
     WA_CMD_RUN = 0,
     WA_CMD_MIGRATE,
     WA_CMD_STATUS,
-    WA_CMD_BACKFILL
+    WA_CMD_BACKFILL,
+    WA_CMD_MEDIA
 } wa_cmd_e;
 
 typedef struct {
@@ -47,6 +48,13 @@ typedef struct {
     unsigned      backfill_batch;
     unsigned      runs;             /* shortest run for a set statement, 0:
                                        none (wa_set.c) */
+    /* media: the fetcher (wa_media.c) */
+    const char   *media_dir;
+    const char   *media_url;        /* nginx's wa_media_fetch location */
+    const char   *media_key;        /* its X-WA-Key; never logged */
+    unsigned      media_give_up_sec;
+    unsigned      media_timeout_ms;
+    unsigned      media_retry_ms;   /* first retry's wait, then doubled */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -200,6 +208,7 @@ int wa_daemon(wa_conf_t *conf);      /* run: the daemon loop */
 int wa_migrate(wa_conf_t *conf);
 int wa_show(wa_conf_t *conf);        /* status: the ring header */
 int wa_backfill(wa_conf_t *conf);
+int wa_media(wa_conf_t *conf);       /* media: the fetcher of inbound media */
 
 
 /* SQL embedded at build time (writer/embed-sql.sh): the schema
