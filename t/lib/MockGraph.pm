@@ -21,6 +21,19 @@ package MockGraph;
 #                 (the next request on it finds it dead)
 #   anything else 200 with a fresh wamid
 #
+# GET /{media-id} is the media lookup, GET /media-dl/{media-id} the
+# download its url points to (both want the channel's token; the mock
+# records what they got). The media id picks the behaviour:
+#
+#   GONE_<x>      lookup 404, Meta's code 100: the id is unknown (expired)
+#   BIG_<x>       lookup announces 200 MB
+#   BADSHA_<x>    the download's bytes never match the lookup's sha256
+#   FAILDL<n>_<x> the first n downloads answer 500
+#   SLOWDL<ms>_<x> the download waits ms first
+#   SIZE<n>_<x>   a file of n bytes (default 20000)
+#   DUP_<x>       the same bytes whatever x is (one stored file)
+#   DOC_<x>       application/pdf; VOICE_<x> audio/ogg; else image/jpeg
+#
 # One process per connection, keep-alive honoured, so slow answers do not
 # hold up others and connection reuse is visible: each record names its
 # connection (conn) and its place on it (n, from 1).
@@ -154,6 +167,20 @@ sub connection {
         my $body = '';
         read($c, $body, $h{'content-length'}) if $h{'content-length'};
 
+        if ($method eq 'GET') {
+            $n++;
+            my $rec = { method => $method, path => $path, headers => \%h,
+                        body => '', conn => $conn, n => $n, at => time };
+            my $f = sprintf '%s/req-%.6f-%s-%d', $dir, time, $conn, $n;
+            open my $fh, '>', "$f.tmp" or die;
+            print $fh $json->encode($rec);
+            close $fh;
+            rename "$f.tmp", $f;
+            media($c, $dir, $path, \%h);
+            return if lc($h{connection} // '') eq 'close';
+            next;
+        }
+
         my $req = eval { $json->decode($body) };
         $req = {} unless ref $req eq 'HASH';
         my $text = ref $req->{text} eq 'HASH' ? $req->{text}{body} // '' : '';
@@ -230,6 +257,77 @@ sub connection {
         return if $text =~ /^CLOSE_AFTER_/;
         return if lc($h{connection} // '') eq 'close';
     }
+}
+
+sub media_bytes {
+    my ($id) = @_;
+    my $size = $id =~ /SIZE(\d+)_/ ? $1 : 20000;
+    my $seed = $id =~ /^DUP_/ ? 'the same bytes ' : "bytes of $id ";
+    my $b = $seed x (int($size / length $seed) + 1);
+    return substr $b, 0, $size;
+}
+
+sub media_mime {
+    my ($id) = @_;
+    return $id =~ /^DOC_/ ? 'application/pdf'
+         : $id =~ /^VOICE_/ ? 'audio/ogg; codecs=opus' : 'image/jpeg';
+}
+
+sub media_answer {
+    my ($c, $status, $type, $body) = @_;
+    my $reason = { 200 => 'OK', 401 => 'Unauthorized', 404 => 'Not Found',
+                   500 => 'Internal Server Error' }->{$status} // 'Status';
+    print $c "HTTP/1.1 $status $reason\r\nContent-Type: $type\r\n"
+           . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
+    $c->flush;
+}
+
+# the two-step media flow of the Cloud API
+sub media {
+    my ($c, $dir, $path, $h) = @_;
+    require Digest::SHA;
+    my $auth = $h->{authorization} // '';
+    if ($auth !~ /^Bearer \S+$/) {
+        return media_answer($c, 401, 'application/json', $json->encode(
+            { error => { message => 'no token', code => 190 } }));
+    }
+
+    if ($path =~ m{^/media-dl/([\w.-]+)}) {
+        my $id = $1;
+        if ($id =~ /^FAILDL(\d+)_/) {
+            my $max = $1;
+            (my $mark = "$dir/dl-$id") =~ s/[^\w\/.-]/_/g;
+            open my $fh, '>>', $mark; print $fh "x"; close $fh;
+            if (-s $mark <= $max) {
+                return media_answer($c, 500, 'text/plain', 'try later');
+            }
+        }
+        sleep $1 / 1000 if $id =~ /^SLOWDL(\d+)_/;
+        my $bytes = media_bytes($id);
+        $bytes =~ s/^./X/ if $id =~ /^BADSHA_/;
+        return media_answer($c, 200, media_mime($id), $bytes);
+    }
+
+    my ($id) = $path =~ m{/([\w.-]+)$};
+    $id //= '';
+    if ($id =~ /^GONE_/) {
+        return media_answer($c, 404, 'application/json', $json->encode(
+            { error => { message => "Unsupported get request. Object with "
+                         . "ID '$id' does not exist", type => 'GraphMethodException',
+                         code => 100, error_subcode => 33,
+                         fbtrace_id => 'AmockGone' } }));
+    }
+
+    my $bytes = media_bytes($id);
+    my $base = $h->{'x-front-host'} ? "https://$h->{'x-front-host'}"
+             : "http://$h->{host}";
+    media_answer($c, 200, 'application/json', $json->encode({
+        messaging_product => 'whatsapp',
+        url => "$base/media-dl/$id?sig=mock-signature",
+        mime_type => media_mime($id),
+        sha256 => Digest::SHA::sha256_hex($bytes),
+        file_size => $id =~ /^BIG_/ ? 200 * 1024 * 1024 : length $bytes,
+        id => $id }));
 }
 
 1;

@@ -202,6 +202,32 @@ sub start_writer {
     return $pid;
 }
 
+# wa-writer media, the fetcher of inbound media, logging to media.log
+sub start_media {
+    my ($self, @args) = @_;
+    die "fetcher already running" if $self->{media_pid};
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/media.log" or die;
+        open STDERR, '>>', "$self->{dir}/media.log" or die;
+        { exec $self->as_user("$BUILD/wa-writer", 'media', '--db', $self->dsn,
+                              @args) }
+        print STDERR "exec wa-writer media: $!\n";
+        POSIX::_exit(127);
+    }
+    return $self->{media_pid} = $pid;
+}
+
+sub stop_media {
+    my ($self, $sig) = @_;
+    my $pid = delete $self->{media_pid} or return;
+    kill $sig // 'TERM', $pid;
+    waitpid $pid, 0;
+    return $?;
+}
+
+sub media_log { slurp("$_[0]{dir}/media.log") }
+
 # the writer under a wrapper command (valgrind, ...)
 sub start_writer_cmd {
     my ($self, @prefix) = @_;
@@ -463,6 +489,9 @@ $paths
             proxy_set_header Host \$host;
             proxy_set_header X-Front-Conn \$connection;
             proxy_set_header X-Front-Proto \$server_protocol;
+            # the name and port the client used: links the mock hands out
+            # (media downloads) lead back through the front
+            proxy_set_header X-Front-Host \$http_host;
             proxy_read_timeout 60s;
             # the mock hung up without answering: hang up on the client
             # too (a reset stream), not a 502 page the mock never sent
@@ -653,6 +682,7 @@ sub teardown {
 
     $self->stop_nginx;
     $self->stop_writer;
+    $self->stop_media;
     $self->save_sanitizer_reports;
     $self->stop_front;
     $self->{mock}->stop if $self->{mock};
