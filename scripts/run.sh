@@ -1,7 +1,8 @@
 #!/bin/sh
 # make run: the embedded default. A private PostgreSQL under ./run, the
 # schema, a mock Cloud API (unless WA_TOKEN and WA_PHONE_NUMBER_ID name a
-# real channel), nginx with the module on 127.0.0.1:8080, and the writer.
+# real channel), nginx with the module on 127.0.0.1:8080, the writer, and
+# the media fetcher (files under ./run/media).
 # Ctrl-C stops everything; a second run reuses the database.
 set -eu
 
@@ -25,8 +26,8 @@ else
     USER_LINE=""
 fi
 
-mkdir -p "$RUN/pg" "$RUN/nginx"
-[ "$(id -u)" = 0 ] && chown nobody:nogroup "$RUN" "$RUN/pg" "$RUN/nginx"
+mkdir -p "$RUN/pg" "$RUN/nginx" "$RUN/media"
+[ "$(id -u)" = 0 ] && chown nobody:nogroup "$RUN" "$RUN/pg" "$RUN/nginx" "$RUN/media"
 chmod 0755 "$RUN"
 
 pids=""
@@ -95,6 +96,16 @@ http {
         location = /webhook { wa_webhook; }
         location = /send    { wa_send; }
         location = /status  { wa_status; }
+        location = /wa-media-fetch {
+            wa_media_fetch;
+            wa_media_path $RUN/media;
+            allow 127.0.0.1;
+            deny all;
+        }
+        location /media/ {
+            wa_media_serve;
+            wa_media_path $RUN/media;
+        }
     }
 }
 EOF
@@ -104,10 +115,14 @@ EOF
 $AS "$TOP/build/wa-writer" --ring "$RUN/ring" --db "$DSN" 2>>"$RUN/writer.log" &
 pids="$pids $!"
 
+$AS "$TOP/build/wa-writer" media --db "$DSN" --media-dir "$RUN/media" \
+    --media-url "http://127.0.0.1:$PORT/wa-media-fetch" 2>>"$RUN/media.log" &
+pids="$pids $!"
+
 cat <<EOF
 
 ngx_wa is running: nginx on 127.0.0.1:$PORT, PostgreSQL on 127.0.0.1:$PG_PORT
-logs: $RUN/nginx/error.log  $RUN/writer.log
+logs: $RUN/nginx/error.log  $RUN/writer.log  $RUN/media.log
 
   # send a message (recorded before it is sent)
   curl -s localhost:$PORT/send -H 'Content-Type: application/json' \\
