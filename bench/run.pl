@@ -42,12 +42,27 @@ my $flask_port = WaTest::free_port();
 my $PHONE = $WaTest::PHONE_ID;
 my $TOKEN = $WaTest::TOKEN;
 
+# inbound media: the bench's mock answers every lookup with one 20 KB file
+my $MEDIA_DIR = $t->dir . '/media';
+mkdir $MEDIA_DIR; chmod 0777, $MEDIA_DIR;
+my $media_file = 'x' x 20480;
+WaTest::spew($t->dir . '/bench-media.jpg', $media_file);
+my $media_sha = Digest::SHA::sha256_hex($media_file);
+
 $t->start_nginx(ring_size => '512m', workers => 2, worker_connections => 8192,
                 main => 'worker_rlimit_nofile 20000;', http => <<EOF, server => <<EOF);
     access_log off;
     upstream graph_mock { server 127.0.0.1:$mock_port; keepalive 64; }
     server {
         listen 127.0.0.1:$mock_port;
+        location ~ ^/media-dl/ {
+            root ${\ $t->dir };
+            try_files /bench-media.jpg =404;
+        }
+        location ~ ^/bench-media- {
+            default_type application/json;
+            return 200 '{"url":"http://127.0.0.1:$mock_port/media-dl/x","mime_type":"image/jpeg","sha256":"$media_sha","file_size":20480}';
+        }
         location / {
             return 200 '{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.mock.\$request_id"}]}';
         }
@@ -75,6 +90,12 @@ EOF
             wa_channel $PHONE business=1 token=$TOKEN;
             wa_send_concurrency 2000;
             wa_send_timeout 60s;
+        }
+        location = /wa-media-fetch {
+            wa_media_fetch;
+            wa_media_path $MEDIA_DIR;
+            wa_api_base http://127.0.0.1:$mock_port;
+            wa_channel $PHONE business=1 token=$TOKEN;
         }
         location /proxy {
             proxy_pass http://graph_mock/v21.0/$PHONE/messages;
@@ -353,6 +374,38 @@ my $slow_ok = WaTest::slurp($t->dir . '/slow.out') =~ /(\d+)/ ? $1 : 0;
 row('webhook p99, alone vs 1,000 sends waiting', "$quiet->{p99_ms} ms -> $busy->{p99_ms} ms",
     sprintf('%.0f -> %.0f req/s', $quiet->{rps}, $busy->{rps}),
     "$slow_ok of 1000 slow sends answered 200");
+
+# ---- 4b. inbound media -------------------------------------------------------
+
+print STDERR "inbound media\n";
+my $ig = $tag->('i');
+$t0 = time;
+my $wi = wrk(url('/webhook'), args => [ "tag=$ig", 'media=1' ]);
+my ($istored, $itook) = persisted($ig, $wi->{ok}, $t0);
+row('wa_webhook, image messages (media queued)', sprintf('%.0f req/s', $wi->{rps}),
+    "p50 $wi->{p50_ms} ms", "p99 $wi->{p99_ms} ms",
+    sprintf('x%.2f of text', $wi->{rps} / $wh->{rps}));
+row('  persisted, each image queued in wa_media',
+    sprintf('%.0f msg/s', $istored / $itook),
+    sprintf('x%.2f of text', ($istored / $itook) / ($stored / $took)),
+    "$istored of $wi->{ok} acknowledged stored",
+    $istored >= $wi->{ok} ? 'all' : 'MISSING');
+
+# one fetcher drains the queue: lookup, 20 KB download, fsync, rename, row
+$t->start_media('--media-dir', $MEDIA_DIR, '--media-url', url('/wa-media-fetch'));
+sleep 2;
+my $fetched = sub { $t->sql_value("SELECT count(*) FROM wa_media WHERE state = 'fetched'") };
+my $f0 = $fetched->();
+my $ft0 = time;
+# webhooks (text) meanwhile: the fetch path must not slow them
+my $wf = wrk(url('/webhook'), args => [ 'tag=' . $tag->('f') ]);
+my $frate = ($fetched->() - $f0) / (time - $ft0);
+$t->stop_media;
+row('media fetched by one wa-writer media', sprintf('%.0f media/s', $frate),
+    'lookup + 20 KB + fsync + rename + row', '', '');
+row('wa_webhook, text, while media are fetched', sprintf('%.0f req/s', $wf->{rps}),
+    "p50 $wf->{p50_ms} ms", "p99 $wf->{p99_ms} ms",
+    sprintf('x%.2f of text alone', $wf->{rps} / $wh->{rps}));
 
 # ---- 5. writer drain vs COPY (its own PostgreSQL: bench/writer.pl) ----------
 

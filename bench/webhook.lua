@@ -1,8 +1,10 @@
 -- wrk script: one webhook per request, each with a message id never used
 -- before (run tag, thread, counter), 1000 senders.
 --
---   wrk ... -s webhook.lua URL -- [tag=T] [delay=MS] [bodies=FILE]
+--   wrk ... -s webhook.lua URL -- [tag=T] [delay=MS] [bodies=FILE] [media=1]
 --
+-- media=1: image messages (media ids the bench's mock looks up) instead of
+-- text.
 -- delay: pause each connection MS ms between requests (a paced load).
 -- bodies: lines "SIGNATURE<TAB>BODY", pre-signed (Lua cannot HMAC fast);
 -- thread k of n sends lines k, k+n, ... and cycles: ids repeat after the
@@ -25,6 +27,7 @@ function init(args)
     tag = opt.tag or (os.time() .. "." .. math.random(1, 1e9))
     prefix = "wamid.bench." .. tag .. "." .. tid .. "."
     pause = tonumber(opt.delay or "0")
+    media = opt.media == "1"
     signed = nil
     if opt.bodies then
         signed = {}
@@ -52,7 +55,11 @@ function request()
             ["X-Hub-Signature-256"] = "sha256=" .. s[1]}, s[2])
     end
     local from = "97250" .. string.format("%07d", n % 1000)
-    local body = '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Bench"},"wa_id":"' .. from .. '"}],"messages":[{"from":"' .. from .. '","id":"' .. prefix .. n .. '","timestamp":"1700000000","type":"text","text":{"body":"hello from the bench"}}]}}]}]}'
+    local content = '"type":"text","text":{"body":"hello from the bench"}'
+    if media then
+        content = '"type":"image","image":{"id":"bench-media-' .. tag .. '-' .. tid .. '-' .. n .. '","mime_type":"image/jpeg","sha256":"bench"}'
+    end
+    local body = '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Bench"},"wa_id":"' .. from .. '"}],"messages":[{"from":"' .. from .. '","id":"' .. prefix .. n .. '","timestamp":"1700000000",' .. content .. '}]}}]}]}'
     return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 
