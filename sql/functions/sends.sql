@@ -59,14 +59,17 @@ BEGIN
 
     IF v_id IS NOT NULL THEN
         -- a later attempt of a failed send; the trace of the failed call
-        -- goes with its error (the new call's outcome brings its own)
-        IF v_status = 'failed' AND v_attempts < v_attempt THEN
+        -- goes with its error (the new call's outcome brings its own). Its
+        -- row may still be pending: the failed outcome came through
+        -- another host's ring (wa_send_idempotency_db hands a refused key
+        -- to whichever host is asked next), and is stale once it comes.
+        IF v_status IN ('failed', 'pending') AND v_attempts < v_attempt THEN
             UPDATE whatsapp_message m
                SET status = 'pending', attempts = v_attempt,
                    error_code = NULL, error_title = NULL,
                    error_detail = NULL, retryable = NULL, fbtrace_id = NULL,
                    updated_at = now()
-             WHERE m.id = v_id AND m.status = 'failed'
+             WHERE m.id = v_id AND m.status IN ('failed', 'pending')
                AND m.attempts < v_attempt;
 
             IF FOUND THEN
