@@ -15,8 +15,6 @@
 #define NGX_HTTP_WA_IDEM_KEEP      86400         /* s an answer is kept */
 #define NGX_HTTP_WA_IDEM_STUCK     3600          /* s before an in-flight
                                                     entry may be evicted */
-#define NGX_HTTP_WA_IDEM_SLACK     5             /* s past a send's longest
-                                                    life: its worker died */
 
 
 /* one client_ref: in flight (status 0) or its answer */

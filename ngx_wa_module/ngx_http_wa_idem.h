@@ -10,6 +10,8 @@
 
 
 #define NGX_HTTP_WA_LOCAL_ID_LEN      64     /* a send's id, NUL included */
+#define NGX_HTTP_WA_IDEM_SLACK        5      /* s past a send's longest
+                                                life: its worker died */
 
 /* what ngx_http_wa_idem_begin() found; NGX_ERROR: the zone is full */
 #define NGX_HTTP_WA_IDEM_NEW          0

@@ -5,6 +5,7 @@
  */
 
 #include "ngx_http_wa_module.h"
+#include "ngx_http_wa_claim.h"
 #include "ngx_http_wa_idem.h"
 
 
@@ -217,6 +218,20 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       offsetof(ngx_http_wa_loc_conf_t, send_max_body),
       NULL },
 
+    { ngx_string("wa_send_idempotency_db"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_wa_claim_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("wa_send_idempotency_db_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_wa_main_conf_t, claim_timeout),
+      &ngx_http_wa_positive_msec },
+
     { ngx_string("wa_send_idempotency_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -280,6 +295,7 @@ ngx_http_wa_create_main_conf(ngx_conf_t *cf)
     wmcf->ring.fd = -1;
     wmcf->ring_gid = (ngx_gid_t) NGX_CONF_UNSET_UINT;
     wmcf->idem_size = NGX_CONF_UNSET_SIZE;
+    wmcf->claim_timeout = NGX_CONF_UNSET_MSEC;
 
     return wmcf;
 }
@@ -295,6 +311,8 @@ ngx_http_wa_postconfiguration(ngx_conf_t *cf)
     if (ngx_http_wa_webhook_init_conf(cf, wmcf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_conf_init_msec_value(wmcf->claim_timeout, 3000);
 
     if (!wmcf->has_send) {
         return NGX_OK;
@@ -894,6 +912,13 @@ ngx_http_wa_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* after the send path: the claims name the worker by its nonce */
+    if (wmcf->has_send
+        && ngx_http_wa_claim_init_process(cycle, wmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -909,31 +934,9 @@ ngx_http_wa_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* sends first: the ring is still mapped for their outcomes */
+    /* sends first: the ring is still mapped for their outcomes; then the
+     * claims they could not end, logged */
     ngx_http_wa_send_exit_process(wmcf);
+    ngx_http_wa_claim_exit_process(wmcf);
     ngx_http_wa_ring_exit_process(wmcf);
 }
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -66,6 +66,11 @@ typedef struct {
     ngx_uint_t                send_seq;        /* per worker, for local ids */
     uint64_t                  send_nonce;      /* per worker, random */
 
+    /* client_ref across hosts: wa_send_idempotency_db */
+    ngx_str_t                 claim_conninfo;  /* empty: off */
+    ngx_msec_t                claim_timeout;
+    void                     *claimdb;         /* per worker */
+
     /* webhook path */
     ngx_shm_zone_t           *webhook_zone;    /* the counters' zone */
 } ngx_http_wa_main_conf_t;

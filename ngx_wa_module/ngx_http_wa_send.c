@@ -20,6 +20,7 @@
 #include "ngx_http_wa_module.h"
 #include "ngx_http_wa_curl.h"
 #include "ngx_http_wa_idem.h"
+#include "ngx_http_wa_claim.h"
 #include "wa_send_parse.h"
 
 #include <sys/random.h>
@@ -43,6 +44,11 @@ typedef struct {
     char                       attempt_text[NGX_INT_T_LEN + 1];
     u_char                     verdict;      /* 's', 'u' or 'f' */
     unsigned                   counted:1;    /* in wlcf->send_active */
+    unsigned                   claimed:1;    /* holds its client_ref in
+                                                wa_send_idempotency_db */
+    ngx_http_wa_channel_t     *ch;
+    u_char                     received_ms[NGX_INT64_LEN + 1];
+    ngx_http_wa_claim_t        claim;
 } ngx_http_wa_send_ctx_t;
 
 
@@ -54,6 +60,8 @@ static void ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx,
 static void ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx,
     wa_send_res_t *res, const char *verdict);
 static void ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_ended(ngx_http_wa_claim_t *cl);
+static void ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx);
 static void ngx_http_wa_send_cleanup(void *data);
 static void ngx_http_wa_send_free(ngx_http_wa_send_ctx_t *ctx);
 static void ngx_http_wa_send_attempt(ngx_http_wa_send_ctx_t *ctx,
@@ -62,6 +70,19 @@ static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
 static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
+static ngx_int_t ngx_http_wa_send_key_header(ngx_http_request_t *r,
+    wa_send_req_t *req);
+static ngx_int_t ngx_http_wa_send_go(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx);
+static ngx_int_t ngx_http_wa_send_claim(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl);
+static void ngx_http_wa_send_end(ngx_http_wa_send_ctx_t *ctx,
+    ngx_uint_t status, ngx_str_t *answer, u_char verdict);
+static void ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx,
+    ngx_http_request_t *r, ngx_uint_t status, u_char *body, size_t len);
+static ngx_int_t ngx_http_wa_send_unavailable(ngx_http_request_t *r,
+    const char *msg);
 
 
 
@@ -176,18 +197,15 @@ ngx_http_wa_send_read(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_wa_send_start(ngx_http_request_t *r)
 {
-    u_char                   *body, *auth, *url, ms[NGX_INT64_LEN + 1];
-    char                     *api_body, err[WA_SEND_ERR_LEN];
+    u_char                   *body;
+    char                      err[WA_SEND_ERR_LEN];
     size_t                    len;
     ngx_int_t                 rc;
     ngx_uint_t                status;
     ngx_str_t                 answer;
     ngx_pool_t               *pool;
     ngx_time_t               *tp;
-    wa_record_t               rec;
     const char               *msg;
-    ngx_table_elt_t          *h;
-    ngx_pool_cleanup_t       *cln;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
@@ -231,6 +249,14 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
         return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST, err);
     }
 
+    if (ngx_http_wa_send_key_header(r, &ctx->req) != NGX_OK) {
+        ngx_http_wa_send_free(ctx);
+        return ngx_http_wa_reply_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "Idempotency-Key: 1 to 128 printable "
+                                       "ASCII characters, and the same as "
+                                       "client_ref when both are given");
+    }
+
     ch = ngx_http_wa_send_channel(r, wlcf, &ctx->req, &msg);
     if (ch == NULL) {
         ngx_http_wa_send_free(ctx);
@@ -238,6 +264,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     }
 
     ctx->business = ch->business;
+    ctx->ch = ch;
 
     /* unique across workers, hosts and containers (the worker's random
      * nonce: identical pods have identical pids) and restarts (time) */
@@ -246,7 +273,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%016xL-%xi%Z",
                 (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
                 ++wmcf->send_seq);
-    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+    *ngx_sprintf(ctx->received_ms, "%uL",
+                 (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
 
     /* the same client_ref in the same business is sent once */
 
@@ -300,7 +328,37 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
             return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                            "idempotency zone full, retry");
         }
+
+        /* several hosts: PostgreSQL says which send of the key goes */
+        if (wmcf->claimdb != NULL) {
+            return ngx_http_wa_send_claim(r, ctx);
+        }
     }
+
+    return ngx_http_wa_send_go(r, ctx);
+}
+
+
+/* record it, then call the provider: NGX_DONE, or an answer's status */
+
+static ngx_int_t
+ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
+{
+    u_char                   *auth, *url;
+    char                     *api_body;
+    ngx_int_t                 rc;
+    ngx_pool_t               *pool;
+    wa_record_t               rec;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_loc_conf_t   *wlcf;
+    ngx_http_wa_main_conf_t  *wmcf;
+
+    wlcf = ctx->wlcf;
+    wmcf = ctx->wmcf;
+    ch = ctx->ch;
+    pool = ctx->xfer.pool;
+    api_body = NULL;
 
     /* the location's own limit, in this worker */
     if (wlcf->send_active >= wlcf->send_concurrency) {
@@ -333,7 +391,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     wa_record_set(&rec, WA_F_BODY, ctx->req.summary);
     /* the whole request: the message object and its reply context too */
     wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
-    wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
+    wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ctx->received_ms);
     ngx_http_wa_send_attempt(ctx, &rec);
 
     if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
@@ -386,22 +444,12 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
 unavailable:
 
-    if (ctx->idem_key.len) {
-        ngx_http_wa_idem_end(wmcf, &ctx->idem_key, 0, NULL, 0);
-    }
-
+    ngx_http_wa_send_end(ctx, 0, NULL, 0);
     ngx_http_wa_send_free(ctx);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h != NULL) {
-        h->hash = 1;
-        ngx_str_set(&h->key, "Retry-After");
-        ngx_str_set(&h->value, "1");
-    }
-
-    return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                   "ring full, ring unavailable or too many "
-                                   "sends in flight: nothing was sent, retry");
+    return ngx_http_wa_send_unavailable(r, "ring full, ring unavailable or "
+                                        "too many sends in flight: nothing "
+                                        "was sent, retry");
 
 failed:
 
@@ -632,15 +680,44 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
 static void
 ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 {
+    /*
+     * A claimed key's answer is in the database before the caller has it:
+     * whoever asks another host next gets it too, never a 409 after a 200.
+     * The caller waits one more query for that (its timeout bounded).
+     */
+    if (ctx->claimed && !ctx->xfer.exiting) {
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, ctx->status,
+                             &ctx->answer, ctx->verdict);
+        ctx->claimed = 0;
+        ctx->claim.done = ngx_http_wa_send_ended;
+        ngx_http_wa_claim_end(ctx->wmcf, &ctx->business,
+                              &ctx->claim.client_ref, ctx->local_id,
+                              ctx->status, &ctx->answer, ctx->verdict,
+                              &ctx->claim);
+        return;
+    }
+
+    ngx_http_wa_send_end(ctx, ctx->status, &ctx->answer, ctx->verdict);
+    ngx_http_wa_send_deliver(ctx);
+}
+
+
+static void
+ngx_http_wa_send_ended(ngx_http_wa_claim_t *cl)
+{
+    ngx_http_wa_send_deliver(cl->data);
+}
+
+
+/* the answer to the caller, if it is still there; ctx goes */
+
+static void
+ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
+{
     u_char              *answer;
     ngx_int_t            rc;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
-
-    if (ctx->idem_key.len) {
-        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, ctx->status,
-                             &ctx->answer, ctx->verdict);
-    }
 
     r = ctx->request;
 
@@ -700,6 +777,278 @@ ngx_http_wa_send_cleanup(void *data)
     ngx_http_wa_send_ctx_t  *ctx = data;
 
     ctx->request = NULL;
+}
+
+
+/* the client_ref's zone entry, and its claim when one is held, learn how
+ * the send ended (status 0: nothing was sent) */
+
+static void
+ngx_http_wa_send_end(ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status,
+    ngx_str_t *answer, u_char verdict)
+{
+    if (ctx->idem_key.len == 0) {
+        return;
+    }
+
+    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, status, answer, verdict);
+
+    if (ctx->claimed) {
+        ngx_http_wa_claim_end(ctx->wmcf, &ctx->business, &ctx->claim.client_ref,
+                              ctx->local_id, status, answer, verdict, NULL);
+        ctx->claimed = 0;
+    }
+}
+
+
+/* Idempotency-Key, the HTTP convention, is the client_ref when the body
+ * has none; both given, they must agree */
+
+static ngx_int_t
+ngx_http_wa_send_key_header(ngx_http_request_t *r, wa_send_req_t *req)
+{
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_wa_header(r, "Idempotency-Key",
+                           sizeof("Idempotency-Key") - 1);
+    if (h == NULL) {
+        return NGX_OK;
+    }
+
+    if (h->value.len == 0 || h->value.len > WA_SEND_REF_MAX) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < h->value.len; i++) {
+        if (h->value.data[i] < 0x21 || h->value.data[i] > 0x7e) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (req->client_ref[0]) {
+        return (ngx_strlen(req->client_ref) == h->value.len
+                && ngx_strncmp(req->client_ref, h->value.data, h->value.len)
+                   == 0)
+               ? NGX_OK : NGX_ERROR;
+    }
+
+    ngx_memcpy(req->client_ref, h->value.data, h->value.len);
+    req->client_ref[h->value.len] = '\0';
+
+    return NGX_OK;
+}
+
+
+/* ask wa_send_idempotency_db whether this send may go: the answer comes
+ * to ngx_http_wa_send_claimed() */
+
+static ngx_int_t
+ngx_http_wa_send_claim(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_wa_claim_t  *cl;
+
+    cl = &ctx->claim;
+    cl->pool = ctx->xfer.pool;
+    cl->business = ctx->business;
+    cl->client_ref.data = (u_char *) ctx->req.client_ref;
+    cl->client_ref.len = ngx_strlen(ctx->req.client_ref);
+    cl->local_id = ctx->local_id;
+    cl->life = (time_t) ((ctx->wlcf->send.timeout
+                          + ctx->wlcf->send.shutdown_timeout) / 1000)
+               + NGX_HTTP_WA_IDEM_SLACK;
+    cl->done = ngx_http_wa_send_claimed;
+    cl->data = ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        goto unavailable;
+    }
+
+    cln->handler = ngx_http_wa_send_cleanup;
+    cln->data = ctx;
+    ctx->cln = cln;
+    ctx->request = r;
+
+    if (ngx_http_wa_claim_begin(ctx->wmcf, cl) != NGX_OK) {
+        cln->handler = NULL;
+        ctx->cln = NULL;
+        ctx->request = NULL;
+        goto unavailable;
+    }
+
+    return NGX_DONE;
+
+unavailable:
+
+    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+    ngx_http_wa_send_free(ctx);
+
+    return ngx_http_wa_send_unavailable(r, "client_ref: "
+                                        "wa_send_idempotency_db is "
+                                        "unavailable: nothing was sent, "
+                                        "retry");
+}
+
+
+static void
+ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl)
+{
+    ngx_http_wa_send_ctx_t *ctx = cl->data;
+
+    ngx_int_t            rc;
+    ngx_str_t            answer;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (ctx->cln) {
+        ctx->cln->handler = NULL;
+        ctx->cln = NULL;
+    }
+
+    ctx->request = NULL;
+
+    switch (cl->result) {
+
+    case NGX_HTTP_WA_CLAIM_OURS:
+        ctx->claimed = 1;
+        ctx->attempt = cl->attempt;
+
+        if (r == NULL) {
+            /* the caller left before anything was sent: give it back */
+            ngx_http_wa_send_end(ctx, 0, NULL, 0);
+            ngx_http_wa_send_free(ctx);
+            return;
+        }
+
+        c = r->connection;
+        rc = ngx_http_wa_send_go(r, ctx);
+
+        if (rc != NGX_DONE) {
+            ngx_http_finalize_request(r, rc);
+        }
+
+        ngx_http_run_posted_requests(c);
+        return;
+
+    case NGX_HTTP_WA_CLAIM_ANSWERED:
+        ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                      "wa send: client_ref answered by send %s, answer "
+                      "replayed", ctx->local_id);
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, cl->status,
+                             &cl->answer, 's');
+        ngx_http_wa_send_reply(ctx, r, cl->status, cl->answer.data,
+                               cl->answer.len);
+        return;
+
+    case NGX_HTTP_WA_CLAIM_INTERRUPTED:
+        /* as a local replay of an interrupted send: its row "unknown" */
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, cl->status,
+                             &cl->answer, 'u');
+        ctx->attempt = cl->attempt;
+
+        answer.len = cl->answer.len;
+        answer.data = r ? ngx_pnalloc(r->pool, answer.len) : NULL;
+
+        if (answer.data == NULL) {
+            ngx_http_wa_send_free(ctx);
+
+            if (r) {
+                c = r->connection;
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                ngx_http_run_posted_requests(c);
+            }
+
+            return;
+        }
+
+        ngx_memcpy(answer.data, cl->answer.data, answer.len);
+
+        c = r->connection;
+        ngx_http_finalize_request(r, ngx_http_wa_send_interrupted(r, ctx,
+                                                      cl->status, &answer));
+        ngx_http_run_posted_requests(c);
+        return;
+
+    case NGX_HTTP_WA_CLAIM_BUSY:
+        ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                      "wa send: client_ref held by send %s in flight, "
+                      "answering 409", ctx->local_id);
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+        ngx_http_wa_send_reply(ctx, r, NGX_HTTP_CONFLICT,
+                               (u_char *) "{\"error\":\"client_ref: a send "
+                               "with this client_ref is in progress\"}",
+                               sizeof("{\"error\":\"client_ref: a send "
+                                      "with this client_ref is in "
+                                      "progress\"}") - 1);
+        return;
+
+    default:
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+        ngx_http_wa_send_free(ctx);
+
+        if (r != NULL) {
+            c = r->connection;
+            ngx_http_finalize_request(r, ngx_http_wa_send_unavailable(r,
+                "client_ref: wa_send_idempotency_db did not answer: "
+                "nothing was sent, retry"));
+            ngx_http_run_posted_requests(c);
+        }
+
+        return;
+    }
+}
+
+
+/* answer the caller (if it is still there) of a send that was not made;
+ * ctx goes, so the body is copied to the request's pool first */
+
+static void
+ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx, ngx_http_request_t *r,
+    ngx_uint_t status, u_char *body, size_t len)
+{
+    u_char            *copy;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    if (r == NULL) {
+        ngx_http_wa_send_free(ctx);
+        return;
+    }
+
+    copy = ngx_pnalloc(r->pool, len);
+
+    if (copy != NULL) {
+        ngx_memcpy(copy, body, len);
+    }
+
+    ngx_http_wa_send_free(ctx);
+
+    rc = copy ? ngx_http_wa_reply_json(r, status, copy, len)
+              : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    c = r->connection;
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_wa_send_unavailable(ngx_http_request_t *r, const char *msg)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h != NULL) {
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        ngx_str_set(&h->value, "1");
+    }
+
+    return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE, msg);
 }
 
 
