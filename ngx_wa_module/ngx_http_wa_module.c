@@ -229,7 +229,7 @@ static ngx_command_t  ngx_http_wa_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_wa_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_wa_add_variables,             /* preconfiguration */
     ngx_http_wa_postconfiguration,         /* postconfiguration */
 
     ngx_http_wa_create_main_conf,          /* create main configuration */
@@ -293,6 +293,10 @@ ngx_http_wa_postconfiguration(ngx_conf_t *cf)
     wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_wa_module);
 
     if (ngx_http_wa_webhook_init_conf(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_wa_channels_init_conf(cf, wmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

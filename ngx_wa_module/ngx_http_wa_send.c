@@ -34,6 +34,7 @@ typedef struct {
 
     wa_send_req_t              req;
     ngx_str_t                  business;
+    ngx_str_t                  channel;      /* its phone number id */
     ngx_str_t                  idem_key;     /* empty: no client_ref */
     char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
     ngx_str_t                  answer;
@@ -43,6 +44,11 @@ typedef struct {
     char                       attempt_text[NGX_INT_T_LEN + 1];
     u_char                     verdict;      /* 's', 'u' or 'f' */
     unsigned                   counted:1;    /* in wlcf->send_active */
+    unsigned                   recorded:1;   /* the outcome is in the ring */
+    const char                *outcome;      /* verdict, for $wa_send_status */
+    char                       wamid[sizeof(((wa_send_res_t *) 0)->wamid)];
+    char                       error_code[
+                                   sizeof(((wa_send_res_t *) 0)->error_code)];
 } ngx_http_wa_send_ctx_t;
 
 
@@ -62,6 +68,8 @@ static ngx_http_wa_channel_t *ngx_http_wa_send_channel(ngx_http_request_t *r,
     ngx_http_wa_loc_conf_t *wlcf, wa_send_req_t *req, const char **err);
 static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
+static void ngx_http_wa_send_vars(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx);
 
 
 
@@ -189,6 +197,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_table_elt_t          *h;
     ngx_pool_cleanup_t       *cln;
     ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
@@ -238,6 +247,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     }
 
     ctx->business = ch->business;
+    ctx->channel = ch->phone_number_id;
 
     /* unique across workers, hosts and containers (the worker's random
      * nonce: identical pods have identical pids) and restarts (time) */
@@ -247,6 +257,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
                 ++wmcf->send_seq);
     *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    ngx_http_wa_send_vars(r, ctx);
 
     /* the same client_ref in the same business is sent once */
 
@@ -339,6 +351,15 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
         goto unavailable;
     }
+
+    vars = ngx_http_get_module_ctx(r, ngx_http_wa_module);
+
+    if (vars != NULL) {
+        vars->records++;
+    }
+
+    ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
+                               ngx_http_wa_chan_offset(sends), 1);
 
     /* the provider call */
 
@@ -509,6 +530,7 @@ ngx_http_wa_send_interrupted(ngx_http_request_t *r,
                 "provider call was in flight", sizeof(res.error_title));
 
     ngx_http_wa_send_outcome(ctx, &res, "unknown", 0);
+    ngx_http_wa_send_vars(r, ctx);
     ngx_http_wa_send_free(ctx);
 
     return ngx_http_wa_reply_json(r, status, answer->data, answer->len);
@@ -522,6 +544,7 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     const char *verdict, long http_status)
 {
     u_char       http[NGX_INT_T_LEN + 1];
+    ngx_str_t    code;
     wa_record_t  rec;
 
     ngx_memzero(&rec, sizeof(wa_record_t));
@@ -555,6 +578,30 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                       "wa send %s: outcome \"%s\" (wamid %s) not recorded: "
                       "ring refused it", ctx->local_id, verdict,
                       res->ok ? res->wamid : "-");
+
+    } else {
+        ctx->recorded = 1;
+    }
+
+    /* what the variables and the channel's counters say of it */
+    ctx->outcome = verdict;
+    ngx_cpystrn((u_char *) ctx->wamid, (u_char *) (res->ok ? res->wamid : ""),
+                sizeof(ctx->wamid));
+    ngx_cpystrn((u_char *) ctx->error_code,
+                (u_char *) (res->ok ? "" : res->error_code),
+                sizeof(ctx->error_code));
+
+    ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
+                               res->ok ? ngx_http_wa_chan_offset(accepted)
+                               : verdict[0] == 'u'
+                                 ? ngx_http_wa_chan_offset(unknown)
+                                 : ngx_http_wa_chan_offset(failed), 1);
+
+    if (!res->ok && res->error_code[0]) {
+        code.data = (u_char *) res->error_code;
+        code.len = ngx_strlen(res->error_code);
+        ngx_http_wa_channels_error(ctx->wmcf, &ctx->channel, &ctx->business,
+                                   &code);
     }
 }
 
@@ -671,6 +718,8 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
     ctx->request = NULL;
     c = r->connection;
 
+    ngx_http_wa_send_vars(r, ctx);
+
     answer = NULL;
 
     if (ctx->answer.len) {
@@ -689,6 +738,55 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
     ngx_http_run_posted_requests(c);
 
     ngx_http_wa_send_free(ctx);
+}
+
+
+/*
+ * What the request's variables say of its send: the channel and local id
+ * from the start, the outcome once there is one. Copied to the request's
+ * pool: ctx goes with the transfer, the request lives on to its log phase.
+ */
+
+static void
+ngx_http_wa_send_vars(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_str_t            s;
+    ngx_http_wa_vars_t  *vars;
+
+    vars = ngx_http_wa_vars(r);
+    if (vars == NULL) {
+        return;
+    }
+
+    /* conf strings: they live as long as the cycle, longer than r */
+    vars->channel = ctx->channel;
+    vars->business = ctx->business;
+
+    if (vars->local_id.len == 0) {
+        s.data = (u_char *) ctx->local_id;
+        s.len = ngx_strlen(ctx->local_id);
+        vars->local_id.data = ngx_pstrdup(r->pool, &s);
+        vars->local_id.len = vars->local_id.data ? s.len : 0;
+    }
+
+    if (ctx->outcome == NULL) {
+        return;
+    }
+
+    vars->outcome.data = (u_char *) ctx->outcome;       /* static */
+    vars->outcome.len = ngx_strlen(ctx->outcome);
+
+    vars->records += ctx->recorded;
+
+    s.data = (u_char *) ctx->wamid;
+    s.len = ngx_strlen(ctx->wamid);
+    vars->wamid.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->wamid.len = vars->wamid.data ? s.len : 0;
+
+    s.data = (u_char *) ctx->error_code;
+    s.len = ngx_strlen(ctx->error_code);
+    vars->error_code.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->error_code.len = vars->error_code.data ? s.len : 0;
 }
 
 
