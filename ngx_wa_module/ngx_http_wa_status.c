@@ -50,8 +50,33 @@ typedef struct {
  * per-channel section is as long as the channels seen, bounded by the
  * zone's tables (NGX_HTTP_WA_CHANNELS_MAX, NGX_HTTP_WA_CODES_MAX).
  */
+#define NGX_HTTP_WA_STATUS_CHANNELS_BUF 1024    /* TYPE lines, dropped */
 #define NGX_HTTP_WA_STATUS_CHANNEL_BUF  2048
 #define NGX_HTTP_WA_STATUS_CODE_BUF     256
+
+
+/*
+ * Sections other concerns add to each channel (pacing, say), from zones
+ * of their own keyed by the same phone number id: json writes
+ * ,"key":value pairs inside a channel's object, after "errors";
+ * prometheus writes whole metric families (one TYPE line each, every
+ * channel's sample under it) labelled channel and business as these are,
+ * after these. size: the most bytes either writes per channel (and once
+ * more for its TYPE lines). chans: the channel slots in use, "other"
+ * (slot 0) among them.
+ */
+typedef struct {
+    size_t     size;
+    u_char  *(*json)(u_char *p, ngx_http_wa_main_conf_t *wmcf,
+                     ngx_http_wa_chan_slot_t *ch);
+    u_char  *(*prometheus)(u_char *p, ngx_http_wa_main_conf_t *wmcf,
+                           ngx_http_wa_chan_shctx_t *sh, ngx_uint_t *chans,
+                           ngx_uint_t n);
+} ngx_http_wa_status_section_t;
+
+static const ngx_http_wa_status_section_t  ngx_http_wa_status_sections[] = {
+    { 0, NULL, NULL }
+};
 
 
 static void ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
@@ -68,7 +93,7 @@ static ngx_int_t ngx_http_wa_status_wants_text(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_status_channels_read(ngx_http_request_t *r,
     ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_status_t *st);
 static u_char *ngx_http_wa_status_channels_json(u_char *p,
-    ngx_http_wa_status_t *st);
+    ngx_http_wa_status_t *st, ngx_http_wa_main_conf_t *wmcf);
 static u_char *ngx_http_wa_status_channels_prometheus(u_char *p,
     ngx_http_wa_status_t *st);
 static uint64_t ngx_http_wa_age(uint64_t now, uint64_t then);
@@ -81,8 +106,11 @@ ngx_int_t
 ngx_http_wa_status_handler(ngx_http_request_t *r)
 {
     u_char                   *body, *p;
+    size_t                    size;
     ngx_int_t                 rc;
     ngx_http_wa_status_t      st;
+
+    const ngx_http_wa_status_section_t  *sec;
     ngx_http_wa_main_conf_t  *wmcf;
     static ngx_str_t          prom = ngx_string("text/plain; version=0.0.4");
     static ngx_str_t          json = ngx_string("application/json");
@@ -104,10 +132,16 @@ ngx_http_wa_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    body = ngx_pnalloc(r->pool, NGX_HTTP_WA_STATUS_BUF + WA_RING_ERR_LEN * 6
-                                + wmcf->ring_path.len * 6
-                                + st.nchans * NGX_HTTP_WA_STATUS_CHANNEL_BUF
-                                + st.ncodes * NGX_HTTP_WA_STATUS_CODE_BUF);
+    size = NGX_HTTP_WA_STATUS_BUF + WA_RING_ERR_LEN * 6
+           + wmcf->ring_path.len * 6 + NGX_HTTP_WA_STATUS_CHANNELS_BUF
+           + st.nchans * NGX_HTTP_WA_STATUS_CHANNEL_BUF
+           + st.ncodes * NGX_HTTP_WA_STATUS_CODE_BUF;
+
+    for (sec = ngx_http_wa_status_sections; sec->json; sec++) {
+        size += (st.nchans + 1) * sec->size;
+    }
+
+    body = ngx_pnalloc(r->pool, size);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -115,6 +149,13 @@ ngx_http_wa_status_handler(ngx_http_request_t *r)
     if (ngx_http_wa_status_wants_text(r)) {
         p = ngx_http_wa_status_prometheus(body, &st);
         p = ngx_http_wa_status_channels_prometheus(p, &st);
+
+        for (sec = ngx_http_wa_status_sections; sec->json; sec++) {
+            if (st.chan != NULL) {
+                p = sec->prometheus(p, wmcf, st.chan, st.chans, st.nchans);
+            }
+        }
+
         return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &prom, body, p - body);
     }
 
@@ -244,7 +285,7 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
             st->webhook.media_waiting, st->webhook.media_failed,
             ngx_http_wa_age(st->now_ms, st->webhook.media_report_ms));
 
-    p = ngx_http_wa_status_channels_json(p, st);
+    p = ngx_http_wa_status_channels_json(p, st, wmcf);
 
     p = ngx_sprintf(p,
             "},\"writer\":{\"alive\":%s,\"pid\":%D,\"heartbeat_age_ms\":%uL,"
@@ -538,16 +579,17 @@ ngx_http_wa_status_channel_shown(ngx_http_wa_status_t *st, ngx_uint_t i)
  * ,"channels":{"<phone number id>":{"business":"1","sends":N,...,
  * "errors":{"<code>":N,...}},...},"channels_dropped":{...}
  *
- * One object per channel: counters that other concerns keep per channel
- * (pacing, say) belong inside it, rendered by the channel's id after
- * "errors", and beside these metrics in Prometheus with the same channel
- * and business labels.
+ * One object per channel: ngx_http_wa_status_sections add what other
+ * concerns count per channel inside it, after "errors".
  */
 
 static u_char *
-ngx_http_wa_status_channels_json(u_char *p, ngx_http_wa_status_t *st)
+ngx_http_wa_status_channels_json(u_char *p, ngx_http_wa_status_t *st,
+    ngx_http_wa_main_conf_t *wmcf)
 {
     ngx_uint_t                        i, k, first;
+
+    const ngx_http_wa_status_section_t  *sec;
     ngx_http_wa_chan_slot_t          *ch;
     ngx_http_wa_code_slot_t          *code;
     const ngx_http_wa_chan_counter_t *c;
@@ -595,7 +637,13 @@ ngx_http_wa_status_channels_json(u_char *p, ngx_http_wa_status_t *st)
                                                         __ATOMIC_RELAXED));
         }
 
-        p = ngx_sprintf(p, "}}");
+        p = ngx_sprintf(p, "}");
+
+        for (sec = ngx_http_wa_status_sections; sec->json; sec++) {
+            p = sec->json(p, wmcf, ch);
+        }
+
+        p = ngx_sprintf(p, "}");
     }
 
     return ngx_sprintf(p, "},\"channels_dropped\":{\"channels\":%uL,"

@@ -4,7 +4,8 @@
 # across a reload, bounded (an id that is not a plain token counts under
 # "other"); and the example alert rules in conf/wa-alerts.yml, each checked
 # against the metrics a real scrape holds (with promtool too when the
-# machine has it: Debian's prometheus package).
+# machine has it, Debian's prometheus package: the rules load, and fire on
+# the series of t/fixtures/wa-alerts.test.yml).
 
 use strict;
 use warnings;
@@ -157,10 +158,14 @@ like($alerts{WaReceiptsWaitingTooLong} // '', qr/wa_writer_receipts_oldest_age_s
 
 SKIP: {
     my $promtool = (grep { -x } map { "$_/promtool" } split /:/, $ENV{PATH})[0];
-    skip 'promtool is not installed (Debian: apt-get install prometheus, or scripts/deps.sh alerts)', 1
+    skip 'promtool is not installed (Debian: apt-get install prometheus, or scripts/deps.sh alerts)', 2
         unless $promtool;
     my ($rc, $out) = $t->run_quiet($promtool, 'check', 'rules', $file);
     is($rc, 0, 'promtool check rules accepts conf/wa-alerts.yml') or diag($out);
+    # the alerts fire on the series they watch, and only then
+    ($rc, $out) = $t->run_quiet($promtool, 'test', 'rules',
+                                "$WaTest::TOP/t/fixtures/wa-alerts.test.yml");
+    is($rc, 0, 'promtool test rules: the alerts fire when they should') or diag($out);
 }
 
 done_testing;

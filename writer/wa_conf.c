@@ -30,6 +30,7 @@ enum {
     WA_OPT_MEDIA_GIVE_UP,
     WA_OPT_MEDIA_TIMEOUT,
     WA_OPT_MEDIA_RETRY,
+    WA_OPT_CENSUS,
     WA_OPT_JSON,                    /* flags: no value */
     WA_OPT_ALL,
     WA_OPT_HELP
@@ -64,6 +65,7 @@ static const wa_opt_t  wa_opts[] = {
     { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
     { "batch", WA_OPT_BATCH, NULL, WA_C(WA_CMD_BACKFILL) },  /* old name */
     { "runs", WA_OPT_RUNS, "WA_RUNS", WA_C(WA_CMD_RUN) },
+    { "census-ms", WA_OPT_CENSUS, "WA_CENSUS_MS", WA_C(WA_CMD_RUN) },
     { "media-dir", WA_OPT_MEDIA_DIR, "WA_MEDIA_DIR", WA_C(WA_CMD_MEDIA) },
     { "media-url", WA_OPT_MEDIA_URL, "WA_MEDIA_URL", WA_C(WA_CMD_MEDIA) },
     { "media-key", WA_OPT_MEDIA_KEY, "WA_MEDIA_KEY", WA_C(WA_CMD_MEDIA) },
@@ -125,6 +127,9 @@ wa_conf_usage(FILE *stream)
 "                         (inbound messages, statuses, sends and their\n"
 "                         outcomes) with one set statement; 0: every\n"
 "                         record on its own (16)                    [WA_RUNS]\n"
+"  --census-ms MS         how often to count the dead letters and receipts\n"
+"                         waiting in PostgreSQL for wa_status, 0-3600000;\n"
+"                         0: never (5000)                      [WA_CENSUS_MS]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch-size N         rows per transaction, 1-100000 (1000)\n"
@@ -179,6 +184,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->media_give_up_sec = 2592000;
     conf->media_timeout_ms = 300000;
     conf->media_retry_ms = 5000;
+    conf->census_ms = 5000;
 
     first = 1;
 
@@ -358,6 +364,9 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
 
     case WA_OPT_RUNS:
         return wa_conf_uint(value, from, 0, 100000, &conf->runs);
+
+    case WA_OPT_CENSUS:
+        return wa_conf_uint(value, from, 0, 3600000, &conf->census_ms);
 
     case WA_OPT_JSON:
         conf->json = 1;

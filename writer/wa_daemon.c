@@ -30,7 +30,6 @@
 #define WA_RING_RETRY_MS      1000
 #define WA_RING_CHECK_MS      1000
 #define WA_STATS_EVERY_MS     60000
-#define WA_CENSUS_EVERY_MS    5000
 
 
 typedef struct {
@@ -526,7 +525,7 @@ wa_writer_heartbeat(wa_writer_t *w, uint64_t now)
 
     wa_hdr_store(w, lag_ms, lag);
 
-    if (now - w->census_ms >= WA_CENSUS_EVERY_MS) {
+    if (w->conf->census_ms && now - w->census_ms >= w->conf->census_ms) {
         wa_writer_census(w, now);
     }
 }

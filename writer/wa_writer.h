@@ -56,6 +56,8 @@ typedef struct {
     unsigned      media_give_up_sec;
     unsigned      media_timeout_ms;
     unsigned      media_retry_ms;   /* first retry's wait, then doubled */
+    unsigned      census_ms;        /* count what waits in the database
+                                       this often for wa_status; 0: never */
     unsigned      json:1;           /* dead-letters: --json */
     unsigned      all:1;            /* dead-letters: --all */
     char        **args;             /* dead-letters: ACTION [ID...] */
