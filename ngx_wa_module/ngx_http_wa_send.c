@@ -258,7 +258,13 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 ++wmcf->send_seq);
     *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
 
-    ngx_http_wa_send_vars(r, ctx);
+    /* $wa_channel and $wa_business, whatever comes of the send */
+    vars = ngx_http_wa_vars(r);
+
+    if (vars != NULL) {
+        vars->channel = ch->phone_number_id;    /* conf: outlives r */
+        vars->business = ch->business;
+    }
 
     /* the same client_ref in the same business is sent once */
 
@@ -352,11 +358,12 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
         goto unavailable;
     }
 
-    vars = ngx_http_get_module_ctx(r, ngx_http_wa_module);
-
     if (vars != NULL) {
         vars->records++;
     }
+
+    /* the local id is final here (a retried client_ref took its own) */
+    ngx_http_wa_send_vars(r, ctx);
 
     ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
                                ngx_http_wa_chan_offset(sends), 1);
@@ -743,8 +750,9 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 
 /*
  * What the request's variables say of its send: the channel and local id
- * from the start, the outcome once there is one. Copied to the request's
- * pool: ctx goes with the transfer, the request lives on to its log phase.
+ * once its record is published (or, interrupted, the id of its row), the
+ * outcome once there is one. Copied to the request's pool: ctx goes with
+ * the transfer, the request lives on to its log phase.
  */
 
 static void
@@ -762,12 +770,10 @@ ngx_http_wa_send_vars(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     vars->channel = ctx->channel;
     vars->business = ctx->business;
 
-    if (vars->local_id.len == 0) {
-        s.data = (u_char *) ctx->local_id;
-        s.len = ngx_strlen(ctx->local_id);
-        vars->local_id.data = ngx_pstrdup(r->pool, &s);
-        vars->local_id.len = vars->local_id.data ? s.len : 0;
-    }
+    s.data = (u_char *) ctx->local_id;
+    s.len = ngx_strlen(ctx->local_id);
+    vars->local_id.data = ngx_pstrdup(r->pool, &s);
+    vars->local_id.len = vars->local_id.data ? s.len : 0;
 
     if (ctx->outcome == NULL) {
         return;

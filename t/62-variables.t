@@ -123,6 +123,27 @@ is(field($send[3], 'local_id'), '-', 'and has no local id');
 my $row = $t->send_row($bad->{json}{id});
 is($row->{error_code}, 131026, 'the row of $wa_local_id has $wa_error_code');
 
+# ---- a client_ref: a second attempt keeps its id, a replayed answer sends nothing
+
+my $try1 = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
+                              client_ref => "t62-retry-$$" });
+is($try1->{status}, 502, 'a client_ref refused once');
+my $try2 = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
+                              client_ref => "t62-retry-$$" });
+is($try2->{status}, 200, 'accepted at its second attempt');
+is($try2->{json}{id}, $try1->{json}{id}, 'under the same id');
+my $again = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
+                               client_ref => "t62-retry-$$" });
+is($again->{status}, 200, 'a third call is answered from memory');
+$t->wait_for(sub { scalar(log_lines('/send')) >= 7 }, 10, 'access log');
+@send = log_lines('/send');
+is(field($send[4], 'code'), '131026', 'attempt 1: its error code');
+is(field($send[5], 'local_id'), $try1->{json}{id}, 'attempt 2: $wa_local_id is the send\'s id');
+is(field($send[5], 'wamid'), $try2->{json}{wamid}, 'with its wamid');
+is(field($send[5], 'records'), 2, 'and its two records');
+is(field($send[6], 'records'), 0, 'the answer from memory published nothing');
+is(field($send[6], 'local_id'), '-', 'and names no new id');
+
 # ---- limit_req keyed by $wa_channel ------------------------------------------
 
 is($t->send_message({ to => '972506200004', text => 'one' }, path => '/send-limited')->{status},
