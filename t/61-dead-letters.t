@@ -20,7 +20,6 @@ my $t = WaTest->new;
 $t->start_pg;
 $t->migrate;
 $t->start_nginx;
-$t->start_writer;
 
 my $writer = "$WaTest::BUILD/wa-writer";
 my $tag = time . $$;
@@ -31,6 +30,14 @@ sub dl {
 }
 
 sub status_json { decode_json($t->http('GET', '/wa_status')->{content}) }
+
+# no writer has counted yet (as with a writer older than the count): said so
+my $st = status_json();
+ok(exists $st->{writer}{dead_letters_waiting} && !defined $st->{writer}{dead_letters_waiting},
+   'before any writer counted: dead_letters_waiting is null');
+unlike($t->http('GET', '/wa_status?format=prometheus')->{content},
+       qr/^wa_writer_dead_letters_waiting/m, 'and absent from Prometheus, not 0');
+$t->start_writer;
 
 # ---- a cause the operator can fix: a constraint the rows must meet ----------
 
