@@ -24,7 +24,7 @@ my $phone = $WaTest::PHONE_ID;
 my $api = $t->mock->api_conf;
 
 my $http = <<EOF;
-    log_format wa 'uri=\$uri status=\$status records=\$wa_records local_id=\$wa_local_id '
+    log_format wa 'req=\$request_uri status=\$status records=\$wa_records local_id=\$wa_local_id '
                   'wamid=\$wa_wamid code=\$wa_error_code outcome=\$wa_send_status '
                   'channel=\$wa_channel business=\$wa_business class=\$wa_class';
     map \$wa_error_code \$wa_class {
@@ -56,9 +56,16 @@ EOF
 
 $t->start_nginx(http => $http, server => $server);
 
-sub log_lines {
-    my ($uri) = @_;
-    return grep { /^uri=\Q$uri\E / } split /\n/, WaTest::slurp("$d/wa.log");
+# the log line of the request whose URI was exactly $req (each request of
+# this test has its own ?t=...: workers write their lines in any order)
+sub line {
+    my ($req) = @_;
+    my $l;
+    $t->wait_for(sub {
+        ($l) = grep { /^req=\Q$req\E / } split /\n/, WaTest::slurp("$d/wa.log");
+        defined $l;
+    }, 10, "the log line of $req");
+    return $l // '';
 }
 
 sub field {
@@ -69,28 +76,33 @@ sub field {
 # ---- a webhook: records published, its channel and business ---------------------
 
 my $r = $t->post_webhook(body(value(messages => [ message('text'), message('text') ],
-                                    statuses => [ status('delivered') ])));
+                                    statuses => [ status('delivered') ])),
+                         path => '/webhook?t=wh1');
 is($r->{status}, 200, 'a webhook with 2 messages and a receipt');
 $r = $t->post_webhook(body(value(phone_number_id => '999000111',
-                                 messages => [ message('text') ])));
+                                 messages => [ message('text') ])),
+                      path => '/webhook?t=wh2');
 is($r->{status}, 200, 'a webhook for an unknown channel');
-is($t->post_webhook('{"object":"nope"}')->{status}, 400, 'a body refused');
+is($t->post_webhook('{"object":"nope"}', path => '/webhook?t=wh3')->{status}, 400,
+   'a body refused');
 
 # ---- sends: accepted, refused ----------------------------------------------
 
-my $ok = $t->send_message({ to => '972506200001', text => 'WAMID_t62ok' });
+my $ok = $t->send_message({ to => '972506200001', text => 'WAMID_t62ok' },
+                          path => '/send?t=s1');
 is($ok->{status}, 200, 'a send accepted');
-my $bad = $t->send_message({ to => '972506200002', text => 'FAIL_131026' });
+my $bad = $t->send_message({ to => '972506200002', text => 'FAIL_131026' },
+                           path => '/send?t=s2');
 is($bad->{status}, 502, 'a send refused with 131026');
-my $bad2 = $t->send_message({ to => '972506200003', text => 'FAIL_500' });
+my $bad2 = $t->send_message({ to => '972506200003', text => 'FAIL_500' },
+                            path => '/send?t=s3');
 is($bad2->{status}, 502, 'a send refused with a 5xx');
-is($t->send_message({ to => 'x' })->{status}, 400, 'a send refused by validation');
+is($t->send_message({ to => 'x' }, path => '/send?t=s4')->{status}, 400,
+   'a send refused by validation');
 
-$t->wait_for(sub { scalar(log_lines('/send')) >= 4 && scalar(log_lines('/webhook')) >= 3 },
-             10, 'access log');
-my @wh = log_lines('/webhook');
-my @send = log_lines('/send');
-is(scalar @wh, 3, 'three webhook log lines') or diag(WaTest::slurp("$d/wa.log"));
+my @wh = map { line("/webhook?t=wh$_") } 1 .. 3;
+my @send = map { line("/send?t=s$_") } 1 .. 4;
+ok(!grep({ $_ eq '' } @wh, @send), 'a log line per request') or diag(WaTest::slurp("$d/wa.log"));
 
 is(field($wh[0], 'records'), 3, '$wa_records: 3 records published');
 is(field($wh[0], 'channel'), $phone, '$wa_channel: the phone number id');
@@ -126,17 +138,16 @@ is($row->{error_code}, 131026, 'the row of $wa_local_id has $wa_error_code');
 # ---- a client_ref: a second attempt keeps its id, a replayed answer sends nothing
 
 my $try1 = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
-                              client_ref => "t62-retry-$$" });
+                              client_ref => "t62-retry-$$" }, path => '/send?t=s5');
 is($try1->{status}, 502, 'a client_ref refused once');
 my $try2 = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
-                              client_ref => "t62-retry-$$" });
+                              client_ref => "t62-retry-$$" }, path => '/send?t=s6');
 is($try2->{status}, 200, 'accepted at its second attempt');
 is($try2->{json}{id}, $try1->{json}{id}, 'under the same id');
 my $again = $t->send_message({ to => '972506200006', text => 'FAILONCE_131026_t62',
-                               client_ref => "t62-retry-$$" });
+                               client_ref => "t62-retry-$$" }, path => '/send?t=s7');
 is($again->{status}, 200, 'a third call is answered from memory');
-$t->wait_for(sub { scalar(log_lines('/send')) >= 7 }, 10, 'access log');
-@send = log_lines('/send');
+push @send, map { line("/send?t=s$_") } 5 .. 7;
 is(field($send[4], 'code'), '131026', 'attempt 1: its error code');
 is(field($send[5], 'local_id'), $try1->{json}{id}, 'attempt 2: $wa_local_id is the send\'s id');
 is(field($send[5], 'wamid'), $try2->{json}{wamid}, 'with its wamid');
@@ -156,10 +167,10 @@ is(scalar(grep { $_->{body} =~ /"972506200005"/ } $t->mock->requests), 0,
 # several channels: the channel is in the body, unknown before it: not keyed
 for my $i (1 .. 2) {
     is($t->send_message({ to => "97250620001$i", text => "multi $i",
-                          phone_number_id => $phone }, path => '/send-two')->{status},
+                          phone_number_id => $phone }, path => "/send-two?t=m$i")->{status},
        200, "several channels: send $i is not limited (no key before the body)");
 }
-my @two = log_lines('/send-two');
-is(field($two[-1], 'channel'), $phone, 'but its log line names the channel of the body');
+is(field(line('/send-two?t=m2'), 'channel'), $phone,
+   'but its log line names the channel of the body');
 
 done_testing;
