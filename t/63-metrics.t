@@ -155,6 +155,7 @@ like($alerts{WaFlushFailures} // '', qr/wa_writer_flush_failures_total/, 'for fl
 like($alerts{WaDeadLetters} // '', qr/wa_writer_dead_letters_waiting/, 'for dead letters');
 like($alerts{WaReceiptsWaitingTooLong} // '', qr/wa_writer_receipts_oldest_age_seconds/,
      'for receipts waiting too long');
+like($alerts{WaMediaWaitingTooLong} // '', qr/wa_media_waiting/, 'for media waiting too long');
 
 SKIP: {
     my $promtool = (grep { -x } map { "$_/promtool" } split /:/, $ENV{PATH})[0];
