@@ -60,10 +60,10 @@ typedef struct {
  * of their own keyed by the same phone number id: json writes
  * ,"key":value pairs inside a channel's object, after "errors";
  * prometheus writes whole metric families (one TYPE line each, every
- * channel's sample under it) labelled channel and business as these are,
- * after these. size: the most bytes either writes per channel (and once
- * more for its TYPE lines). chans: the channel slots in use, "other"
- * (slot 0) among them.
+ * channel's sample under it) labelled phone_number_id and business as
+ * these are, after these. size: the most bytes either writes per channel
+ * (and once more for its TYPE lines). chans: the channel slots in use,
+ * "other" (slot 0) among them.
  */
 typedef struct {
     size_t     size;
@@ -685,8 +685,8 @@ ngx_http_wa_status_channels_prometheus(u_char *p, ngx_http_wa_status_t *st)
 
             ch = &st->chan->channels[st->chans[i]];
 
-            p = ngx_sprintf(p, "%s{channel=\"%*s\",business=\"%*s\"%s} %uL\n",
-                            c->metric, (size_t) ch->id_len, ch->id,
+            p = ngx_sprintf(p, "%s{phone_number_id=\"%*s\","
+                            "business=\"%*s\"%s} %uL\n", c->metric, (size_t) ch->id_len, ch->id,
                             (size_t) ch->business_len, ch->business,
                             c->labels,
                             __atomic_load_n((uint64_t *) ((u_char *) ch
@@ -705,8 +705,9 @@ ngx_http_wa_status_channels_prometheus(u_char *p, ngx_http_wa_status_t *st)
             continue;               /* "other", never used */
         }
 
-        p = ngx_sprintf(p, "wa_channel_provider_errors_total{channel=\"%*s\","
-                        "business=\"%*s\",code=\"%*s\"} %uL\n",
+        p = ngx_sprintf(p, "wa_channel_provider_errors_total{"
+                        "phone_number_id=\"%*s\",business=\"%*s\","
+                        "code=\"%*s\"} %uL\n",
                         (size_t) ch->id_len, ch->id,
                         (size_t) ch->business_len, ch->business,
                         (size_t) code->code_len, code->code,

@@ -79,18 +79,18 @@ ok(!grep({ /"/ } keys %{ $st->{channels} }), 'no id that needs escaping is a key
 
 my $p = scrape();
 like($p, qr/^# TYPE wa_channel_sends_total counter$/m, 'a TYPE line per family');
-like($p, qr/^wa_channel_sends_total\{channel="$phone",business="1"\} 6$/m, 'sends by channel');
-like($p, qr/^wa_channel_send_outcomes_total\{channel="$phone",business="1",outcome="accepted"\} 2$/m,
+like($p, qr/^wa_channel_sends_total\{phone_number_id="$phone",business="1"\} 6$/m, 'sends by channel');
+like($p, qr/^wa_channel_send_outcomes_total\{phone_number_id="$phone",business="1",outcome="accepted"\} 2$/m,
      'accepted');
-like($p, qr/^wa_channel_send_outcomes_total\{channel="$phone",business="1",outcome="failed"\} 3$/m,
+like($p, qr/^wa_channel_send_outcomes_total\{phone_number_id="$phone",business="1",outcome="failed"\} 3$/m,
      'failed');
-like($p, qr/^wa_channel_send_outcomes_total\{channel="$phone",business="1",outcome="unknown"\} 1$/m,
+like($p, qr/^wa_channel_send_outcomes_total\{phone_number_id="$phone",business="1",outcome="unknown"\} 1$/m,
      'unknown');
-like($p, qr/^wa_channel_webhook_records_total\{channel="$phone",business="1",kind="message"\} 2$/m,
+like($p, qr/^wa_channel_webhook_records_total\{phone_number_id="$phone",business="1",kind="message"\} 2$/m,
      'webhook messages');
-like($p, qr/^wa_channel_webhook_records_total\{channel="999000222",business="99",kind="status"\} 2$/m,
+like($p, qr/^wa_channel_webhook_records_total\{phone_number_id="999000222",business="99",kind="status"\} 2$/m,
      'webhook statuses of another channel');
-like($p, qr/^wa_channel_provider_errors_total\{channel="$phone",business="1",code="131026"\} 2$/m,
+like($p, qr/^wa_channel_provider_errors_total\{phone_number_id="$phone",business="1",code="131026"\} 2$/m,
      'provider errors by code');
 like($p, qr/^wa_channel_dropped_total\{table="channels"\} 1$/m, 'dropped channels');
 my @types = $p =~ /^# TYPE (\S+) /mg;
