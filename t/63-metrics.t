@@ -107,6 +107,24 @@ is($st->{channels}{$phone}{errors}{131026}, 2, 'and the error codes');
 $t->send_message({ to => '972506300001', text => 'WAMID_t63c' });
 is(status_json()->{channels}{$phone}{accepted}, 3, 'and count on');
 
+# ---- bounded: more channels than the zone holds ---------------------------------
+
+# 300 new phone number ids in one body (one entry each): the table keeps
+# 255 channels, the rest count under "other", and no message goes uncounted
+my @many = map { [ value(phone_number_id => '' . (770000000 + $_), messages => [ message('text') ]) ] }
+           1 .. 300;
+is($t->post_webhook(body(@many))->{status}, 200, 'a body naming 300 new channels');
+$st = status_json();
+my @ids = grep { $_ ne 'other' } keys %{ $st->{channels} };
+is(scalar @ids, 255, 'the zone holds 255 channels');
+my $sum = 0;
+$sum += $_->{messages} for values %{ $st->{channels} };
+is($sum, 2 + 1 + 1 + 300, 'every message is counted, in its channel or under "other"');
+my $in_other = $st->{channels}{other}{messages} - 1;    # 1: the odd id above
+is($st->{channels_dropped}{channels}, 1 + $in_other, 'and each one in "other" counted as dropped');
+like(scrape(), qr/^wa_channel_webhook_records_total\{phone_number_id="other",business="",kind="message"\} \d+$/m,
+     '"other" in Prometheus too');
+
 # ---- the alert rules, against what a scrape really holds --------------------------
 
 # the census gauges appear once the writer counted the database
