@@ -35,6 +35,7 @@ typedef struct {
 
     wa_send_req_t              req;
     ngx_str_t                  business;
+    ngx_str_t                  channel;      /* its phone number id */
     ngx_str_t                  idem_key;     /* empty: no client_ref */
     char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
     ngx_str_t                  answer;
@@ -49,6 +50,12 @@ typedef struct {
     ngx_http_wa_channel_t     *ch;
     u_char                     received_ms[NGX_INT64_LEN + 1];
     ngx_http_wa_claim_t        claim;
+
+    unsigned                   recorded:1;   /* the outcome is in the ring */
+    const char                *outcome;      /* verdict, for $wa_send_status */
+    char                       wamid[sizeof(((wa_send_res_t *) 0)->wamid)];
+    char                       error_code[
+                                   sizeof(((wa_send_res_t *) 0)->error_code)];
 } ngx_http_wa_send_ctx_t;
 
 
@@ -83,6 +90,9 @@ static void ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx,
     ngx_http_request_t *r, ngx_uint_t status, u_char *body, size_t len);
 static ngx_int_t ngx_http_wa_send_unavailable(ngx_http_request_t *r,
     const char *msg);
+
+static void ngx_http_wa_send_vars(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx);
 
 
 
@@ -207,6 +217,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_time_t               *tp;
     const char               *msg;
     ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
@@ -266,6 +277,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ctx->business = ch->business;
     ctx->ch = ch;
 
+    ctx->channel = ch->phone_number_id;
+
     /* unique across workers, hosts and containers (the worker's random
      * nonce: identical pods have identical pids) and restarts (time) */
     ctx->attempt = 1;
@@ -275,6 +288,14 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 ++wmcf->send_seq);
     *ngx_sprintf(ctx->received_ms, "%uL",
                  (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    /* $wa_channel and $wa_business, whatever comes of the send */
+    vars = ngx_http_wa_vars(r);
+
+    if (vars != NULL) {
+        vars->channel = ch->phone_number_id;    /* conf: outlives r */
+        vars->business = ch->business;
+    }
 
     /* the same client_ref in the same business is sent once */
 
@@ -350,10 +371,12 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     ngx_pool_t               *pool;
     wa_record_t               rec;
     ngx_pool_cleanup_t       *cln;
+    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
 
+    vars = ngx_http_wa_vars(r);
     wlcf = ctx->wlcf;
     wmcf = ctx->wmcf;
     ch = ctx->ch;
@@ -397,6 +420,16 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
         goto unavailable;
     }
+
+    if (vars != NULL) {
+        vars->records++;
+    }
+
+    /* the local id is final here (a retried client_ref took its own) */
+    ngx_http_wa_send_vars(r, ctx);
+
+    ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
+                               ngx_http_wa_chan_offset(sends), 1);
 
     /* the provider call */
 
@@ -557,6 +590,7 @@ ngx_http_wa_send_interrupted(ngx_http_request_t *r,
                 "provider call was in flight", sizeof(res.error_title));
 
     ngx_http_wa_send_outcome(ctx, &res, "unknown", 0);
+    ngx_http_wa_send_vars(r, ctx);
     ngx_http_wa_send_free(ctx);
 
     return ngx_http_wa_reply_json(r, status, answer->data, answer->len);
@@ -570,6 +604,7 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     const char *verdict, long http_status)
 {
     u_char       http[NGX_INT_T_LEN + 1];
+    ngx_str_t    code;
     wa_record_t  rec;
 
     ngx_memzero(&rec, sizeof(wa_record_t));
@@ -603,6 +638,30 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                       "wa send %s: outcome \"%s\" (wamid %s) not recorded: "
                       "ring refused it", ctx->local_id, verdict,
                       res->ok ? res->wamid : "-");
+
+    } else {
+        ctx->recorded = 1;
+    }
+
+    /* what the variables and the channel's counters say of it */
+    ctx->outcome = verdict;
+    ngx_cpystrn((u_char *) ctx->wamid, (u_char *) (res->ok ? res->wamid : ""),
+                sizeof(ctx->wamid));
+    ngx_cpystrn((u_char *) ctx->error_code,
+                (u_char *) (res->ok ? "" : res->error_code),
+                sizeof(ctx->error_code));
+
+    ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
+                               res->ok ? ngx_http_wa_chan_offset(accepted)
+                               : verdict[0] == 'u'
+                                 ? ngx_http_wa_chan_offset(unknown)
+                                 : ngx_http_wa_chan_offset(failed), 1);
+
+    if (!res->ok && res->error_code[0]) {
+        code.data = (u_char *) res->error_code;
+        code.len = ngx_strlen(res->error_code);
+        ngx_http_wa_channels_error(ctx->wmcf, &ctx->channel, &ctx->business,
+                                   &code);
     }
 }
 
@@ -748,6 +807,8 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
     ctx->request = NULL;
     c = r->connection;
 
+    ngx_http_wa_send_vars(r, ctx);
+
     answer = NULL;
 
     if (ctx->answer.len) {
@@ -766,6 +827,54 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
     ngx_http_run_posted_requests(c);
 
     ngx_http_wa_send_free(ctx);
+}
+
+
+/*
+ * What the request's variables say of its send: the channel and local id
+ * once its record is published (or, interrupted, the id of its row), the
+ * outcome once there is one. Copied to the request's pool: ctx goes with
+ * the transfer, the request lives on to its log phase.
+ */
+
+static void
+ngx_http_wa_send_vars(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_str_t            s;
+    ngx_http_wa_vars_t  *vars;
+
+    vars = ngx_http_wa_vars(r);
+    if (vars == NULL) {
+        return;
+    }
+
+    /* conf strings: they live as long as the cycle, longer than r */
+    vars->channel = ctx->channel;
+    vars->business = ctx->business;
+
+    s.data = (u_char *) ctx->local_id;
+    s.len = ngx_strlen(ctx->local_id);
+    vars->local_id.data = ngx_pstrdup(r->pool, &s);
+    vars->local_id.len = vars->local_id.data ? s.len : 0;
+
+    if (ctx->outcome == NULL) {
+        return;
+    }
+
+    vars->outcome.data = (u_char *) ctx->outcome;       /* static */
+    vars->outcome.len = ngx_strlen(ctx->outcome);
+
+    vars->records += ctx->recorded;
+
+    s.data = (u_char *) ctx->wamid;
+    s.len = ngx_strlen(ctx->wamid);
+    vars->wamid.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->wamid.len = vars->wamid.data ? s.len : 0;
+
+    s.data = (u_char *) ctx->error_code;
+    s.len = ngx_strlen(ctx->error_code);
+    vars->error_code.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->error_code.len = vars->error_code.data ? s.len : 0;
 }
 
 
@@ -1025,6 +1134,8 @@ ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx, ngx_http_request_t *r,
         ngx_memcpy(copy, body, len);
     }
 
+    /* $wa_local_id: the send that holds the key */
+    ngx_http_wa_send_vars(r, ctx);
     ngx_http_wa_send_free(ctx);
 
     rc = copy ? ngx_http_wa_reply_json(r, status, copy, len)

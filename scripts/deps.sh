@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages ngx_wa needs to build, test and run, when any
-# is missing (and those of the extras named: bench, valgrind, fuzz).
+# is missing (and those of the extras named: bench, valgrind, fuzz, alerts).
 # Idempotent: prints nothing and touches nothing when all are in.
 set -eu
 
@@ -14,6 +14,9 @@ for extra in "$@"; do
     bench)    PKGS="$PKGS wrk python3-flask gunicorn python3-psycopg2" ;;
     valgrind) PKGS="$PKGS valgrind" ;;
     fuzz)     PKGS="$PKGS clang" ;;
+    # promtool, for t/63's check of conf/wa-alerts.yml (the package also
+    # brings a Prometheus server, which is why it is not a default)
+    alerts)   PKGS="$PKGS prometheus" ;;
     *)        echo "deps.sh: unknown extra \"$extra\"" >&2; exit 2 ;;
     esac
 done
