@@ -1,0 +1,292 @@
+#!/usr/bin/perl
+# make deb's packages, as an admin gets them: installed with apt on this
+# machine, the distribution's nginx loading the module through the
+# package's modules-enabled file, the packaged wa-writer run as its unit
+# runs it (its user, its settings file, its command line); a send and a
+# webhook end in the database; then purged: no process and no file left.
+#
+# Needs root (it installs packages); CI runs it as root on Debian 12.
+# WA_DEB_DIR=DIR takes the packages from DIR instead of running make deb.
+# Packages of these names already installed are purged first, and the
+# test's are purged at the end, however it ends.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use WaTest;
+use WaPayload qw(body value message);
+
+plan skip_all => 'installing packages needs root' if $> != 0;
+plan skip_all => 'no dpkg or apt-get: not a Debian system'
+    unless -x '/usr/bin/dpkg' && -x '/usr/bin/apt-get';
+
+my @PKGS = qw(libnginx-mod-http-wa wa-writer);
+my $MOD_SO = '/usr/lib/nginx/modules/ngx_http_wa_module.so';
+my $MOD_CONF = '/usr/share/nginx/modules-available/mod-http-wa.conf';
+my $MOD_LINK = '/etc/nginx/modules-enabled/50-mod-http-wa.conf';
+my $WRITER = '/usr/bin/wa-writer';
+my $UNIT = '/lib/systemd/system/wa-writer.service';
+my $SETTINGS = '/etc/default/wa-writer';
+my $USER = 'wa-writer';
+
+sub run {
+    my $out = `@_ 2>&1 < /dev/null`;
+    return ($? >> 8, $out);
+}
+
+sub installed {
+    my ($pkg) = @_;
+    my (undef, $s) = run("dpkg-query -W -f '\${Status}' $pkg");
+    return $s =~ /\binstalled$/ || $s =~ /config-files/;
+}
+
+sub purge {
+    local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
+    return run("dpkg --purge @PKGS");
+}
+
+# ---- the packages --------------------------------------------------------
+
+my $debs = $ENV{WA_DEB_DIR};
+if (!$debs) {
+    my $t0 = time;
+    my ($rc, $out) = run("make -C $WaTest::TOP BUILD=$WaTest::BUILD deb");
+    is($rc, 0, 'make deb builds the packages, lintian finds no error')
+        or BAIL_OUT("make deb failed:\n" . WaTest::tail($out, 40));
+    diag(sprintf 'make deb: %.0f s', time - $t0);
+    $debs = "$WaTest::BUILD/deb";
+}
+my ($mod_deb) = glob("$debs/libnginx-mod-http-wa_*.deb");
+my ($writer_deb) = glob("$debs/wa-writer_*.deb");
+ok($mod_deb && $writer_deb, "both packages are in $debs")
+    or BAIL_OUT('no packages to install');
+
+SKIP: {
+    skip 'lintian is not installed (make deb-deps installs it)', 1
+        unless -x '/usr/bin/lintian';
+    my ($rc, $out) = run("lintian --fail-on error $mod_deb $writer_deb");
+    is($rc, 0, 'lintian: no error in either package') or diag($out);
+}
+
+# ---- installed with apt ----------------------------------------------------
+
+for my $p (@PKGS) {
+    diag("$p was installed: purging it first") if installed($p);
+}
+purge();
+ok(!installed($_), "$_ is not installed before the test") for @PKGS;
+
+my $installed = 1;
+my $t;
+END {
+    my $rc = $?;
+    if ($installed) {
+        # the daemons first: nothing of the packages may stay running
+        $t->teardown if $t;
+        purge();
+    }
+    $? = $rc;
+}
+
+{
+    local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
+    my $t0 = time;
+    my ($rc, $out) = run("apt-get install -y -q --no-install-recommends $mod_deb $writer_deb");
+    is($rc, 0, 'apt-get installs both packages') or BAIL_OUT($out);
+    diag(sprintf 'apt-get install: %.1f s', time - $t0);
+}
+ok(installed($_), "$_ is installed") for @PKGS;
+
+# every path the packages hold, to look for after the purge
+my @files = map { my (undef, $l) = run("dpkg -L $_"); grep { m{^/.} } split /\n/, $l } @PKGS;
+
+# the module, as Debian's libnginx-mod-* packages have it
+ok(-f $MOD_SO, "the module is in nginx's module directory");
+is(WaTest::slurp($MOD_CONF), "load_module modules/ngx_http_wa_module.so;\n",
+   'mod-http-wa.conf loads it');
+is(readlink($MOD_LINK), $MOD_CONF, 'postinst enabled it in modules-enabled');
+my (undef, $abi) = run('sed -n "s/^nginx:abi=//p" /usr/share/nginx/src/debian/libnginx-mod.abisubstvars');
+chomp $abi;
+like($abi, qr/^nginx-abi-[\d.]+-\d+$/, "nginx-dev names its ABI ($abi)");
+my (undef, $deps) = run("dpkg-query -W -f '\${Depends}' libnginx-mod-http-wa");
+like($deps, qr/(?:^|, )\Q$abi\E(?:,|$)/, "the module depends on $abi");
+my (undef, $provides) = run(q{dpkg-query -W -f '${Package} ${Provides}\n'});
+like($provides, qr/^nginx .*\b\Q$abi\E\b/m, "the installed nginx provides $abi");
+
+# the writer: binary, its user, its settings (a conffile), its unit
+ok(-x $WRITER, 'wa-writer is installed');
+my @pw = getpwnam($USER);
+ok(@pw, "postinst created the user $USER");
+cmp_ok($pw[2] // 1e9, '<', 1000, "$USER is a system user");
+like($pw[8] // '', qr{/(?:usr/sbin/)?nologin$|/bin/false$}, "$USER has no login shell");
+is((getgrgid($pw[3] // -1))[0], $USER, "$USER has its own group");
+my (undef, $conffiles) = run("dpkg-query -W -f '\${Conffiles}' wa-writer");
+like($conffiles, qr{^ \Q$SETTINGS\E [0-9a-f]{32}$}m, "$SETTINGS is a conffile");
+
+my %unit = map { /^(\w+)=(.*)$/ ? ($1 => $2) : () } split /\n/, WaTest::slurp($UNIT);
+is($unit{User}, $USER, "the unit runs as $USER");
+is($unit{Group}, $USER, "in the group $USER");
+is($unit{EnvironmentFile}, "-$SETTINGS", "with its settings from $SETTINGS");
+like($unit{ExecStart} // '', qr{^\Q$WRITER\E }, "it runs $WRITER");
+my (undef, $enabled) = run('systemctl is-enabled wa-writer 2>/dev/null || true');
+unlike($enabled, qr/^enabled/m, 'the unit is not enabled before it is configured');
+
+# systemd's EnvironmentFile: NAME=VALUE lines, quotes around the value
+my %settings;
+for (split /\n/, WaTest::slurp($SETTINGS)) {
+    next unless /^\s*([A-Za-z_]\w*)=(.*)$/;
+    my ($k, $v) = ($1, $2);
+    $v =~ s/^"(.*)"$/$1/ or $v =~ s/^'(.*)'$/$1/;
+    $settings{$k} = $v;
+}
+is($settings{WA_RING}, '/var/lib/ngx_wa/ring', 'the settings name the ring in /var/lib/ngx_wa');
+ok(-d '/var/lib/ngx_wa', 'which the package made');
+like($settings{WA_DB} // '', qr/dbname=/, 'the settings name a database');
+
+# ExecStart= as systemd expands it: $NAME splits at spaces, ${NAME} is one
+# word, an unset name is nothing
+sub exec_start {
+    my ($line, $env) = @_;
+    return map {
+        /^\$(\w+)$/ ? split(' ', $env->{$1} // '')
+      : /^\$\{(\w+)\}$/ ? ($env->{$1} // '')
+      : $_
+    } split ' ', $line;
+}
+
+# ---- at work: the distribution's nginx, the packaged writer ---------------
+
+$t = WaTest->new(writer_bin => $WRITER,
+                 load_module => "include $MOD_LINK;");
+# the prefix's modules/ is Debian's (/usr/share/nginx/modules), so the
+# packaged conf's relative path resolves as it does for the system nginx
+symlink('/usr/share/nginx/modules', $t->dir . '/modules') or die "symlink: $!";
+$t->start_pg;
+$t->migrate;
+cmp_ok($t->sql_value('SELECT count(*) FROM wa_schema_migrations'), '>', 0,
+       'the packaged wa-writer migrated the database with its embedded migrations');
+my $mock = $t->start_mock;
+$t->start_nginx(workers => 1, ring_size => '1m', ring_args => "group=$USER");
+
+my @st = stat $t->ring;
+is(sprintf('%o', $st[2] & 07777), '660', 'nginx made the ring 0660');
+is($st[5], $pw[3], "of the group $USER");
+
+my @workers = $t->worker_pids;
+ok(@workers, 'nginx runs');
+ok((grep { WaTest::slurp("/proc/$_/maps") =~ /\Q$MOD_SO\E/ } @workers) == @workers,
+   'its workers run the packaged module');
+
+# the writer as the unit runs it, by hand: systemd need not be running
+my %env = (%settings, WA_RING => $t->ring, WA_DB => $t->dsn,
+           WA_BATCH_DELAY_MS => 5, PATH => '/usr/sbin:/usr/bin:/sbin:/bin');
+my @cmd = exec_start($unit{ExecStart}, \%env);
+my $wpid = $t->start_writer_exec('setpriv', "--reuid=$unit{User}",
+    "--regid=$unit{Group}", '--clear-groups', '/usr/bin/env', '-i',
+    map({ "$_=$env{$_}" } sort keys %env), @cmd);
+
+sub check_round {
+    my ($how) = @_;
+
+    my $r = $t->send_message({ to => '+972501234567', text => "Hello ($how)",
+                               source => 'bot' });
+    is($r->{status}, 200, "$how: a send is accepted") or diag($r->{content});
+    my $row = $t->send_row($r->{json}{id} // '');
+    is($row->{status}, 'sent', "$how: its row is sent");
+    is($row->{provider_message_id}, $r->{json}{wamid}, "$how: with the wamid");
+    is($row->{body}, "Hello ($how)", "$how: and the body");
+    ok(scalar(grep { $_->{body} =~ /\Q($how)\E/ } $mock->requests),
+       "$how: the mock Cloud API got it");
+
+    my $m = message('text', from => '972509876543', text => "Hi ($how)");
+    $r = $t->post_webhook(body(value(
+        contacts => [ { profile => { name => 'Dana' }, wa_id => '972509876543' } ],
+        messages => [ $m ])));
+    is($r->{status}, 200, "$how: a webhook is accepted");
+    my $q = 'SELECT m.direction, m.body, l.phone FROM whatsapp_message m
+               JOIN leads l ON l.id = m.lead_id WHERE m.provider_message_id = ?';
+    $t->wait_for(sub { @{ $t->sql($q, $m->{id}) } }, 15, "the $how webhook's row");
+    is_deeply($t->sql($q, $m->{id}),
+              [ { direction => 'in', body => "Hi ($how)", phone => '972509876543' } ],
+              "$how: the webhook's message is stored with its lead");
+}
+
+check_round('by hand');
+
+my ($uid) = WaTest::slurp("/proc/$wpid/status") =~ /^Uid:\s+(\d+)/m;
+is($uid, $pw[2], "the writer ran as $USER");
+is(readlink("/proc/$wpid/exe"), $WRITER, 'the writer is the packaged binary');
+is($t->stop_writer, 0, 'the writer stops cleanly on SIGTERM');
+unlike($t->writer_log, qr/CRITICAL|ERROR/, 'and logged no error') or diag($t->writer_log);
+
+# ---- the unit itself, where systemd runs -----------------------------------
+
+SKIP: {
+    my $init = WaTest::slurp('/proc/1/comm');
+    chomp $init;
+    skip "systemd is not running (PID 1 is $init): the unit's command line, "
+         . 'user and settings were run by hand above', 14
+        unless -d '/run/systemd/system';
+
+    # the test's ring and database, in a runtime drop-in that goes away
+    # with the test; the ring is in /tmp, which the unit keeps private
+    my $dropin = '/run/systemd/system/wa-writer.service.d';
+    system('mkdir', '-p', $dropin);
+    WaTest::spew("$dropin/90-test.conf", <<EOF);
+[Service]
+Environment="WA_RING=${\ $t->ring}" "WA_DB=${\ $t->dsn}" WA_BATCH_DELAY_MS=5
+PrivateTmp=no
+ReadWritePaths=${\ $t->dir}
+EOF
+    run('systemctl daemon-reload');
+    my ($rc, $out) = run('systemctl start wa-writer');
+    is($rc, 0, 'systemctl start wa-writer') or diag($out);
+    check_round('under systemd');
+    (undef, $out) = run('systemctl show -p MainPID --value wa-writer');
+    my ($suid) = WaTest::slurp("/proc/" . (0 + $out) . "/status") =~ /^Uid:\s+(\d+)/m;
+    is($suid, $pw[2], "systemd runs it as $USER");
+    ($rc, $out) = run('systemctl stop wa-writer');
+    is($rc, 0, 'systemctl stop wa-writer') or diag($out);
+    system('rm', '-rf', $dropin);
+    run('systemctl daemon-reload');
+}
+
+$t->stop_nginx;
+
+# ---- purged ------------------------------------------------------------------
+
+my ($rc, $out) = purge();
+is($rc, 0, 'dpkg --purge removes both packages') or diag($out);
+$installed = 0;
+ok(!installed($_), "$_ is gone") for @PKGS;
+
+sub leftovers {
+    my @p;
+    for my $d (glob '/proc/[0-9]*') {
+        my $exe = readlink("$d/exe") // next;
+        my ($u) = WaTest::slurp("$d/status") =~ /^Uid:\s+(\d+)/m;
+        push @p, $d if $exe =~ /^\Q$WRITER\E/ || (defined $u && $u == $pw[2])
+            || WaTest::slurp("$d/maps") =~ /\Q$MOD_SO\E/;
+    }
+    return @p;
+}
+$t->wait_for(sub { !leftovers() }, 10, 'no process of the packages');
+is_deeply([ leftovers() ], [], 'no process runs the writer, as its user, or with the module');
+
+# what may stay: directories other packages still hold (dpkg -S finds
+# them) and the merged-/usr links (/lib -> usr/lib)
+my @left = grep {
+    (-e $_ || -l $_)
+        && !(-d $_ && (-l $_ || (run("dpkg -S '$_'"))[0] == 0))
+} grep({ $_ ne '/.' } @files), $MOD_LINK, "$MOD_LINK.removed", $SETTINGS;
+is_deeply(\@left, [], 'no file of the packages is left') or diag("@left");
+my (undef, $dsh) = run('ls /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked 2>/dev/null');
+unlike($dsh, qr/wa-writer/, 'no systemd state of the unit is left');
+# Debian does not remove system users on purge: a file may still be theirs
+ok(scalar getpwnam($USER), "the system user $USER stays, as Debian leaves system users");
+
+done_testing();
