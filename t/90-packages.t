@@ -132,6 +132,12 @@ is($unit{User}, $USER, "the unit runs as $USER");
 is($unit{Group}, $USER, "in the group $USER");
 is($unit{EnvironmentFile}, "-$SETTINGS", "with its settings from $SETTINGS");
 like($unit{ExecStart} // '', qr{^\Q$WRITER\E }, "it runs $WRITER");
+SKIP: {
+    skip 'no systemd-analyze', 1 unless -x '/usr/bin/systemd-analyze';
+    my ($rc, $out) = run("systemd-analyze verify $UNIT");
+    is($rc, 0, 'systemd-analyze verify finds nothing wrong in the unit') or diag($out);
+}
+ok(-f '/usr/share/man/man1/wa-writer.1.gz', 'wa-writer has its manual page');
 my (undef, $enabled) = run('systemctl is-enabled wa-writer 2>/dev/null || true');
 unlike($enabled, qr/^enabled/m, 'the unit is not enabled before it is configured');
 
