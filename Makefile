@@ -59,13 +59,16 @@ unit: $(UNIT_BINS) $(SHIM) $(FEED)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
-# module's signature matches /usr/sbin/nginx.
+# module's signature matches /usr/sbin/nginx, and CPPFLAGS (fortify) as
+# Debian's module packages have them, but under the sanitizers, which
+# check those calls themselves.
+MOD_CPPFLAGS = $(if $(SAN_FLAGS),,$$(dpkg-buildflags --get CPPFLAGS))
 $(NGX_BUILD)/Makefile: config
 	rm -rf $(BUILD)/nginx-src $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(BUILD)/nginx-src
 	cd $(BUILD)/nginx-src && bash -c '. ./conf_flags && ./configure \
-	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS) -Wextra -Werror $(SAN_FLAGS)" \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $(MOD_CPPFLAGS) -Wextra -Werror $(SAN_FLAGS)" \
 	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC $(SAN_FLAGS)" \
 	    "$${NGX_CONF_FLAGS[@]}" \
 	    --add-dynamic-module=$(CURDIR) \

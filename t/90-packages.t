@@ -32,6 +32,7 @@ my $WRITER = '/usr/bin/wa-writer';
 my $UNIT = '/lib/systemd/system/wa-writer.service';
 my $SETTINGS = '/etc/default/wa-writer';
 my $USER = 'wa-writer';
+my $DROPIN = '/run/systemd/system/wa-writer.service.d';
 
 sub run {
     my $out = `@_ 2>&1 < /dev/null`;
@@ -88,6 +89,10 @@ END {
         # the daemons first: nothing of the packages may stay running
         $t->teardown if $t;
         purge();
+        if (-d $DROPIN) {
+            system('rm', '-rf', $DROPIN);
+            run('systemctl daemon-reload');
+        }
     }
     $? = $rc;
 }
@@ -235,16 +240,19 @@ SKIP: {
     my $init = WaTest::slurp('/proc/1/comm');
     chomp $init;
     skip "systemd is not running (PID 1 is $init): the unit's command line, "
-         . 'user and settings were run by hand above', 14
+         . 'user and settings were run by hand above', 10
         unless -d '/run/systemd/system';
 
-    # the test's ring and database, in a runtime drop-in that goes away
-    # with the test; the ring is in /tmp, which the unit keeps private
-    my $dropin = '/run/systemd/system/wa-writer.service.d';
-    system('mkdir', '-p', $dropin);
-    WaTest::spew("$dropin/90-test.conf", <<EOF);
+    # the test's ring and database in a runtime drop-in, removed at the
+    # end: a second EnvironmentFile= (a later file overrides an earlier
+    # one, and both override Environment=); the ring is in /tmp, which the
+    # unit keeps private
+    WaTest::spew($t->dir . '/writer.env', join '', map { "$_\n" }
+        'WA_RING=' . $t->ring, 'WA_DB="' . $t->dsn . '"', 'WA_BATCH_DELAY_MS=5');
+    system('mkdir', '-p', $DROPIN);
+    WaTest::spew("$DROPIN/90-test.conf", <<EOF);
 [Service]
-Environment="WA_RING=${\ $t->ring}" "WA_DB=${\ $t->dsn}" WA_BATCH_DELAY_MS=5
+EnvironmentFile=${\ $t->dir}/writer.env
 PrivateTmp=no
 ReadWritePaths=${\ $t->dir}
 EOF
@@ -257,7 +265,7 @@ EOF
     is($suid, $pw[2], "systemd runs it as $USER");
     ($rc, $out) = run('systemctl stop wa-writer');
     is($rc, 0, 'systemctl stop wa-writer') or diag($out);
-    system('rm', '-rf', $dropin);
+    system('rm', '-rf', $DROPIN);
     run('systemctl daemon-reload');
 }
 
