@@ -271,9 +271,18 @@ EOF
 
 $t->stop_nginx;
 
-# ---- purged ------------------------------------------------------------------
+# ---- removed, then purged --------------------------------------------------
 
-my ($rc, $out) = purge();
+# removed: the binaries go, the admin's settings and the module's disabled
+# link stay, for a reinstall to find them
+my ($rc, $out) = run("dpkg --remove @PKGS");
+is($rc, 0, 'dpkg --remove removes both packages') or diag($out);
+ok(!-e $MOD_SO && !-e $WRITER, 'the module and the writer are gone');
+ok(!-l $MOD_LINK && -l "$MOD_LINK.removed",
+   'the modules-enabled link is set aside as .removed, as Debian does');
+ok(-f $SETTINGS, "the conffile $SETTINGS stays until the purge");
+
+($rc, $out) = purge();
 is($rc, 0, 'dpkg --purge removes both packages') or diag($out);
 $installed = 0;
 ok(!installed($_), "$_ is gone") for @PKGS;
