@@ -162,7 +162,8 @@ deb: deb-deps $(DEB_STAMP)
 $(DEB_STAMP): $(DEB_INPUTS)
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
 	tar -C $(CURDIR) --exclude=./.git --exclude=./build --exclude=./build-asan \
-	    --exclude=./run -cf - . | tar -C $(DEB_DIR)/src -xf -
+	    --exclude=./run --exclude=./$(patsubst $(CURDIR)/%,%,$(BUILD)) \
+	    -cf - . | tar -C $(DEB_DIR)/src -xf -
 	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc > $(DEB_DIR)/build.log 2>&1 \
 	    || { tail -40 $(DEB_DIR)/build.log; exit 1; }
 	lintian --fail-on error --info $(DEB_DIR)/*.changes | tee $(DEB_DIR)/lintian.log
