@@ -15,9 +15,11 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use Digest::SHA qw(sha256_hex);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use WaTest;
+use MockGraph;
 use WaPayload qw(body value message);
 
 plan skip_all => 'installing packages needs root' if $> != 0;
@@ -30,6 +32,10 @@ my $MOD_CONF = '/usr/share/nginx/modules-available/mod-http-wa.conf';
 my $MOD_LINK = '/etc/nginx/modules-enabled/50-mod-http-wa.conf';
 my $WRITER = '/usr/bin/wa-writer';
 my $UNIT = '/lib/systemd/system/wa-writer.service';
+my $MEDIA_UNIT = '/lib/systemd/system/wa-media.service';
+my $MEDIA_DIR = '/var/lib/ngx_wa/media';
+# Debian's nginx runs its workers as www-data
+my $NGINX_USER = 'www-data';
 my $SETTINGS = '/etc/default/wa-writer';
 my $USER = 'wa-writer';
 my $DROPIN = '/run/systemd/system/wa-writer.service.d';
@@ -82,12 +88,22 @@ purge();
 ok(!installed($_), "$_ is not installed before the test") for @PKGS;
 
 my $installed = 1;
-my $t;
+my ($t, $media_file);
+
+# the file the test fetched, and its directory: media files are data, which
+# a purge keeps (nothing else of the test's is in a packaged directory)
+sub remove_media_file {
+    return unless $media_file;
+    unlink $media_file;
+    rmdir($media_file =~ s{/[^/]+$}{}r);
+    undef $media_file;
+}
 END {
     my $rc = $?;
     if ($installed) {
         # the daemons first: nothing of the packages may stay running
         $t->teardown if $t;
+        remove_media_file();
         purge();
         if (-d $DROPIN) {
             system('rm', '-rf', $DROPIN);
@@ -132,19 +148,31 @@ is((getgrgid($pw[3] // -1))[0], $USER, "$USER has its own group");
 my (undef, $conffiles) = run("dpkg-query -W -f '\${Conffiles}' wa-writer");
 like($conffiles, qr{^ \Q$SETTINGS\E [0-9a-f]{32}$}m, "$SETTINGS is a conffile");
 
-my %unit = map { /^(\w+)=(.*)$/ ? ($1 => $2) : () } split /\n/, WaTest::slurp($UNIT);
+sub unit { map { /^(\w+)=(.*)$/ ? ($1 => $2) : () } split /\n/, WaTest::slurp($_[0]) }
+my %unit = unit($UNIT);
 is($unit{User}, $USER, "the unit runs as $USER");
 is($unit{Group}, $USER, "in the group $USER");
 is($unit{EnvironmentFile}, "-$SETTINGS", "with its settings from $SETTINGS");
-like($unit{ExecStart} // '', qr{^\Q$WRITER\E }, "it runs $WRITER");
+like($unit{ExecStart} // '', qr{^\Q$WRITER\E run }, "it runs $WRITER run");
+my %media_unit = unit($MEDIA_UNIT);
+is($media_unit{User}, $USER, "the media fetcher's unit runs as $USER too");
+is($media_unit{SupplementaryGroups}, $NGINX_USER, "in the group of nginx's workers");
+is($media_unit{EnvironmentFile}, "-$SETTINGS", "with the same settings");
+like($media_unit{ExecStart} // '', qr{^\Q$WRITER\E media }, "it runs $WRITER media");
 SKIP: {
     skip 'no systemd-analyze', 1 unless -x '/usr/bin/systemd-analyze';
-    my ($rc, $out) = run("systemd-analyze verify $UNIT");
-    is($rc, 0, 'systemd-analyze verify finds nothing wrong in the unit') or diag($out);
+    my ($rc, $out) = run("systemd-analyze verify $UNIT $MEDIA_UNIT");
+    is($rc, 0, 'systemd-analyze verify finds nothing wrong in the units') or diag($out);
+}
+for my $d ($MEDIA_DIR, "$MEDIA_DIR/tmp") {
+    my @s = stat $d;
+    is(sprintf('%o %s:%s', ($s[2] // 0) & 07777, scalar getpwuid($s[4] // -1) // '?',
+               scalar getgrgid($s[5] // -1) // '?'),
+       "2770 $USER:$NGINX_USER", "$d is the fetcher's and nginx's workers' group's");
 }
 ok(-f '/usr/share/man/man1/wa-writer.1.gz', 'wa-writer has its manual page');
-my (undef, $enabled) = run('systemctl is-enabled wa-writer 2>/dev/null || true');
-unlike($enabled, qr/^enabled/m, 'the unit is not enabled before it is configured');
+my (undef, $enabled) = run('systemctl is-enabled wa-writer wa-media 2>/dev/null || true');
+unlike($enabled, qr/^enabled/m, 'the units are not enabled before they are configured');
 
 # systemd's EnvironmentFile: NAME=VALUE lines, quotes around the value
 my %settings;
@@ -171,7 +199,7 @@ sub exec_start {
 
 # ---- at work: the distribution's nginx, the packaged writer ---------------
 
-$t = WaTest->new(writer_bin => $WRITER,
+$t = WaTest->new(writer_bin => $WRITER, nginx_user => "$NGINX_USER $NGINX_USER",
                  load_module => "include $MOD_LINK;");
 # the prefix's modules/ is Debian's (/usr/share/nginx/modules), so the
 # packaged conf's relative path resolves as it does for the system nginx
@@ -181,7 +209,24 @@ $t->migrate;
 cmp_ok($t->sql_value('SELECT count(*) FROM wa_schema_migrations'), '>', 0,
        'the packaged wa-writer migrated the database with its embedded migrations');
 my $mock = $t->start_mock;
-$t->start_nginx(workers => 1, ring_size => '1m', ring_args => "group=$USER");
+my $MEDIA_KEY = 'media-key-90';
+$t->start_nginx(workers => 1, ring_size => '1m', ring_args => "group=$USER",
+                server => $t->default_locations . <<EOF);
+        location /wa-media-fetch {
+            wa_media_fetch;
+            wa_media_path $MEDIA_DIR;
+            ${\ $mock->api_conf }
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_key $MEDIA_KEY;
+            allow 127.0.0.1;
+            deny all;
+        }
+        location /media/ {
+            wa_media_serve;
+            wa_media_path $MEDIA_DIR;
+            wa_send_key $MEDIA_KEY;
+        }
+EOF
 
 my @st = stat $t->ring;
 is(sprintf('%o', $st[2] & 07777), '660', 'nginx made the ring 0660');
@@ -227,6 +272,44 @@ sub check_round {
 }
 
 check_round('by hand');
+
+# inbound media, fetched by the packaged fetcher as its unit runs it, into
+# the packaged directory, served back by nginx
+my %menv = (%settings, WA_DB => $t->dsn, WA_MEDIA_KEY => $MEDIA_KEY,
+            WA_MEDIA_URL => 'http://127.0.0.1:' . $t->port . '/wa-media-fetch',
+            PATH => '/usr/sbin:/usr/bin:/sbin:/bin');
+is($menv{WA_MEDIA_DIR}, $MEDIA_DIR, "the settings name $MEDIA_DIR");
+my $mpid = $t->start_media_exec('setpriv', "--reuid=$media_unit{User}",
+    "--regid=$media_unit{Group}", "--groups=$media_unit{SupplementaryGroups}",
+    '/usr/bin/env', '-i', map({ "$_=$menv{$_}" } sort keys %menv),
+    exec_start($media_unit{ExecStart}, \%menv));
+my $media_id = "IMG_pkg_$$" . int(time * 1000);
+my $m = message('image', from => '972509876543');
+$m->{image}{id} = $media_id;
+my $r = $t->post_webhook(body(value(messages => [ $m ],
+    contacts => [ { profile => { name => 'Dana' }, wa_id => '972509876543' } ])));
+is($r->{status}, 200, 'a webhook with an image is accepted');
+my $mq = 'SELECT state, path, sha256 FROM wa_media WHERE media_id = ?';
+$t->wait_for(sub { my $x = $t->sql($mq, $media_id)->[0]; $x && $x->{state} eq 'fetched' },
+             30, 'the image fetched');
+my $media = $t->sql($mq, $media_id)->[0] // {};
+my $bytes = MockGraph::media_bytes($media_id);
+is($media->{state}, 'fetched', 'the fetcher fetched it') or diag($t->media_log);
+is($media->{sha256}, sha256_hex($bytes), 'its row has the sha256 of the bytes');
+my $file = "$MEDIA_DIR/" . ($media->{path} // 'none');
+is(sha256_hex(WaTest::slurp($file)), sha256_hex($bytes), "the file is in $MEDIA_DIR");
+$r = $t->http('GET', "/media/$media->{path}", { 'X-WA-Key' => $MEDIA_KEY })
+    if $media->{path};
+is($r->{status}, 200, "nginx's workers serve it");
+is(sha256_hex($r->{content}), sha256_hex($bytes), 'the bytes fetched');
+my ($muid, $mgroups) = WaTest::slurp("/proc/$mpid/status") =~ /^Uid:\s+(\d+).*^Groups:\s*([\d ]*)$/ms;
+is($muid, $pw[2], "the fetcher ran as $USER");
+like(" $mgroups ", qr/ ${\ scalar getgrnam($NGINX_USER) } /, "in the group $NGINX_USER");
+is($t->stop_media, 0, 'the fetcher stops cleanly on SIGTERM');
+unlike($t->media_log, qr/CRITICAL|ERROR/, 'and logged no error') or diag($t->media_log);
+# the test's own file: the packaged directories must be empty for the purge
+$media_file = $file if $media->{path};
+remove_media_file();
 
 my ($uid) = WaTest::slurp("/proc/$wpid/status") =~ /^Uid:\s+(\d+)/m;
 is($uid, $pw[2], "the writer ran as $USER");

@@ -217,14 +217,20 @@ sub start_writer_exec {
 # wa-writer media, the fetcher of inbound media, logging to media.log
 sub start_media {
     my ($self, @args) = @_;
+    return $self->start_media_exec($self->as_user($self->writer_bin, 'media',
+                                                  '--db', $self->dsn, @args));
+}
+
+# the fetcher as a whole command line of the caller's
+sub start_media_exec {
+    my ($self, @cmd) = @_;
     die "fetcher already running" if $self->{media_pid};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/media.log" or die;
         open STDERR, '>>', "$self->{dir}/media.log" or die;
-        { exec $self->as_user("$BUILD/wa-writer", 'media', '--db', $self->dsn,
-                              @args) }
-        print STDERR "exec wa-writer media: $!\n";
+        { exec @cmd }
+        print STDERR "exec $cmd[0]: $!\n";
         POSIX::_exit(127);
     }
     return $self->{media_pid} = $pid;
@@ -280,7 +286,9 @@ sub wait_drained {
 sub nginx_conf {
     my ($self, %o) = @_;
     my $d = $self->{dir};
-    my $user = $self->{root} ? 'user nobody nogroup;' : '';
+    # new(nginx_user => 'USER GROUP'): workers as another user than nobody
+    my $user = $self->{root}
+        ? 'user ' . ($self->{nginx_user} // 'nobody nogroup') . ';' : '';
     my $workers = $o{workers} // 2;
     my $size = $o{ring_size} // '1m';
     $o{ring_args} //= '';
