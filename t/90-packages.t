@@ -3,7 +3,9 @@
 # machine, the distribution's nginx loading the module through the
 # package's modules-enabled file, the packaged wa-writer run as its unit
 # runs it (its user, its settings file, its command line); a send and a
-# webhook end in the database; then purged: no process and no file left.
+# webhook end in the database, and the packaged media fetcher, run as its
+# unit runs it, fetches an image into the packaged media directory; then
+# removed and purged: no process and no file left.
 #
 # Needs root (it installs packages); CI runs it as root on Debian 12.
 # WA_DEB_DIR=DIR takes the packages from DIR instead of running make deb.
@@ -51,6 +53,13 @@ sub installed {
     return $s =~ /\binstalled$/ || $s =~ /config-files/;
 }
 
+# no point going on: say why, and end (END still purges what was installed)
+sub stop {
+    diag(@_);
+    done_testing();
+    exit 1;
+}
+
 sub purge {
     local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
     return run("dpkg --purge @PKGS");
@@ -63,14 +72,14 @@ if (!$debs) {
     my $t0 = time;
     my ($rc, $out) = run("make -C $WaTest::TOP BUILD=$WaTest::BUILD deb");
     is($rc, 0, 'make deb builds the packages, lintian finds no error')
-        or BAIL_OUT("make deb failed:\n" . WaTest::tail($out, 40));
+        or stop("make deb failed:\n" . WaTest::tail($out, 40));
     diag(sprintf 'make deb: %.0f s', time - $t0);
     $debs = "$WaTest::BUILD/deb";
 }
 my ($mod_deb) = glob("$debs/libnginx-mod-http-wa_*.deb");
 my ($writer_deb) = glob("$debs/wa-writer_*.deb");
 ok($mod_deb && $writer_deb, "both packages are in $debs")
-    or BAIL_OUT('no packages to install');
+    or stop('no packages to install');
 
 SKIP: {
     skip 'lintian is not installed (make deb-deps installs it)', 1
@@ -117,7 +126,7 @@ END {
     local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
     my $t0 = time;
     my ($rc, $out) = run("apt-get install -y -q --no-install-recommends $mod_deb $writer_deb");
-    is($rc, 0, 'apt-get installs both packages') or BAIL_OUT($out);
+    is($rc, 0, 'apt-get installs both packages') or stop($out);
     diag(sprintf 'apt-get install: %.1f s', time - $t0);
 }
 ok(installed($_), "$_ is installed") for @PKGS;
