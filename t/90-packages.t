@@ -60,10 +60,14 @@ sub stop {
     exit 1;
 }
 
-sub purge {
+# through apt, which waits for dpkg's lock (a concurrent apt-get elsewhere
+# on the machine) where dpkg itself gives up at once
+sub apt {
     local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
-    return run("dpkg --purge @PKGS");
+    return run("apt-get -y -q -o DPkg::Lock::Timeout=120 @_");
 }
+
+sub purge { apt('purge', @PKGS) }
 
 # ---- the packages --------------------------------------------------------
 
@@ -123,9 +127,8 @@ END {
 }
 
 {
-    local $ENV{DEBIAN_FRONTEND} = 'noninteractive';
     my $t0 = time;
-    my ($rc, $out) = run("apt-get install -y -q --no-install-recommends $mod_deb $writer_deb");
+    my ($rc, $out) = apt('install', '--no-install-recommends', $mod_deb, $writer_deb);
     is($rc, 0, 'apt-get installs both packages') or stop($out);
     diag(sprintf 'apt-get install: %.1f s', time - $t0);
 }
@@ -367,15 +370,15 @@ $t->stop_nginx;
 
 # removed: the binaries go, the admin's settings and the module's disabled
 # link stay, for a reinstall to find them
-my ($rc, $out) = run("dpkg --remove @PKGS");
-is($rc, 0, 'dpkg --remove removes both packages') or diag($out);
+my ($rc, $out) = apt('remove', @PKGS);
+is($rc, 0, 'apt-get remove removes both packages') or diag($out);
 ok(!-e $MOD_SO && !-e $WRITER, 'the module and the writer are gone');
 ok(!-l $MOD_LINK && -l "$MOD_LINK.removed",
    'the modules-enabled link is set aside as .removed, as Debian does');
 ok(-f $SETTINGS, "the conffile $SETTINGS stays until the purge");
 
 ($rc, $out) = purge();
-is($rc, 0, 'dpkg --purge removes both packages') or diag($out);
+is($rc, 0, 'apt-get purge purges both packages') or diag($out);
 $installed = 0;
 ok(!installed($_), "$_ is gone") for @PKGS;
 
