@@ -151,7 +151,7 @@ run: deps all
 DEB_DIR     := $(BUILD)/deb
 DEB_STAMP   := $(DEB_DIR)/.built
 DEB_INPUTS  := $(MODULE_SRCS) $(WRITER_SRCS) $(SQL_SCHEMA) $(SQL_FUNCS) \
-               writer/embed-sql.sh Makefile README.md conf/nginx.conf \
+               writer/embed-sql.sh Makefile README.md conf/nginx.conf conf/wa-alerts.yml \
                conf/wa-writer.service conf/wa-media.service conf/wa-writer.env \
                docs/wa-writer.1 \
                $(shell find debian -type f 2>/dev/null)
