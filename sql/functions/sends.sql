@@ -49,6 +49,40 @@ END
 $$;
 
 
+-- A send's record whose row exists (p_id): a later attempt of a send that
+-- failed, or is still pending because its failed outcome comes through
+-- another host's ring (wa_send_idempotency_db hands a refused key to
+-- whichever host is asked next) and will be stale, reopens the row at
+-- that attempt ('retried'); the same send again is a replay
+-- ('duplicate'); another send under the same id is a collision.
+CREATE OR REPLACE FUNCTION wa_send_stored(p_id bigint, p_business bigint,
+    p_local_id text, p_attempt int, p_phone text, p_payload text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- the trace of the failed call goes with its error (the new call's
+    -- outcome brings its own)
+    UPDATE whatsapp_message m
+       SET status = 'pending', attempts = p_attempt,
+           error_code = NULL, error_title = NULL,
+           error_detail = NULL, retryable = NULL, fbtrace_id = NULL,
+           updated_at = now()
+     WHERE m.id = p_id AND m.status IN ('failed', 'pending')
+       AND m.attempts < p_attempt;
+
+    IF FOUND THEN
+        PERFORM wa_apply_pending(p_id, p_business, NULL, p_local_id);
+        RETURN 'retried';
+    END IF;
+
+    PERFORM wa_send_collision(p_id, p_local_id, p_attempt, p_phone,
+                              p_payload);
+
+    RETURN 'duplicate';
+END
+$$;
+
+
 CREATE OR REPLACE FUNCTION wa_ingest_out_pending(p_local_id text,
     p_business text, p_phone_number_id text, p_phone text, p_lead_id text,
     p_source text, p_client_ref text, p_type text, p_body text,
@@ -60,8 +94,6 @@ DECLARE
     v_phone     text := wa_norm_phone(p_phone);
     v_given     bigint := p_lead_id::bigint;
     v_attempt   int := coalesce(p_attempt::int, 1);
-    v_status    text;
-    v_attempts  int;
     v_lead      bigint;
     v_id        bigint;
     v_ref       text := p_client_ref;
@@ -77,36 +109,13 @@ BEGIN
               USING ERRCODE = 'check_violation';
     END IF;
 
-    SELECT m.id, m.status, m.attempts INTO v_id, v_status, v_attempts
+    SELECT m.id INTO v_id
       FROM whatsapp_message m
      WHERE m.business_id = v_business AND m.local_id = p_local_id;
 
     IF v_id IS NOT NULL THEN
-        -- a later attempt of a failed send; the trace of the failed call
-        -- goes with its error (the new call's outcome brings its own). Its
-        -- row may still be pending: the failed outcome came through
-        -- another host's ring (wa_send_idempotency_db hands a refused key
-        -- to whichever host is asked next), and is stale once it comes.
-        IF v_status IN ('failed', 'pending') AND v_attempts < v_attempt THEN
-            UPDATE whatsapp_message m
-               SET status = 'pending', attempts = v_attempt,
-                   error_code = NULL, error_title = NULL,
-                   error_detail = NULL, retryable = NULL, fbtrace_id = NULL,
-                   updated_at = now()
-             WHERE m.id = v_id AND m.status IN ('failed', 'pending')
-               AND m.attempts < v_attempt;
-
-            IF FOUND THEN
-                PERFORM wa_apply_pending(v_id, v_business, NULL,
-                                         p_local_id);
-                RETURN 'retried';
-            END IF;
-        END IF;
-
-        PERFORM wa_send_collision(v_id, p_local_id, v_attempt, v_phone,
-                                  p_payload);
-
-        RETURN 'duplicate';
+        RETURN wa_send_stored(v_id, v_business, p_local_id, v_attempt,
+                              v_phone, p_payload);
     END IF;
 
     IF v_given IS NOT NULL THEN
@@ -137,13 +146,15 @@ BEGIN
 
         EXIT WHEN v_id IS NOT NULL;
 
+        -- another writer stored this id meanwhile (its transaction held
+        -- the row until it committed): a replay, or an earlier attempt of
+        -- this send that another host made
         SELECT m.id INTO v_id FROM whatsapp_message m
          WHERE m.business_id = v_business AND m.local_id = p_local_id;
 
         IF v_id IS NOT NULL THEN
-            PERFORM wa_send_collision(v_id, p_local_id, v_attempt, v_phone,
-                                      p_payload);
-            RETURN 'duplicate';    -- a concurrent replay
+            RETURN wa_send_stored(v_id, v_business, p_local_id, v_attempt,
+                                  v_phone, p_payload);
         END IF;
 
         IF v_ref IS NULL THEN
@@ -199,9 +210,12 @@ BEGIN
 
     v_ts := coalesce(wa_ts_ms(p_received_ms), now());
 
+    -- locked: a later attempt that another writer is reopening makes this
+    -- outcome stale, and must be seen once it commits
     SELECT m.id, m.attempts INTO v_id, v_attempts
       FROM whatsapp_message m
-     WHERE m.business_id = v_business AND m.local_id = p_local_id;
+     WHERE m.business_id = v_business AND m.local_id = p_local_id
+       FOR UPDATE;
 
     IF v_id IS NULL THEN
         -- its pending record did not make it (dead letter): keep the outcome
