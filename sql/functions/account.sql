@@ -100,6 +100,7 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_display  text := wa_norm_phone(p_display);
+    v_id       bigint;
 BEGIN
     IF v_display IS NULL OR coalesce(p_phone_number_id, '') = ''
        OR EXISTS (SELECT 1 FROM wa_phone_number n
@@ -108,11 +109,12 @@ BEGIN
         RETURN;
     END IF;
 
+    v_id := wa_phone_number_row(p_business, p_waba_id, v_display);
+
     UPDATE wa_phone_number n
        SET phone_number_id = p_phone_number_id,
            waba_id = coalesce(n.waba_id, p_waba_id), updated_at = now()
-     WHERE n.id = wa_phone_number_row(p_business, p_waba_id, v_display)
-       AND n.phone_number_id IS NULL;
+     WHERE n.id = v_id AND n.phone_number_id IS NULL;
 END
 $$;
 
