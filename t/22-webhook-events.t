@@ -374,6 +374,28 @@ is($t->post_webhook($_)->{status}, 200, 'redelivered: 200') for @posted;
 $t->wait_drained(30);
 is_deeply(digest(), $before, 'a redelivery of every body changes no row of any table');
 
+# ---- events stored raw before 013: applied again, in order ---------------------------
+
+my $old_call = "wacid.before013$$";
+$t->dbh->do(q{INSERT INTO wa_event (business_id, phone_number_id, waba_id, field, payload,
+                                    event_time, received_at, dedupe_key)
+              VALUES (1, ?, ?, 'calls', ?, NULL, now(), 'before013-' || ?)},
+            undef, $pnid, $waba,
+            encode({ %meta, calls => [ { id => $old_call, from => $p7, to => $display,
+                     event => 'terminate', timestamp => '' . $T, direction => 'USER_INITIATED',
+                     status => 'COMPLETED', duration => 9 } ] }), $$);
+my $reapply = q{SELECT count(wa_event_apply(business_id, phone_number_id, waba_id, field,
+                        payload, extract(epoch FROM event_time)::bigint::text,
+                        (extract(epoch FROM received_at) * 1000)::bigint::text))
+                  FROM (SELECT * FROM wa_event ORDER BY id) e};
+$before = digest();
+$t->sql_value($reapply);
+my $after = digest();
+is(val('SELECT duration FROM wa_call WHERE call_id = ?', $old_call), 9,
+   'before 013: a raw event applied again is structured');
+delete $_->{wa_call}, delete $_->{wa_call_event} for $before, $after;
+is_deeply($after, $before, 'and applying every other event again changes nothing');
+
 is(val('SELECT count(*) FROM wa_dead_letter'), 0, 'no dead letter');
 unlike($t->writer_log, qr/\b(ERROR|CRITICAL)\b/, 'the writer logged no error');
 
