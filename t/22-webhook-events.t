@@ -110,6 +110,21 @@ post('history media contents', field_body(history => { %meta, messages => [ {
                sha256 => 'aa' x 32, id => '24230790383178626' } } ] },
     waba => $waba));
 
+# a thread named by a business-scoped user id rather than a phone (not in
+# Meta's examples: kept off any phone's lead all the same)
+my $uthread = wamid();
+post('history: a thread of a user id', field_body(history => { %meta, history => [ {
+    metadata => { phase => 2, chunk_order => 7, progress => 100 },
+    threads => [ { id => 'US.13491208655302741918', messages => [
+        { from => 'US.13491208655302741918', id => $uthread, timestamp => '' . ($T - 50),
+          type => 'text', text => { body => 'hi' },
+          history_context => { status => 'READ' } } ] } ] } ] }, waba => $waba));
+is(val('SELECT l.wa_user_id FROM whatsapp_message m JOIN leads l ON l.id = m.lead_id
+         WHERE m.provider_message_id = ?', $uthread), 'US.13491208655302741918',
+   'history: a user-id thread: the lead of that user id');
+is(msg($uthread)->{direction}, 'in', 'history: a user-id thread: inbound from the user');
+ok(!defined msg($uthread)->{phone}, 'history: a user-id thread: no phone made up');
+
 # another number's business declined to share its history
 post('history declined', field_body(history => { %meta, history => [ { errors => [ {
     code => 2593109,
@@ -156,15 +171,15 @@ ok($leadB, 'history: a lead created for a new customer');
 is(msg($h{bout})->{lead_id}, $leadB, "history: linked to that lead");
 is(val('SELECT count(*) FROM leads WHERE phone IN (?, ?)', $cA, $cB), 2,
    'history: no duplicate leads');
-is(val(q{SELECT count(*) FROM whatsapp_message WHERE source = 'history'}), 6,
-   'history: six messages across chunks, each once');
+is(val(q{SELECT count(*) FROM whatsapp_message WHERE source = 'history'}), 7,
+   'history: seven messages across chunks, each once');
 
 my $sync = $t->sql('SELECT phase, chunk_order, progress, messages, errors
                       FROM wa_history_sync WHERE phone_number_id = ? AND business_id = 1
                      ORDER BY phase, chunk_order', $pnid);
-is(scalar @$sync, 3, 'history: one progress row per chunk');
+is(scalar @$sync, 4, 'history: one progress row per chunk');
 is_deeply([ map { [ @$_{qw(phase chunk_order progress messages)} ] } @$sync ],
-          [ [ -1, -1, undef, 0 ], [ 0, 1, 40, 6 ], [ 1, 1, 100, 3 ] ],
+          [ [ -1, -1, undef, 0 ], [ 0, 1, 40, 6 ], [ 1, 1, 100, 3 ], [ 2, 7, 100, 1 ] ],
           'history: phase, chunk_order, progress and messages of each chunk');
 like($sync->[0]{errors} // '', qr/2593109/, 'history: the refusal recorded with its code');
 

@@ -46,7 +46,8 @@ $$;
 -- One message of the history. p_customer is the thread's id (NULL for the
 -- media contents of value.messages[]); from the business when it says so
 -- (history_context.from_me), when `from` is the business's display
--- number, or when `from` is not the thread's customer.
+-- number, or when `from` is not the thread's customer (a phone; a thread
+-- named by a business-scoped user id goes by the first two only).
 CREATE OR REPLACE FUNCTION wa_history_message(p_business bigint,
     p_phone_number_id text, p_display text, p_customer text, m jsonb,
     p_received_ms text)
@@ -60,6 +61,7 @@ DECLARE
                              THEN m ->> 'timestamp' END;
     v_out       boolean;
     v_customer  text;
+    v_uid       text;
     v_result    text;
     v_id        bigint;
     v_cur       text;
@@ -69,12 +71,12 @@ BEGIN
         RETURN 'skipped';
     END IF;
 
-    v_out := coalesce((m #>> '{history_context,from_me}') = 'true', false)
-             OR (v_from IS NOT NULL AND wa_norm_phone(v_from)
-                                        = wa_norm_phone(p_display))
-             OR (v_from IS NOT NULL AND p_customer IS NOT NULL
-                 AND wa_norm_phone(v_from)
-                     IS DISTINCT FROM wa_norm_phone(p_customer));
+    v_out := coalesce((m #>> '{history_context,from_me}') = 'true'
+                      OR wa_norm_phone(v_from) = wa_norm_phone(p_display)
+                      OR (p_customer !~ '[A-Za-z]'
+                          AND wa_norm_phone(v_from)
+                              <> wa_norm_phone(p_customer)),
+                      false);
 
     v_customer := coalesce(p_customer,
                            CASE WHEN v_out THEN m ->> 'to' ELSE v_from END);
@@ -92,17 +94,23 @@ BEGIN
         END IF;
     END IF;
 
-    IF wa_norm_phone(v_customer) IS NULL THEN
+    -- a thread of a user known by a business-scoped user id, not a phone
+    IF v_customer ~ '[A-Za-z]' THEN
+        v_uid := v_customer;
+        v_customer := NULL;
+    END IF;
+
+    IF wa_norm_phone(v_customer) IS NULL AND v_uid IS NULL THEN
         RETURN 'skipped';    -- no lead to give it: kept in wa_event only
     END IF;
 
     IF v_out THEN
         v_result := wa_ingest_echo(p_business::text, p_phone_number_id,
-                        v_customer, NULL, v_wamid, v_type,
+                        v_customer, v_uid, v_wamid, v_type,
                         wa_history_body(m), v_ts, m::text, p_received_ms);
     ELSE
         v_result := wa_ingest_in_message(p_business::text,
-                        p_phone_number_id, v_customer, NULL, NULL, v_wamid,
+                        p_phone_number_id, v_customer, v_uid, NULL, v_wamid,
                         v_type, wa_history_body(m), v_ts, m::text,
                         p_received_ms);
     END IF;
