@@ -375,6 +375,34 @@ is($pn->{messaging_limit}, 'TIER_10K', 'number: the newest messaging limit');
 is($pn->{name_decision}, 'APPROVED', 'number: the name decision');
 is($pn->{requested_name}, 'Acme Shoes', 'number: the requested name');
 
+# ---- a value PostgreSQL refuses: kept raw, loudly; the rest of the chunk stored ---------
+
+my $huge = 'wamid.' . join '', map { sprintf '%08x', int rand 2**32 } 1 .. 2500;
+my $fine = wamid();
+post('history: a message PostgreSQL cannot index', field_body(history => { %meta, history => [ {
+    metadata => { phase => 2, chunk_order => 8, progress => 100 },
+    threads => [ { id => $cB, messages => [
+        { from => $cB, id => $huge, timestamp => '' . $T, type => 'text', text => { body => 'x' } },
+        { from => $cB, id => $fine, timestamp => '' . $T, type => 'text', text => { body => 'ok' } } ] } ] } ] },
+    waba => $waba));
+is(msg($fine)->{lead_id}, $leadB, 'refused: the other message of the chunk is stored');
+is(val('SELECT count(*) FROM whatsapp_message WHERE length(provider_message_id) > 10000'), 0,
+   'refused: the message PostgreSQL cannot index is not');
+is(val(q{SELECT count(*) FROM wa_event WHERE payload::text LIKE '%' || ? || '%'}, substr($huge, 0, 64)), 1,
+   'refused: it is in wa_event');
+like($t->writer_log, qr/WARN .*history message wamid\.[0-9a-f]+ of number $pnid kept in wa_event only/,
+     'refused: a WARN line names it');
+
+my $huge_tpl = join '', map { sprintf '%08x', int rand 2**32 } 1 .. 2500;
+post('template: an id PostgreSQL cannot index', acct(message_template_status_update => $T,
+     %tpl, message_template_id => $huge_tpl, event => 'APPROVED'));
+is(val(q{SELECT count(*) FROM wa_event WHERE field = 'message_template_status_update'
+           AND payload->>'message_template_id' = ?}, $huge_tpl), 1, 'refused: the event kept raw');
+is(val('SELECT count(*) FROM wa_template WHERE length(template_id) > 1000'), 0,
+   'refused: no template row');
+like($t->writer_log, qr/WARN .*webhook event of field message_template_status_update .* kept raw in wa_event, not structured/,
+     'refused: a WARN line says so');
+
 # ---- a redelivery of everything: nothing new, nothing moves ----------------------------
 
 my @tables = qw(whatsapp_message leads wa_event wa_history_sync wa_contact_sync
@@ -404,6 +432,7 @@ my $reapply = q{SELECT count(wa_event_apply(business_id, phone_number_id, waba_i
                         (extract(epoch FROM received_at) * 1000)::bigint::text))
                   FROM (SELECT * FROM wa_event ORDER BY id) e};
 $before = digest();
+$t->dbh->do('SET client_min_messages = error');   # the refused ones warn again
 $t->sql_value($reapply);
 my $after = digest();
 is(val('SELECT duration FROM wa_call WHERE call_id = ?', $old_call), 9,

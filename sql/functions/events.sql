@@ -37,7 +37,10 @@ $$;
 -- The structured handling of a raw change, by field. Items a handler
 -- cannot use (no id, no phone) are skipped: the change is in wa_event
 -- whole. The time of an account level event is the entry's, else when
--- nginx received it.
+-- nginx received it. A value PostgreSQL can never structure (class 22,
+-- 23, 54: a key too long to index, ...) leaves the raw row and a WARNING,
+-- which the writer logs; anything else (a deadlock, a lost connection)
+-- fails the record, which the writer retries.
 CREATE OR REPLACE FUNCTION wa_event_apply(p_business bigint,
     p_phone_number_id text, p_waba_id text, p_field text, p_value jsonb,
     p_entry_time text, p_received_ms text)
@@ -51,34 +54,46 @@ BEGIN
         RETURN;
     END IF;
 
-    -- a number's id and display number, whenever a value names both
-    PERFORM wa_phone_number_learn(p_business, p_waba_id,
-                p_value #>> '{metadata,display_phone_number}',
-                p_phone_number_id);
+    BEGIN
+        -- a number's id and display number, whenever a value names both
+        PERFORM wa_phone_number_learn(p_business, p_waba_id,
+                    p_value #>> '{metadata,display_phone_number}',
+                    p_phone_number_id);
 
-    CASE p_field
-    WHEN 'history' THEN
-        PERFORM wa_event_history(p_business, p_phone_number_id, p_waba_id,
-                                 p_value, p_received_ms);
-    WHEN 'calls' THEN
-        PERFORM wa_event_calls(p_business, p_phone_number_id, p_value,
-                               p_received_ms);
-    WHEN 'smb_app_state_sync' THEN
-        PERFORM wa_event_state_sync(p_business, p_phone_number_id, p_value,
-                                    v_time);
-    WHEN 'user_preferences' THEN
-        PERFORM wa_event_user_preferences(p_business, p_phone_number_id,
-                                          p_value, v_time);
-    WHEN 'message_template_status_update', 'message_template_quality_update',
-         'template_category_update' THEN
-        PERFORM wa_event_template(p_business, p_waba_id, p_field, p_value,
-                                  v_time);
-    WHEN 'phone_number_quality_update', 'phone_number_name_update' THEN
-        PERFORM wa_event_phone_number(p_business, p_waba_id, p_field,
+        CASE p_field
+        WHEN 'history' THEN
+            PERFORM wa_event_history(p_business, p_phone_number_id,
+                                     p_waba_id, p_value, p_received_ms);
+        WHEN 'calls' THEN
+            PERFORM wa_event_calls(p_business, p_phone_number_id, p_value,
+                                   p_received_ms);
+        WHEN 'smb_app_state_sync' THEN
+            PERFORM wa_event_state_sync(p_business, p_phone_number_id,
+                                        p_value, v_time);
+        WHEN 'user_preferences' THEN
+            PERFORM wa_event_user_preferences(p_business, p_phone_number_id,
+                                              p_value, v_time);
+        WHEN 'message_template_status_update',
+             'message_template_quality_update', 'template_category_update'
+        THEN
+            PERFORM wa_event_template(p_business, p_waba_id, p_field,
                                       p_value, v_time);
-    ELSE
-        NULL;    -- raw only
-    END CASE;
+        WHEN 'phone_number_quality_update', 'phone_number_name_update' THEN
+            PERFORM wa_event_phone_number(p_business, p_waba_id, p_field,
+                                          p_value, v_time);
+        ELSE
+            NULL;    -- raw only
+        END CASE;
+
+    EXCEPTION
+        WHEN data_exception OR integrity_constraint_violation
+             OR program_limit_exceeded
+        THEN
+            RAISE WARNING 'webhook event of field % (WABA %, number %) '
+                          'kept raw in wa_event, not structured: % (%)',
+                          p_field, p_waba_id, p_phone_number_id, SQLERRM,
+                          SQLSTATE;
+    END;
 END
 $$;
 

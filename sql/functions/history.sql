@@ -172,8 +172,19 @@ BEGIN
             FOR m IN SELECT x FROM jsonb_array_elements(t -> 'messages') x
             LOOP
                 v_n := v_n + 1;
-                PERFORM wa_history_message(p_business, p_phone_number_id,
-                            v_display, t ->> 'id', m, p_received_ms);
+                -- one message PostgreSQL refuses does not cost the chunk
+                BEGIN
+                    PERFORM wa_history_message(p_business, p_phone_number_id,
+                                v_display, t ->> 'id', m, p_received_ms);
+                EXCEPTION
+                    WHEN data_exception OR integrity_constraint_violation
+                         OR program_limit_exceeded
+                    THEN
+                        RAISE WARNING 'history message % of number % kept '
+                                      'in wa_event only: % (%)',
+                                      left(m ->> 'id', 80), p_phone_number_id,
+                                      SQLERRM, SQLSTATE;
+                END;
             END LOOP;
         END LOOP;
 
