@@ -155,6 +155,8 @@ is($m->{body}, 'the brochure', 'history: media caption as body');
 like($m->{payload}, qr/24230790383178626/, 'history: the media id in payload');
 is($m->{direction}, 'out', 'history: the placeholder keeps its direction');
 is($m->{status}, 'played', 'history: PLAYED');
+is(val('SELECT media_id FROM wa_media WHERE message_id = ?', $m->{id}), '24230790383178626',
+   'history: the completed placeholder queues its media for the fetcher');
 
 is(msg($h{fail})->{status}, 'failed', 'history: ERROR is failed');
 is(msg($h{from_me})->{direction}, 'out', 'history: from_me is outbound');
@@ -407,7 +409,7 @@ like($t->writer_log, qr/WARN .*webhook event of field message_template_status_up
 
 my @tables = qw(whatsapp_message leads wa_event wa_history_sync wa_contact_sync
                 wa_lead_preference wa_call wa_call_event wa_template wa_phone_number
-                wa_pending_receipt wa_webhook_error);
+                wa_pending_receipt wa_webhook_error wa_media);
 sub digest {
     return { map { $_ => val("SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|'
                                  ORDER BY x::text)), '') FROM $_ x") } @tables };
