@@ -28,6 +28,7 @@ typedef struct {
 } wa_walk_t;
 
 
+static int wa_field_is_raw(const char *field);
 static int wa_walk_value(wa_walk_t *w, cJSON *value);
 static int wa_walk_event(wa_walk_t *w, cJSON *value);
 static void wa_walk_business(wa_walk_t *w);
@@ -165,6 +166,16 @@ done:
 }
 
 
+/* fields whose value is stored whole whatever arrays it holds */
+
+static int
+wa_field_is_raw(const char *field)
+{
+    return field != NULL
+           && (strcmp(field, "calls") == 0 || strcmp(field, "history") == 0);
+}
+
+
 static int
 wa_walk_value(wa_walk_t *w, cJSON *value)
 {
@@ -187,8 +198,13 @@ wa_walk_value(wa_walk_t *w, cJSON *value)
                           "message_echoes and contacts must be arrays", NULL);
     }
 
-    if (messages == NULL && statuses == NULL && errors == NULL
-        && echoes == NULL)
+    /* a call's statuses and errors are not a message's, and the messages[]
+     * of a history change are the contents of messages a chunk described
+     * as placeholders: both fields go whole to wa_event, where the writer
+     * structures them (wa_event_calls, wa_event_history) */
+    if (wa_field_is_raw(w->field)
+        || (messages == NULL && statuses == NULL && errors == NULL
+            && echoes == NULL))
     {
         /* any other field (account, templates, quality, calls, ...):
          * acknowledged only once stored raw */

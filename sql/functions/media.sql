@@ -41,6 +41,15 @@ CREATE TRIGGER wa_media_enqueue AFTER INSERT ON whatsapp_message
     WHEN (NEW.type IN ('image', 'video', 'audio', 'document', 'sticker'))
     EXECUTE FUNCTION wa_media_enqueue();
 
+-- a history import's media_placeholder row that later learns its contents
+-- (wa_history_message) becomes a media message by an UPDATE
+DROP TRIGGER IF EXISTS wa_media_enqueue_typed ON whatsapp_message;
+CREATE TRIGGER wa_media_enqueue_typed AFTER UPDATE OF type ON whatsapp_message
+    FOR EACH ROW
+    WHEN (OLD.type IS DISTINCT FROM NEW.type
+          AND NEW.type IN ('image', 'video', 'audio', 'document', 'sticker'))
+    EXECUTE FUNCTION wa_media_enqueue();
+
 
 -- The next media due, claimed for p_lease_sec: a fetcher that dies with
 -- it leaves it due again after the lease; several fetchers (hosts) never

@@ -197,7 +197,7 @@ main(void)
 
     memset(&s, 0, sizeof(sink_t));
 
-    plan(93);
+    plan(94);
 
     /* a text message from Meta's documentation */
 
@@ -348,6 +348,27 @@ main(void)
        && field_is(&s, 1, WA_F_FIELD, NULL)
        && field_is(&s, 1, WA_F_PAYLOAD, "{}"),
        "unknown number: default business; no field, empty value: kept too");
+
+    /* calls and history: the whole value, whatever arrays it holds */
+
+    rc = parse(&s, &ctx,
+        "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+        "\"1029\",\"changes\":[{\"field\":\"calls\",\"value\":"
+        VALUE_HEAD("106540352242922") "\"statuses\":[{\"id\":\"wacid.2\","
+        "\"type\":\"call\",\"status\":\"RINGING\"}],"
+        "\"errors\":[{\"code\":138006}]}},"
+        "{\"field\":\"history\",\"value\":" VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"16505551234\",\"id\":\"wamid.H1\","
+        "\"type\":\"image\",\"image\":{\"id\":\"24\"}}]}}]}]}");
+    ok(rc == WA_WH_OK && s.n == 2 && ctx.events == 2 && ctx.statuses == 0
+       && ctx.messages == 0
+       && s.recs[0].type == WA_REC_EVENT && s.recs[1].type == WA_REC_EVENT
+       && field_is(&s, 0, WA_F_FIELD, "calls")
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "\"RINGING\"") != NULL
+       && strstr(s.recs[0].f[WA_F_PAYLOAD], "138006") != NULL
+       && field_is(&s, 1, WA_F_FIELD, "history")
+       && strstr(s.recs[1].f[WA_F_PAYLOAD], "wamid.H1") != NULL,
+       "call statuses and errors, history messages: one raw event each");
 
     /* smb_message_echoes: outbound, the customer is "to" */
 
