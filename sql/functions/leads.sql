@@ -60,6 +60,10 @@ DECLARE
     v_un     text := wa_contact_username(p_contact);
     v_par    text := wa_contact_parent(p_contact);
     v_cc     text := wa_contact_country(p_contact);
+    v_pn     text;
+    v_un0    text;
+    v_par0   text;
+    v_cc0    text;
 BEGIN
     created := false;
 
@@ -73,25 +77,33 @@ BEGIN
 
     FOR i IN 1 .. 8 LOOP
         IF p_phone IS NOT NULL THEN
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.phone = p_phone;
         ELSE
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.wa_user_id = p_wa_user_id;
         END IF;
 
         -- leads written before ngx_wa may keep the '+'
         IF NOT FOUND AND p_phone IS NOT NULL THEN
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.phone = '+' || p_phone;
         END IF;
 
         -- a phone or user id the lead had before it changed
         IF NOT FOUND THEN
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM wa_lead_former_id f
               JOIN leads l ON l.id = f.lead_id
              WHERE f.business_id = p_business
@@ -123,19 +135,20 @@ BEGIN
                  WHERE id = v_id AND name IS NULL;
             END IF;
 
-            UPDATE leads l
-               SET wa_profile_name = coalesce(p_name, l.wa_profile_name),
-                   wa_username = coalesce(v_un, l.wa_username),
-                   wa_parent_user_id = coalesce(v_par, l.wa_parent_user_id),
-                   wa_country_code = coalesce(v_cc, l.wa_country_code)
-             WHERE l.id = v_id
-               AND (l.wa_profile_name, l.wa_username, l.wa_parent_user_id,
-                    l.wa_country_code)
-                   IS DISTINCT FROM
-                   (coalesce(p_name, l.wa_profile_name),
-                    coalesce(v_un, l.wa_username),
-                    coalesce(v_par, l.wa_parent_user_id),
-                    coalesce(v_cc, l.wa_country_code));
+            -- what WhatsApp says of the user now, written only when it
+            -- changed (the usual message writes nothing here)
+            IF (v_pn, v_un0, v_par0, v_cc0) IS DISTINCT FROM
+               (coalesce(p_name, v_pn), coalesce(v_un, v_un0),
+                coalesce(v_par, v_par0), coalesce(v_cc, v_cc0))
+            THEN
+                UPDATE leads l
+                   SET wa_profile_name = coalesce(p_name, l.wa_profile_name),
+                       wa_username = coalesce(v_un, l.wa_username),
+                       wa_parent_user_id = coalesce(v_par,
+                                                    l.wa_parent_user_id),
+                       wa_country_code = coalesce(v_cc, l.wa_country_code)
+                 WHERE l.id = v_id;
+            END IF;
 
             lead_id := v_id;
             RETURN;

@@ -17,14 +17,27 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 
--- a number in jsonb (or a string holding one) as float8, else NULL
+-- a coordinate in jsonb (a number, or a string holding one) as float8,
+-- else NULL: never an error, even for 1e400 or 1e-400, which float8
+-- refuses (hence the bound and the rounding in numeric first)
 CREATE OR REPLACE FUNCTION wa_num_json(j jsonb)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN (j #>> '{}')::float8
+    SELECT CASE WHEN jsonb_typeof(j) = 'number' AND abs(j::numeric) <= 1000
+                THEN round(j::numeric, 15)::float8
                 WHEN jsonb_typeof(j) = 'string'
                      AND j #>> '{}' ~ '^-?[0-9]{1,3}(\.[0-9]{1,15})?$'
                 THEN (j #>> '{}')::float8 END
+$$;
+
+
+-- a string or a number of jsonb as text, else NULL (an id must not be
+-- read out of an object or an array)
+CREATE OR REPLACE FUNCTION wa_text_json(j jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(j) IN ('string', 'number')
+                THEN j #>> '{}' END
 $$;
 
 
@@ -93,8 +106,11 @@ BEGIN
                || coalesce(': ' || nullif(o->>'text', ''), '');
 
     WHEN 'edit' THEN
-        -- the new content, readable as its own type
-        IF jsonb_typeof(o->'message') = 'object' THEN
+        -- the new content, readable as its own type (an edit of an edit
+        -- is not one Meta sends: no recursion to bound)
+        IF jsonb_typeof(o->'message') = 'object'
+           AND o->'message'->>'type' IS DISTINCT FROM 'edit'
+        THEN
             s := wa_msg_body(o->'message', o->'message'->>'type');
         END IF;
         RETURN '[edited]' || coalesce(' ' || s, '');
@@ -191,6 +207,8 @@ BEGIN
     IF p_type = 'edit' THEN
         v_new := CASE WHEN jsonb_typeof(p_payload->'edit'->'message')
                            = 'object'
+                       AND p_payload->'edit'->'message'->>'type'
+                           IS DISTINCT FROM 'edit'
                       THEN wa_msg_body(p_payload->'edit'->'message',
                                p_payload->'edit'->'message'->>'type') END;
 
@@ -220,7 +238,11 @@ $$;
 CREATE OR REPLACE FUNCTION wa_msg_apply_early_changes(p_business bigint,
     p_wamid text)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- by the partial index, whatever the statistics said when the plan was
+-- cached (an empty table must not make every insert scan it later)
+SET enable_seqscan = off
+AS $$
 DECLARE
     e  record;
 BEGIN
@@ -259,13 +281,15 @@ BEGIN
     END IF;
 
     IF v_kind = 'user_changed_number' THEN
-        v_new := wa_norm_phone(coalesce(p_payload->'system'->>'wa_id',
-                                        p_payload->'system'->>'new_wa_id'));
+        v_new := wa_norm_phone(coalesce(
+                     wa_text_json(p_payload->'system'->'wa_id'),
+                     wa_text_json(p_payload->'system'->'new_wa_id')));
         v_old := p_phone;
     ELSIF v_kind = 'user_changed_user_id' THEN
-        v_new := coalesce(p_payload->'system'->>'user_id',
-                          p_payload->'system'->>'new_user_id');
-        v_old := coalesce(p_wa_user_id, p_payload->>'from_user_id');
+        v_new := coalesce(wa_text_json(p_payload->'system'->'user_id'),
+                          wa_text_json(p_payload->'system'->'new_user_id'));
+        v_old := coalesce(p_wa_user_id,
+                          wa_text_json(p_payload->'from_user_id'));
     ELSE
         RETURN;
     END IF;
