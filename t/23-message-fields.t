@@ -508,7 +508,12 @@ my $r2 = { from => $p, id => wamid(), timestamp => '' . ($now - 40), type => 're
 post(body(value(messages => [ $e2b ])), 'the later edit, before the original');
 post(body(value(messages => [ $e2a, $r2 ])), 'the earlier edit and a revoke, before the original');
 columns_are($e2b->{id}, { type => 'edit', target_message_id => $o2->{id} }, 'early edits stored as rows');
+is($t->sql_value("SELECT count(*) FROM wa_pending_receipt WHERE kind = 'change'
+                   AND provider_message_id = ?", $o2->{id}), 1,
+   'and their original awaited, once, in wa_pending_receipt');
 post(body(value(messages => [ $o2 ])), 'the original');
+is($t->sql_value("SELECT count(*) FROM wa_pending_receipt WHERE provider_message_id = ?", $o2->{id}),
+   0, 'no longer awaited once it came');
 columns_are($o2->{id}, { body => '[image] third', original_body => '[image] first' },
             'the early edits applied on arrival, the latest wins');
 is($t->sql_value('SELECT extract(epoch FROM revoked_at)::bigint FROM whatsapp_message

@@ -545,12 +545,15 @@ for my $method (qw(PUT DELETE PATCH)) {
                        messages => [ message('text', id => $cid) ]))), 200,
        'a contact of odd shapes: 200');
     push @accepted, $cid;
-    my @deep = (message('location', location => { latitude => 'BIG', longitude => 'TINY' }),
-                message('edit', edit => { original_message_id => 'x', message =>
-                    { type => 'edit', edit => { message => { type => 'edit' } } } }));
-    (my $db = body(value(messages => \@deep))) =~ s/"BIG"/1e400/;
+    our $deep_id;
+    my @deep = (message('location'), message('edit'));
+    $deep[0]{location} = { latitude => 'BIG', longitude => 'TINY' };
+    $deep[1]{edit} = { original_message_id => 'x', message =>
+                       { type => 'edit', edit => { message => { type => 'edit' } } } };
+    (my $db = body(value(messages => \@deep))) =~ s/"BIG"/1e300/;
     $db =~ s/"TINY"/-1e-400/;
-    is(post($db), 200, 'coordinates past float8, an edit of an edit: 200');
+    is(post($db), 200, 'coordinates out of range, an edit of an edit: 200');
+    $deep_id = $deep[0]{id};
     push @accepted, map { $_->{id} } @deep;
 
     # and receipts of odd shapes for a message stored since
@@ -597,6 +600,10 @@ is($u, $utf8, 'raw UTF-8 stored byte for byte');
 is($t->sql_value('SELECT body FROM whatsapp_message
                    WHERE provider_message_id = ?', $bs_id), $bs_text,
    'escaped backslash + u0000 stored as text');
+
+is_deeply($t->dbh->selectrow_arrayref('SELECT latitude, longitude FROM whatsapp_message
+                                        WHERE provider_message_id = ?', undef, $main::deep_id),
+          [ undef, 0 ], 'a coordinate out of range is not a coordinate');
 
 is_deeply([ $t->worker_pids ], \@workers, 'the same worker throughout');
 unlike($t->error_log, qr/signal \d+|exited on/, 'no worker crashed');

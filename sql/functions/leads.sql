@@ -57,9 +57,9 @@ DECLARE
     v_phone  text;
     v_name   text;
     v_new    text;
-    v_un     text := wa_contact_username(p_contact);
-    v_par    text := wa_contact_parent(p_contact);
-    v_cc     text := wa_contact_country(p_contact);
+    v_un     text;
+    v_par    text;
+    v_cc     text;
     v_pn     text;
     v_un0    text;
     v_par0   text;
@@ -74,6 +74,12 @@ BEGIN
     END IF;
 
     v_new := p_wa_user_id;
+
+    IF p_contact IS NOT NULL THEN
+        v_un := wa_contact_username(p_contact);
+        v_par := wa_contact_parent(p_contact);
+        v_cc := wa_contact_country(p_contact);
+    END IF;
 
     FOR i IN 1 .. 8 LOOP
         IF p_phone IS NOT NULL THEN

@@ -196,15 +196,34 @@ $$;
 -- p_type) applied to the message p_target: an edit replaces the body
 -- (the first body kept in original_body) unless a later edit did already;
 -- a revoke sets revoked_at once. Idempotent: applying it twice changes
--- nothing, and edits applied in any order leave the latest.
+-- nothing, and edits applied in any order leave the latest. false when
+-- the target is not stored (yet).
 CREATE OR REPLACE FUNCTION wa_msg_apply_change(p_business bigint,
     p_target text, p_type text, p_payload jsonb, p_ts timestamptz)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_new  text;
+    v_id      bigint;
+    v_edited  timestamptz;
+    v_new     text;
+    v_ts      timestamptz := coalesce(p_ts, now());
 BEGIN
+    SELECT m.id, m.edited_at INTO v_id, v_edited
+      FROM whatsapp_message m
+     WHERE m.provider_message_id = p_target
+       AND m.business_id = p_business
+       AND m.target_message_id IS NULL
+       FOR UPDATE;
+
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
     IF p_type = 'edit' THEN
+        IF v_edited IS NOT NULL AND v_edited >= v_ts THEN
+            RETURN true;    -- a later edit is applied already
+        END IF;
+
         v_new := CASE WHEN jsonb_typeof(p_payload->'edit'->'message')
                            = 'object'
                        AND p_payload->'edit'->'message'->>'type'
@@ -215,32 +234,31 @@ BEGIN
         UPDATE whatsapp_message m
            SET original_body = coalesce(m.original_body, m.body),
                body = coalesce(v_new, m.body),
-               edited_at = coalesce(p_ts, now()),
+               edited_at = v_ts,
                updated_at = now()
-         WHERE m.provider_message_id = p_target
-           AND m.business_id = p_business
-           AND m.target_message_id IS NULL
-           AND (m.edited_at IS NULL OR m.edited_at < coalesce(p_ts, now()));
+         WHERE m.id = v_id;
     ELSE
         UPDATE whatsapp_message m
-           SET revoked_at = coalesce(p_ts, now()), updated_at = now()
-         WHERE m.provider_message_id = p_target
-           AND m.business_id = p_business
-           AND m.target_message_id IS NULL
-           AND m.revoked_at IS NULL;
+           SET revoked_at = v_ts, updated_at = now()
+         WHERE m.id = v_id AND m.revoked_at IS NULL;
     END IF;
+
+    RETURN true;
 END
 $$;
 
 
--- the edits and revokes stored before their message p_wamid arrived,
--- applied to it, oldest first
+-- The edits and revokes stored before their message p_wamid arrived,
+-- applied to it, oldest first. Called by wa_apply_pending when the
+-- message arrives and finds the 'change' its first change parked in
+-- wa_pending_receipt: a message with nothing waiting for it pays no
+-- lookup here.
 CREATE OR REPLACE FUNCTION wa_msg_apply_early_changes(p_business bigint,
     p_wamid text)
 RETURNS void
 LANGUAGE plpgsql
 -- by the partial index, whatever the statistics said when the plan was
--- cached (an empty table must not make every insert scan it later)
+-- cached (an empty table must not make this scan it later)
 SET enable_seqscan = off
 AS $$
 DECLARE
@@ -346,13 +364,57 @@ CREATE OR REPLACE FUNCTION wa_message_insert(p_business bigint,
     p_phone_number_id text, p_wamid text, p_type text, p_body text,
     p_payload jsonb, p_status text, p_provider_ts timestamptz,
     p_created_at timestamptz, p_contact jsonb DEFAULT NULL,
-    p_source text DEFAULT NULL, p_sent_at timestamptz DEFAULT NULL)
+    p_source text DEFAULT NULL, p_sent_at timestamptz DEFAULT NULL,
+    p_name text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    f     wa_msg_fields := wa_msg_fields(p_payload, p_type, p_body);
-    v_id  bigint;
+    v_target  text;
+    v_id      bigint;
 BEGIN
+    IF p_wamid IS NULL THEN
+        RAISE EXCEPTION 'message without a wamid'
+              USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    -- the lead: found or created from what the message says of its user
+    -- (an inbound message always; another caller when it gives none)
+    IF p_lead IS NULL THEN
+        p_lead := (wa_lead_resolve(p_business, p_phone, p_wa_user_id, p_name,
+                                   p_contact)).lead_id;
+    END IF;
+
+    -- a plain text message (no reply context, no ad referral) has no
+    -- first-class column but its body: the INSERT of before, whose plan
+    -- plpgsql keeps (the one below is planned again at every call, its
+    -- expressions folded over the payload)
+    IF p_type = 'text' AND p_body IS NOT NULL
+       AND NOT (p_payload ? 'context' OR p_payload ? 'referral')
+    THEN
+        INSERT INTO whatsapp_message AS m
+               (business_id, lead_id, direction, phone, wa_user_id,
+                phone_number_id, provider_message_id, source, type, body,
+                payload, status, provider_ts, sent_at, created_at,
+                updated_at, contact, contact_wa_id)
+        VALUES (p_business, p_lead, p_direction, p_phone, p_wa_user_id,
+                p_phone_number_id, p_wamid, p_source, p_type, p_body,
+                p_payload, p_status, p_provider_ts, p_sent_at,
+                coalesce(p_created_at, now()), now(), p_contact,
+                p_contact->>'wa_id')
+        ON CONFLICT (business_id, provider_message_id) DO NOTHING
+        RETURNING m.id INTO v_id;
+
+        IF v_id IS NOT NULL THEN
+            PERFORM wa_apply_pending(v_id, p_business, p_wamid, NULL);
+        END IF;
+
+        RETURN v_id;
+    END IF;
+
+    -- (wa_msg_fields(...)).col is that column's expression alone: no
+    -- composite is built, here or in the INSERT
+    v_target := (wa_msg_fields(p_payload, p_type, p_body)).target_message_id;
+
     INSERT INTO whatsapp_message AS m
            (business_id, lead_id, direction, phone, wa_user_id,
             phone_number_id, provider_message_id, source, type, body,
@@ -364,19 +426,21 @@ BEGIN
             referral_source_type, referral_ctwa_clid, media_id,
             media_mime_type, media_sha256, media_filename, latitude,
             longitude, location_name, location_address, target_message_id)
-    VALUES (p_business, p_lead, p_direction, p_phone, p_wa_user_id,
-            p_phone_number_id, p_wamid, p_source, p_type, f.body,
-            p_payload, p_status, p_provider_ts, p_sent_at,
-            coalesce(p_created_at, now()), now(),
-            p_contact, p_contact->>'wa_id', f.context_message_id,
-            f.context_from, f.forwarded, f.frequently_forwarded,
-            f.reaction_message_id, f.reaction_emoji, f.reply_type,
-            f.reply_id, f.reply_title, f.button_payload,
-            f.referral_source_url, f.referral_source_id,
-            f.referral_source_type, f.referral_ctwa_clid, f.media_id,
-            f.media_mime_type, f.media_sha256, f.media_filename, f.latitude,
-            f.longitude, f.location_name, f.location_address,
-            f.target_message_id)
+    SELECT p_business, p_lead, p_direction, p_phone, p_wa_user_id,
+           p_phone_number_id, p_wamid, p_source, p_type, (x.f).body,
+           p_payload, p_status, p_provider_ts, p_sent_at,
+           coalesce(p_created_at, now()), now(),
+           p_contact, p_contact->>'wa_id', (x.f).context_message_id,
+           (x.f).context_from, (x.f).forwarded, (x.f).frequently_forwarded,
+           (x.f).reaction_message_id, (x.f).reaction_emoji,
+           (x.f).reply_type, (x.f).reply_id, (x.f).reply_title,
+           (x.f).button_payload, (x.f).referral_source_url,
+           (x.f).referral_source_id, (x.f).referral_source_type,
+           (x.f).referral_ctwa_clid, (x.f).media_id, (x.f).media_mime_type,
+           (x.f).media_sha256, (x.f).media_filename, (x.f).latitude,
+           (x.f).longitude, (x.f).location_name, (x.f).location_address,
+           v_target
+      FROM (SELECT wa_msg_fields(p_payload, p_type, p_body) AS f) x
     ON CONFLICT (business_id, provider_message_id) DO NOTHING
     RETURNING m.id INTO v_id;
 
@@ -384,13 +448,19 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    -- receipts, and edits or revokes, that came before this message
     PERFORM wa_apply_pending(v_id, p_business, p_wamid, NULL);
 
-    IF f.target_message_id IS NOT NULL THEN
-        PERFORM wa_msg_apply_change(p_business, f.target_message_id, p_type,
-                                    p_payload, p_provider_ts);
-    ELSE
-        PERFORM wa_msg_apply_early_changes(p_business, p_wamid);
+    -- an edit or revoke: applied to its message, or parked until it comes
+    -- (one 'change' per message, whatever the number of its changes)
+    IF v_target IS NOT NULL
+       AND NOT wa_msg_apply_change(p_business, v_target, p_type, p_payload,
+                                   p_provider_ts)
+    THEN
+        INSERT INTO wa_pending_receipt
+               (business_id, kind, provider_message_id, provider_ts)
+        VALUES (p_business, 'change', v_target, p_provider_ts)
+        ON CONFLICT DO NOTHING;
     END IF;
 
     IF p_type = 'system' AND p_direction = 'in' THEN
@@ -585,7 +655,9 @@ $$;
 
 -- Apply and delete the receipts that waited for this message: called when
 -- a row is created, learns its wamid, or becomes a new attempt. A parked
--- outcome of an attempt before the row's is stale: dropped.
+-- outcome of an attempt before the row's is stale: dropped. A parked
+-- 'change' says edits or revokes of this message came first: they are
+-- applied (wa_msg_apply_early_changes).
 CREATE OR REPLACE FUNCTION wa_apply_pending(p_id bigint, p_business bigint,
     p_wamid text, p_local_id text)
 RETURNS int
@@ -600,6 +672,13 @@ BEGIN
                     AND provider_message_id = p_wamid
                  RETURNING *
         LOOP
+            IF r.kind = 'change' THEN
+                -- edits and revokes stored before their message
+                PERFORM wa_msg_apply_early_changes(p_business, p_wamid);
+                n := n + 1;
+                CONTINUE;
+            END IF;
+
             PERFORM wa_msg_merge(p_id, r.status, r.provider_ts,
                                  r.provider_message_id, r.error_code,
                                  r.error_title, r.error_detail, r.fbtrace_id,
@@ -641,37 +720,22 @@ $$;
 
 
 -- WA_REC_IN_MESSAGE. p_contact: the sender's contacts[] entry (absent
--- from records of the format before 014).
+-- from records of the format before 014). One expression: PostgreSQL
+-- inlines it into the writer's statement, so a message costs one plpgsql
+-- call, wa_message_insert's, which resolves the lead too.
 CREATE OR REPLACE FUNCTION wa_ingest_in_message(p_business text,
     p_phone_number_id text, p_phone text, p_wa_user_id text, p_name text,
     p_wamid text, p_type text, p_body text, p_timestamp text,
     p_payload text, p_received_ms text, p_contact text)
 RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_business  bigint := p_business::bigint;
-    v_phone     text := wa_norm_phone(p_phone);
-    v_contact   jsonb := p_contact::jsonb;
-    v_lead      bigint;
-BEGIN
-    IF p_wamid IS NULL THEN
-        RAISE EXCEPTION 'inbound message without a wamid'
-              USING ERRCODE = 'not_null_violation';
-    END IF;
-
-    v_lead := (wa_lead_resolve(v_business, v_phone, p_wa_user_id,
-                               p_name, v_contact)).lead_id;
-
-    IF wa_message_insert(v_business, v_lead, 'in', v_phone, p_wa_user_id,
-           p_phone_number_id, p_wamid, p_type, p_body, p_payload::jsonb,
-           'received', wa_ts(p_timestamp), wa_ts_ms(p_received_ms),
-           v_contact) IS NULL
-    THEN
-        RETURN 'duplicate';
-    END IF;
-
-    RETURN 'inserted';
-END
+LANGUAGE sql AS $$
+    SELECT CASE WHEN wa_message_insert(p_business::bigint, NULL, 'in',
+                         wa_norm_phone(p_phone), p_wa_user_id,
+                         p_phone_number_id, p_wamid, p_type, p_body,
+                         p_payload::jsonb, 'received', wa_ts(p_timestamp),
+                         wa_ts_ms(p_received_ms), p_contact::jsonb, NULL,
+                         NULL, p_name) IS NULL
+                THEN 'duplicate' ELSE 'inserted' END
 $$;
 
 
@@ -702,8 +766,9 @@ $$;
 --   4. the messages are inserted in one statement, in order, so a wamid
 --      repeated in the run is stored once, from its first record, with
 --      their first-class columns (wa_msg_fields);
---   5. receipts, edits and revokes that came before their message are
---      applied (an index probe per message finds there are none).
+--   5. receipts, edits and revokes that came before their message (parked
+--      in wa_pending_receipt) are applied; one probe of that small table
+--      per message finds there are none.
 --
 -- A run holding a message that changes another row or a lead (edit,
 -- revoke, system) goes record by record through wa_ingest_in_message, in
@@ -837,11 +902,6 @@ BEGIN
                      WHERE p.provider_message_id = x.wamid
                        AND p.business_id = x.b);
 
-    PERFORM wa_msg_apply_early_changes(x.b, x.wamid)
-       FROM unnest(v_biz, p_recs) AS x(b)
-      WHERE EXISTS (SELECT 1 FROM whatsapp_message e
-                     WHERE e.target_message_id = x.wamid
-                       AND e.business_id = x.b);
 
     RETURN v_inserted;
 END
