@@ -102,8 +102,8 @@ $$;
 --     receipts are merged in waves: the first receipt of each message,
 --     then the second, ..., so each message sees its receipts in order;
 --   - otherwise (a receipt to park, one found by its callback data, one
---     without a wamid, one of a group) the run goes receipt by receipt through
---     wa_ingest_status.
+--     without a wamid, one of a group) the run goes receipt by receipt
+--     through wa_ingest_status.
 --
 -- Any error fails the whole call; the writer then writes the run record by
 -- record, which finds the one record at fault.
