@@ -105,20 +105,26 @@ BEGIN
              WHERE l.business_id = p_business AND l.phone = '+' || p_phone;
         END IF;
 
-        -- a phone or user id the lead had before it changed
+        -- a phone or user id the lead had before it changed: the former
+        -- id first, then its lead by key (a join could be planned as a
+        -- scan of leads, which only grows)
         IF NOT FOUND THEN
-            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
-                   l.wa_parent_user_id, l.wa_country_code
-              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
+            SELECT f.lead_id INTO v_id
               FROM wa_lead_former_id f
-              JOIN leads l ON l.id = f.lead_id
              WHERE f.business_id = p_business
-               AND ((p_phone IS NOT NULL AND f.kind = 'phone'
-                     AND f.value = p_phone)
-                    OR (p_phone IS NULL AND f.kind = 'wa_user_id'
-                        AND f.value = p_wa_user_id))
+               AND f.kind = CASE WHEN p_phone IS NOT NULL THEN 'phone'
+                                 ELSE 'wa_user_id' END
+               AND f.value = coalesce(p_phone, p_wa_user_id)
              ORDER BY f.id DESC
              LIMIT 1;
+
+            IF FOUND THEN
+                SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name,
+                       l.wa_username, l.wa_parent_user_id, l.wa_country_code
+                  INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
+                  FROM leads l
+                 WHERE l.id = v_id;
+            END IF;
         END IF;
 
         IF FOUND THEN
