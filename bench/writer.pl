@@ -56,7 +56,7 @@ sub commify { my $n = reverse shift; $n =~ s/(\d{3})(?=\d)/$1,/g; return scalar 
 sub fresh_tables {
     my ($keep_leads) = @_;
     $t->dbh->do($keep_leads ? 'TRUNCATE whatsapp_message'
-                            : 'TRUNCATE whatsapp_message, leads, wa_pending_receipt');
+                            : 'TRUNCATE whatsapp_message, leads, wa_lead_former_id, wa_pending_receipt');
     # no ANALYZE: statistics of empty tables would plan every lookup as a
     # scan, which no installation lives with for long (autovacuum)
     $t->dbh->do('CHECKPOINT');
@@ -126,7 +126,7 @@ $t->dbh->do('CREATE UNLOGGED TABLE IF NOT EXISTS bench_stage (o bigserial PRIMAR
          ts text, pl text, rms text)');
 $t->dbh->do('TRUNCATE bench_stage RESTART IDENTITY');
 # the set function's array of records, aggregated from rows in record order
-my @aggs = ('array_agg(ROW(b, pnid, ph, u, nm, w, ty, body, ts, pl, rms)::wa_in_rec ORDER BY o)');
+my @aggs = ('array_agg(ROW(b, pnid, ph, u, nm, w, ty, body, ts, pl, rms, NULL)::wa_in_rec ORDER BY o)');
 my $script = "$dir/staging.sql";
 open my $sql, '>', $script or die;
 print $sql "\\copy bench_stage (b, pnid, ph, u, nm, w, ty, body, ts, pl, rms) FROM '$fields' CSV\n";

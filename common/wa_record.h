@@ -58,6 +58,7 @@ enum {
                               absent: 1 */
     WA_F_FIELD,            /* entry[].changes[].field of a webhook */
     WA_F_WABA_ID,          /* entry[].id: the WhatsApp Business Account */
+    WA_F_CONTACT,          /* the sender's value.contacts[] entry, JSON */
     WA_F__MAX
 };
 

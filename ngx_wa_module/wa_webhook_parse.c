@@ -315,7 +315,8 @@ wa_walk_business(wa_walk_t *w)
 static int
 wa_walk_message(wa_walk_t *w, cJSON *msg)
 {
-    char         ts[32];
+    int          rc;
+    char         ts[32], *cjson;
     cJSON       *contact;
     const char  *id, *type, *from, *user_id;
     wa_record_t  rec;
@@ -368,9 +369,26 @@ wa_walk_message(wa_walk_t *w, cJSON *msg)
     wa_record_set(&rec, WA_F_TIMESTAMP, wa_text(msg, "timestamp", ts,
                                                 sizeof(ts)));
 
+    /* the sender's entry whole: wa_id, user_id, parent_user_id, username,
+     * ... whatever Meta adds, kept by the writer with the message */
+    cjson = NULL;
+
+    if (contact != NULL) {
+        cjson = cJSON_PrintUnformatted(contact);
+        if (cjson == NULL) {
+            return WA_WH_NOMEM;
+        }
+
+        wa_record_set(&rec, WA_F_CONTACT, cjson);
+    }
+
     w->ctx->messages++;
 
-    return wa_emit(w, &rec, msg);
+    rc = wa_emit(w, &rec, msg);
+
+    cJSON_free(cjson);
+
+    return rc;
 }
 
 

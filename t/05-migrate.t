@@ -225,4 +225,122 @@ is($u->sql_value("SELECT count(*) FROM wa_schema_functions WHERE file = 'leads'"
    'and changes nothing');
 $u->teardown;
 
+
+# ---- a running installation of the previous release (012), its ring full ---
+#
+# The database as the previous release's wa-writer migrated it (schema 001
+# to 012 and its function files, frozen in t/fixtures/sql-v2), holding rows
+# its functions wrote; its ring holds records of its format (no contact
+# field) that its writer has not drained. The upgrade of the README: the
+# new wa-writer migrates (014), then drains the old ring: every record is
+# stored, with the new columns computed from its payload, nothing is
+# dead-lettered. A writer of the previous release still running between
+# the two steps is served too: its per-record call (11 arguments) stores.
+
+my $w = WaTest->new;
+$w->start_pg;
+my $v2 = "$FindBin::Bin/fixtures/sql-v2";
+$w->dbh->do('SET client_min_messages = warning');
+$w->dbh->do('CREATE TABLE wa_schema_migrations (version text PRIMARY KEY, checksum text,
+                                                applied_at timestamptz NOT NULL DEFAULT now())');
+$w->dbh->do('CREATE TABLE wa_schema_functions (file text PRIMARY KEY, checksum text NOT NULL,
+                                               applied_at timestamptz NOT NULL DEFAULT now())');
+for my $f (sort glob "$v2/schema/*.sql.gz") {
+    gunzip($f => \my $sql) or die "$f: $GunzipError";
+    $w->dbh->begin_work;
+    $w->dbh->do($sql);
+    $w->dbh->do('INSERT INTO wa_schema_migrations (version, checksum) VALUES (?, ?)', undef,
+                basename($f, '.sql.gz'), md5_hex($sql));
+    $w->dbh->commit;
+}
+for my $f (sort glob "$v2/functions/*.sql.gz") {
+    gunzip($f => \my $sql) or die "$f: $GunzipError";
+    $w->dbh->do($sql);
+    $w->dbh->do('INSERT INTO wa_schema_functions (file, checksum) VALUES (?, ?)', undef,
+                basename($f, '.sql.gz'), md5_hex($sql));
+}
+is($w->sql_value('SELECT max(version) FROM wa_schema_migrations'), '012_webhook_fields',
+   'v2: at 012');
+
+# rows of the previous release: a lead's message, a send, sent
+$w->dbh->do(q{SELECT wa_ingest_in_message('1', 'PNID', '972501240001', NULL, 'Ann',
+                  'wamid.v2.in', 'text', 'hello', '1764037800', NULL, '1764037800000')});
+$w->dbh->do(q{SELECT wa_ingest_out_pending('V2-L1', '1', 'PNID', '972501240002', NULL, 'crm',
+                  NULL, 'text', 'hi', NULL, '1764037800000', NULL)});
+$w->dbh->do(q{SELECT wa_ingest_out_result('V2-L1', '1', 'sent', 'wamid.v2.out', NULL, NULL,
+                  NULL, NULL, NULL, '200', '1764037800500', NULL)});
+
+# its ring: records as its module wrote them (the fields its parser set)
+sub pct { my $s = shift; $s =~ s/([^A-Za-z0-9._\-:\/{}\[\],"])/sprintf '%%%02X', ord $1/ge; $s }
+my @old = (
+    [ 'wamid.v2.img', 'image', undef,
+      '{"from":"972501240001","id":"wamid.v2.img","timestamp":"1764037900","type":"image",'
+      . '"image":{"mime_type":"image/jpeg","sha256":"abc=","id":"9001"}}' ],
+    [ 'wamid.v2.loc', 'location', 'Office',
+      '{"from":"972501240001","id":"wamid.v2.loc","timestamp":"1764037901","type":"location",'
+      . '"location":{"latitude":32.0853,"longitude":34.7818,"name":"Office"}}' ],
+    [ 'wamid.v2.reply', 'text', 'yes',
+      '{"from":"972501240001","id":"wamid.v2.reply","timestamp":"1764037902","type":"text",'
+      . '"context":{"from":"15550783881","id":"wamid.v2.out"},"text":{"body":"yes"}}' ],
+    [ 'wamid.v2.sys', 'system', 'User Ann changed from 972501240001 to 972501240009',
+      '{"from":"972501240001","id":"wamid.v2.sys","timestamp":"1764037903","type":"system",'
+      . '"system":{"body":"User Ann changed from 972501240001 to 972501240009",'
+      . '"wa_id":"972501240009","type":"user_changed_number"}}' ],
+);
+open my $wfeed, '|-', "$WaTest::BUILD/wa-feed " . $w->ring . ' 1048576 >/dev/null'
+    or die "feed: $!";
+for my $o (@old) {
+    my ($id, $type, $body, $payload) = @$o;
+    print $wfeed "in business=1 phone_number_id=PNID phone=972501240001 name=Ann wamid=$id"
+        . " msg_type=$type" . (defined $body ? ' body=' . pct($body) : '')
+        . " timestamp=1764037900 payload=" . pct($payload) . " received_ms=1764037900000\n";
+}
+print $wfeed "status business=1 phone_number_id=PNID wamid=wamid.v2.out status=delivered"
+    . " timestamp=1764037910 phone=972501240002 payload="
+    . pct('{"id":"wamid.v2.out","status":"delivered","timestamp":"1764037910",'
+          . '"recipient_id":"972501240002","conversation":{"id":"CONV-V2",'
+          . '"origin":{"type":"utility"}},"pricing":{"billable":true,'
+          . '"pricing_model":"PMP","category":"utility","type":"regular"}}')
+    . " received_ms=1764037910000\n";
+print $wfeed "in business=1 phone_number_id=PNID phone=972501240009 name=Ann wamid=wamid.v2.new"
+    . " msg_type=text body=again timestamp=1764037920 received_ms=1764037920000\n";
+close $wfeed or die "the feed failed\n";
+chown((getpwnam 'nobody')[2, 3], $w->ring) if $> == 0;
+
+# step 1 of the upgrade: migrate, with the ring still full
+$out = $w->migrate;
+like($out, qr{applied sql/schema/014_message_fields\.sql}, 'v2: 014 applied');
+like($out, qr/\(${\ ($NSCHEMA - 5) } applied, 5 already there\)/, 'v2: and what came after it');
+
+# a writer of the previous release, still running, calls the per-record
+# function as it knew it
+is($w->sql_value(q{SELECT wa_ingest_in_message('1', 'PNID', '972501240003', NULL, 'Bo',
+                      'wamid.v2.oldwriter', 'text', 'hi', '1764037930', NULL, '1764037930000')}),
+   'inserted', 'v2: the previous writer still stores after the migration');
+
+# step 2: the new writer drains the old ring
+$w->start_writer;
+ok($w->wait_drained(30), 'v2: the new writer drains the ring of the previous format');
+is($w->stop_writer, 0, 'v2: and stops cleanly');
+is($w->sql_value('SELECT count(*) FROM wa_dead_letter'), 0, 'v2: no dead letter');
+is($w->sql_value("SELECT count(*) FROM whatsapp_message WHERE provider_message_id LIKE 'wamid.v2.%'"),
+   8, 'v2: every record of the old ring stored, beside the rows already there');
+is_deeply($w->dbh->selectall_arrayref(
+              "SELECT provider_message_id, body, media_id, latitude, context_message_id
+                 FROM whatsapp_message WHERE provider_message_id IN
+                      ('wamid.v2.img', 'wamid.v2.loc', 'wamid.v2.reply') ORDER BY 1"),
+          [ [ 'wamid.v2.img', '[image]', '9001', undef, undef ],
+            [ 'wamid.v2.loc', 'Office', undef, '32.0853', undef ],
+            [ 'wamid.v2.reply', 'yes', undef, undef, 'wamid.v2.out' ] ],
+          "v2: old records get the new columns from their payload");
+is($w->sql_value("SELECT concat_ws(' ', status, pricing_model, pricing_category, conversation_id)
+                    FROM whatsapp_message WHERE provider_message_id = 'wamid.v2.out'"),
+   'delivered PMP utility CONV-V2', 'v2: an old receipt keeps its pricing and conversation');
+is($w->sql_value("SELECT count(DISTINCT lead_id) FROM whatsapp_message
+                   WHERE provider_message_id IN ('wamid.v2.in', 'wamid.v2.img', 'wamid.v2.new')"),
+   1, 'v2: the number change in the old ring moved the lead: its new number finds it');
+is($w->sql_value("SELECT contact FROM whatsapp_message WHERE provider_message_id = 'wamid.v2.img'"),
+   undef, 'v2: a record without a contact field: contact NULL');
+$w->teardown;
+
 done_testing();

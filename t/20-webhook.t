@@ -70,9 +70,13 @@ is(scalar @$rows, scalar @ids, 'one row per message of every type');
 my %lead = map { $_->{lead_id} // 'NULL' => 1 } @$rows;
 is_deeply([ keys %lead ], [ $rows->[0]{lead_id} ], 'all rows share one lead');
 ok(defined $rows->[0]{lead_id}, 'lead_id is set');
-is($rows->[0]{lead_phone}, '972501234567', 'the lead is the sender');
-is($t->sql_value('SELECT count(*) FROM leads WHERE business_id = 1 AND phone = ?',
-                 '972501234567'), 1, 'lead created once');
+# the system message among them is a number change: the sender's lead
+# moved to the new number and keeps the old one (t/23 tests it in depth)
+is($rows->[0]{lead_phone}, '16505550000', 'the lead is the sender, moved to its new number');
+is($t->sql_value('SELECT count(*) FROM leads WHERE business_id = 1 AND phone IN (?, ?)',
+                 '972501234567', '16505550000'), 1, 'lead created once');
+is($t->sql_value("SELECT lead_id FROM wa_lead_former_id WHERE kind = 'phone' AND value = ?",
+                 '972501234567'), $rows->[0]{lead_id}, 'its old number kept');
 is($t->sql_value('SELECT name FROM leads WHERE id = ?', $rows->[0]{lead_id}),
    'Dana', 'lead named from contacts[]');
 
@@ -87,7 +91,7 @@ is($bad, 0, 'direction, status, business, type and raw payload on every row');
 
 my %body = map { $_->{type} => $_->{body} } @$rows;
 is($body{text}, 'Does it come in another color?', 'text body');
-is($body{image}, 'a photo', 'image caption as body');
+is($body{image}, '[image] a photo', 'image caption as body');
 is($body{button}, 'Stop promotions', 'button text as body');
 
 # ---- several entries and changes: all of them ------------------------------

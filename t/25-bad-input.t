@@ -502,6 +502,77 @@ for my $method (qw(PUT DELETE PATCH)) {
             'X-Hub-Signature-256' => sig($b) }, $b)->{status} });
 }
 
+# ---- odd shapes where the writer reads the new columns: stored, never
+# dead-lettered (the columns stay NULL or read what they can) ------------------
+
+{
+    my @odd;
+    my $m = sub { my ($type, %o) = @_; my $x = message($type); $x->{$_} = $o{$_} for keys %o;
+                  push @odd, $x; $x };
+    $m->('text', context => 'not an object');
+    $m->('text', context => { id => 42, from => [ 1 ], forwarded => 'yes',
+                              frequently_forwarded => 1 });
+    $m->('text', referral => [ 'ad' ]);
+    $m->('location', location => { latitude => 'north', longitude => 1e300,
+                                   name => { a => 1 } });
+    $m->('location', location => 'here');
+    $m->('image', image => [ 1, 2 ]);
+    $m->('reaction', reaction => { message_id => 7, emoji => [ 'x' ] });
+    $m->('interactive', interactive => { type => 'button_reply', button_reply => 'yes' });
+    $m->('contacts', contacts => { name => 'not an array' });
+    $m->('order', order => { product_items => 'many' });
+    $m->('edit', edit => { original_message_id => 12, message => 'new text' });
+    $m->('edit', edit => 'x');
+    $m->('revoke', revoke => [ ]);
+    $m->('system', system => { type => 'user_changed_number', wa_id => 16505550001 });
+    $m->('system', system => { type => 'user_changed_user_id', user_id => { x => 1 } });
+    $m->('system', system => 'x');
+    $m->('unsupported', errors => 'x');
+    $m->('brand_new_type');
+    my $b = body(value(contacts => [ 'a string', 42,
+                                     { profile => 'x', wa_id => 16505551234,
+                                       user_id => [ 1 ], parent_user_id => {},
+                                       country_code => 1 } ],
+                       messages => \@odd));
+    is(post($b), 200, 'odd shapes in the fields read by the writer: 200');
+    push @accepted, map { $_->{id} } @odd;
+
+    # one contact of odd shapes: the sender's, so it reaches the writer
+    my $cid = wamid();
+    is(post(body(value(contacts => [ { profile => 'x', wa_id => 16505551234,
+                                       user_id => [ 1 ], parent_user_id => {},
+                                       country_code => 1 } ],
+                       messages => [ message('text', id => $cid) ]))), 200,
+       'a contact of odd shapes: 200');
+    push @accepted, $cid;
+    our $deep_id;
+    my @deep = (message('location'), message('edit'));
+    $deep[0]{location} = { latitude => 'BIG', longitude => 'TINY' };
+    $deep[1]{edit} = { original_message_id => 'x', message =>
+                       { type => 'edit', edit => { message => { type => 'edit' } } } };
+    (my $db = body(value(messages => \@deep))) =~ s/"BIG"/1e300/;
+    $db =~ s/"TINY"/-1e-400/;
+    is(post($db), 200, 'coordinates out of range, an edit of an edit: 200');
+    $deep_id = $deep[0]{id};
+    push @accepted, map { $_->{id} } @deep;
+
+    # and receipts of odd shapes for a message stored since
+    my $sid = wamid();
+    is(post(body(value(message_echoes => [ { from => '15550783881', to => '16505551234',
+                                             id => $sid, type => 'text',
+                                             text => { body => 'x' } } ]))), 200,
+       'an outbound row for odd receipts');
+    is(post(body(value(statuses => [
+        { id => $sid, status => 'sent', pricing => 'x', conversation => [ 1 ],
+          biz_opaque_callback_data => 5 },
+        { id => $sid, status => 'delivered', pricing => { billable => 'yes' },
+          conversation => { id => 1, expiration_timestamp => 'soon', origin => 'x' },
+          recipient_type => 'group', recipient_participant_id => 16505551111 },
+        { id => $sid, status => 'failed', errors => { code => 1 } } ]))), 200,
+       'receipts of odd shapes: 200');
+    push @accepted, $sid;
+}
+
 # ---- the sentinel, then the verdict -------------------------------------------
 
 my $sentinel = wamid();
@@ -529,6 +600,10 @@ is($u, $utf8, 'raw UTF-8 stored byte for byte');
 is($t->sql_value('SELECT body FROM whatsapp_message
                    WHERE provider_message_id = ?', $bs_id), $bs_text,
    'escaped backslash + u0000 stored as text');
+
+is_deeply($t->dbh->selectrow_arrayref('SELECT latitude, longitude FROM whatsapp_message
+                                        WHERE provider_message_id = ?', undef, $main::deep_id),
+          [ undef, 0 ], 'a coordinate out of range is not a coordinate');
 
 is_deeply([ $t->worker_pids ], \@workers, 'the same worker throughout');
 unlike($t->error_log, qr/signal \d+|exited on/, 'no worker crashed');

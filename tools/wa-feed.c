@@ -103,7 +103,8 @@ tag_of(const char *s, size_t len)
         "wamid", "msg_type", "body", "timestamp", "payload", "status",
         "error_code", "error_title", "error_detail", "local_id", "lead_id",
         "source", "client_ref", "fbtrace_id", "retryable", "callback_data",
-        "http_status", "received_ms", "attempt", "field", "waba_id"
+        "http_status", "received_ms", "attempt", "field", "waba_id",
+        "contact"
     };
 
     for (int i = 1; i < WA_F__MAX; i++) {

@@ -29,10 +29,10 @@ typedef struct {
 } wa_stmt_t;
 
 static const wa_stmt_t  wa_stmts[WA_REC_TYPE_MAX + 1] = {
-    [WA_REC_IN_MESSAGE] = { "wa_in", "wa_ingest_in_message", 11,
+    [WA_REC_IN_MESSAGE] = { "wa_in", "wa_ingest_in_message", 12,
         { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_PHONE, WA_F_WA_USER_ID,
           WA_F_NAME, WA_F_WAMID, WA_F_MSG_TYPE, WA_F_BODY, WA_F_TIMESTAMP,
-          WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
+          WA_F_PAYLOAD, WA_F_RECEIVED_MS, WA_F_CONTACT } },
 
     [WA_REC_STATUS] = { "wa_status", "wa_ingest_status", 13,
         { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_WAMID, WA_F_STATUS,

@@ -39,6 +39,7 @@ static const char  *wa_field_names[WA_F__MAX] = {
     [WA_F_ATTEMPT] = "attempt",
     [WA_F_FIELD] = "field",
     [WA_F_WABA_ID] = "waba_id",
+    [WA_F_CONTACT] = "contact",
 };
 
 

@@ -13,12 +13,43 @@
 
 
 
+-- What a sender's contacts[] entry (c) tells of the user: the username
+-- (contacts[].profile.username), the parent user id, the country code
+-- (contacts[].country_code, or the prefix of a business-scoped user id
+-- such as "US.13491208655302741918"). NULL when absent.
+CREATE OR REPLACE FUNCTION wa_contact_username(c jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(c->'profile'->>'username', c->>'username')
+$$;
+
+CREATE OR REPLACE FUNCTION wa_contact_parent(c jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT c->>'parent_user_id'
+$$;
+
+CREATE OR REPLACE FUNCTION wa_contact_country(c jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(c->>'country_code',
+                    substring(c->>'user_id' from '^([A-Z]{2})\.'))
+$$;
+
+
 -- The lead of (business, phone), or of (business, wa_user_id) when there
--- is no phone; created when missing. What the caller knows and the lead
--- lacks (its wa_user_id, its name) is filled in, never at the price of a
--- unique violation.
+-- is no phone; created when missing; a phone or user id the lead had
+-- before a number change finds it too (wa_lead_former_id). What the
+-- caller knows and the lead lacks (its wa_user_id, its name) is filled
+-- in, never at the price of a unique violation; the WhatsApp profile name
+-- (p_name) and what the sender's contacts[] entry (p_contact) says of the
+-- user are kept up to date in their own columns, never in name, which is
+-- the CRM's once set.
+DROP FUNCTION IF EXISTS wa_lead_resolve(bigint, text, text, text);
+
 CREATE OR REPLACE FUNCTION wa_lead_resolve(p_business bigint, p_phone text,
-    p_wa_user_id text, p_name text, OUT lead_id bigint, OUT created boolean)
+    p_wa_user_id text, p_name text, p_contact jsonb DEFAULT NULL,
+    OUT lead_id bigint, OUT created boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id     bigint;
@@ -26,6 +57,13 @@ DECLARE
     v_phone  text;
     v_name   text;
     v_new    text;
+    v_un     text;
+    v_par    text;
+    v_cc     text;
+    v_pn     text;
+    v_un0    text;
+    v_par0   text;
+    v_cc0    text;
 BEGIN
     created := false;
 
@@ -37,22 +75,56 @@ BEGIN
 
     v_new := p_wa_user_id;
 
+    IF p_contact IS NOT NULL THEN
+        v_un := wa_contact_username(p_contact);
+        v_par := wa_contact_parent(p_contact);
+        v_cc := wa_contact_country(p_contact);
+    END IF;
+
     FOR i IN 1 .. 8 LOOP
         IF p_phone IS NOT NULL THEN
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.phone = p_phone;
         ELSE
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.wa_user_id = p_wa_user_id;
         END IF;
 
         -- leads written before ngx_wa may keep the '+'
         IF NOT FOUND AND p_phone IS NOT NULL THEN
-            SELECT l.id, l.wa_user_id, l.name INTO v_id, v_uid, v_name
+            SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name, l.wa_username,
+                   l.wa_parent_user_id, l.wa_country_code
+              INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
               FROM leads l
              WHERE l.business_id = p_business AND l.phone = '+' || p_phone;
+        END IF;
+
+        -- a phone or user id the lead had before it changed: the former
+        -- id first, then its lead by key (a join could be planned as a
+        -- scan of leads, which only grows)
+        IF NOT FOUND THEN
+            SELECT f.lead_id INTO v_id
+              FROM wa_lead_former_id f
+             WHERE f.business_id = p_business
+               AND f.kind = CASE WHEN p_phone IS NOT NULL THEN 'phone'
+                                 ELSE 'wa_user_id' END
+               AND f.value = coalesce(p_phone, p_wa_user_id)
+             ORDER BY f.id DESC
+             LIMIT 1;
+
+            IF FOUND THEN
+                SELECT l.id, l.wa_user_id, l.name, l.wa_profile_name,
+                       l.wa_username, l.wa_parent_user_id, l.wa_country_code
+                  INTO v_id, v_uid, v_name, v_pn, v_un0, v_par0, v_cc0
+                  FROM leads l
+                 WHERE l.id = v_id;
+            END IF;
         END IF;
 
         IF FOUND THEN
@@ -73,6 +145,21 @@ BEGIN
             IF p_name IS NOT NULL AND v_name IS NULL THEN
                 UPDATE leads SET name = p_name
                  WHERE id = v_id AND name IS NULL;
+            END IF;
+
+            -- what WhatsApp says of the user now, written only when it
+            -- changed (the usual message writes nothing here)
+            IF (v_pn, v_un0, v_par0, v_cc0) IS DISTINCT FROM
+               (coalesce(p_name, v_pn), coalesce(v_un, v_un0),
+                coalesce(v_par, v_par0), coalesce(v_cc, v_cc0))
+            THEN
+                UPDATE leads l
+                   SET wa_profile_name = coalesce(p_name, l.wa_profile_name),
+                       wa_username = coalesce(v_un, l.wa_username),
+                       wa_parent_user_id = coalesce(v_par,
+                                                    l.wa_parent_user_id),
+                       wa_country_code = coalesce(v_cc, l.wa_country_code)
+                 WHERE l.id = v_id;
             END IF;
 
             lead_id := v_id;
@@ -104,8 +191,11 @@ BEGIN
             END IF;
         END IF;
 
-        INSERT INTO leads AS l (business_id, phone, wa_user_id, name)
-        VALUES (p_business, p_phone, v_new, p_name)
+        INSERT INTO leads AS l (business_id, phone, wa_user_id, name,
+                                wa_profile_name, wa_username,
+                                wa_parent_user_id, wa_country_code)
+        VALUES (p_business, p_phone, v_new, p_name, p_name, v_un, v_par,
+                v_cc)
         ON CONFLICT DO NOTHING
         RETURNING l.id INTO v_id;
 
@@ -130,8 +220,11 @@ $$;
 -- without changing it, or NULL. plpgsql rather than sql: its plan is
 -- cached for the session, where a sql function is planned at every call,
 -- which costs more than a short run saves.
+DROP FUNCTION IF EXISTS wa_leads_known(bigint[], text[], text[], text[]);
+
 CREATE OR REPLACE FUNCTION wa_leads_known(p_business bigint[],
-    p_phone text[], p_wa_user_id text[], p_name text[])
+    p_phone text[], p_wa_user_id text[], p_name text[],
+    p_contact jsonb[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE plpgsql STABLE
 SET enable_seqscan = off
@@ -139,19 +232,43 @@ AS $$
 BEGIN
     RETURN (
     SELECT array_agg(k.id ORDER BY r.o)
-      FROM unnest(p_business, p_phone, p_wa_user_id, p_name)
-           WITH ORDINALITY AS r(b, ph, u, nm, o)
+      FROM unnest(p_business, p_phone, p_wa_user_id, p_name,
+                  coalesce(p_contact, array_fill(NULL::jsonb,
+                                         ARRAY[cardinality(p_business)])))
+           WITH ORDINALITY AS r(b, ph, u, nm, c, o)
       LEFT JOIN LATERAL (
            SELECT l.id FROM leads l
             WHERE r.ph IS NOT NULL AND l.phone = r.ph AND l.business_id = r.b
               AND (r.u IS NULL OR l.wa_user_id IS NOT NULL)
-              AND (r.nm IS NULL OR l.name IS NOT NULL)
+              AND (r.nm IS NULL OR (l.name IS NOT NULL
+                                    AND l.wa_profile_name = r.nm))
+              AND (r.c IS NULL OR wa_lead_has_contact(l.wa_username,
+                                                l.wa_parent_user_id,
+                                                l.wa_country_code, r.c))
            UNION ALL
            SELECT l.id FROM leads l
             WHERE r.ph IS NULL AND l.wa_user_id = r.u AND l.business_id = r.b
-              AND (r.nm IS NULL OR l.name IS NOT NULL)
+              AND (r.nm IS NULL OR (l.name IS NOT NULL
+                                    AND l.wa_profile_name = r.nm))
+              AND (r.c IS NULL OR wa_lead_has_contact(l.wa_username,
+                                                l.wa_parent_user_id,
+                                                l.wa_country_code, r.c))
            LIMIT 1) k ON true);
 END
+$$;
+
+
+-- the lead already keeps what contacts[] entry c says of the user
+CREATE OR REPLACE FUNCTION wa_lead_has_contact(p_username text,
+    p_parent text, p_country text, c jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p_username IS NOT DISTINCT FROM
+                coalesce(wa_contact_username(c), p_username))
+       AND (p_parent IS NOT DISTINCT FROM
+                coalesce(wa_contact_parent(c), p_parent))
+       AND (p_country IS NOT DISTINCT FROM
+                coalesce(wa_contact_country(c), p_country))
 $$;
 
 
@@ -162,8 +279,12 @@ $$;
 -- INSERT (ON CONFLICT) and leaves the row to the caller's careful path.
 -- p_lead, with the new lead of each row it satisfies as it is. A row with
 -- no phone is left alone.
+DROP FUNCTION IF EXISTS wa_leads_create(bigint[], text[], text[], text[],
+    bigint[]);
+
 CREATE OR REPLACE FUNCTION wa_leads_create(p_business bigint[],
-    p_phone text[], p_wa_user_id text[], p_name text[], p_lead bigint[])
+    p_phone text[], p_wa_user_id text[], p_name text[], p_lead bigint[],
+    p_contact jsonb[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE plpgsql
 -- each phone looked up by its index, whatever the statistics say: a plan
@@ -172,28 +293,43 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     v_lead  bigint[];
+    v_c     jsonb[] := coalesce(p_contact,
+                           array_fill(NULL::jsonb,
+                                      ARRAY[cardinality(p_business)]));
 BEGIN
     WITH ins AS (
-        INSERT INTO leads AS l (business_id, phone, wa_user_id, name)
-        SELECT DISTINCT ON (r.b, r.ph) r.b, r.ph, r.u, r.nm
-          FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead)
-               WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
+        INSERT INTO leads AS l (business_id, phone, wa_user_id, name,
+                                wa_profile_name, wa_username,
+                                wa_parent_user_id, wa_country_code)
+        SELECT DISTINCT ON (r.b, r.ph) r.b, r.ph, r.u, r.nm, r.nm,
+               wa_contact_username(r.c), wa_contact_parent(r.c),
+               wa_contact_country(r.c)
+          FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead, v_c)
+               WITH ORDINALITY AS r(b, ph, u, nm, lead, c, o)
           LEFT JOIN LATERAL (
                SELECT true AS found FROM leads x
                 WHERE x.phone IN (r.ph, '+' || r.ph) AND x.business_id = r.b
+               UNION ALL
+               -- a former phone: its lead is found by wa_lead_resolve
+               SELECT true FROM wa_lead_former_id f
+                WHERE f.value = r.ph AND f.kind = 'phone'
+                  AND f.business_id = r.b
                 LIMIT 1) e ON true
          WHERE r.lead IS NULL AND r.ph IS NOT NULL AND e.found IS NULL
          ORDER BY r.b, r.ph, r.o
         ON CONFLICT DO NOTHING
-        RETURNING l.id, l.business_id, l.phone,
-                  l.wa_user_id IS NOT NULL AS has_u,
-                  l.name IS NOT NULL AS has_nm)
+        RETURNING l.id, l.business_id, l.phone, l.wa_user_id,
+                  l.wa_profile_name, l.wa_username, l.wa_parent_user_id,
+                  l.wa_country_code)
     SELECT array_agg(coalesce(r.lead, i.id) ORDER BY r.o) INTO v_lead
-      FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead)
-           WITH ORDINALITY AS r(b, ph, u, nm, lead, o)
+      FROM unnest(p_business, p_phone, p_wa_user_id, p_name, p_lead, v_c)
+           WITH ORDINALITY AS r(b, ph, u, nm, lead, c, o)
       LEFT JOIN ins i
         ON r.lead IS NULL AND i.business_id = r.b AND i.phone = r.ph
-           AND (r.u IS NULL OR i.has_u) AND (r.nm IS NULL OR i.has_nm);
+           AND (r.u IS NULL OR i.wa_user_id IS NOT NULL)
+           AND (r.nm IS NULL OR i.wa_profile_name = r.nm)
+           AND (r.c IS NULL OR wa_lead_has_contact(i.wa_username, i.wa_parent_user_id,
+                                          i.wa_country_code, r.c));
 
     RETURN v_lead;
 END

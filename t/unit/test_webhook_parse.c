@@ -197,7 +197,7 @@ main(void)
 
     memset(&s, 0, sizeof(sink_t));
 
-    plan(94);
+    plan(98);
 
     /* a text message from Meta's documentation */
 
@@ -218,6 +218,9 @@ main(void)
        && strstr(s.recs[0].f[WA_F_PAYLOAD], "\"wamid.A1\"")
        && strstr(s.recs[0].f[WA_F_PAYLOAD], "another color"),
        "payload is the raw message object");
+    ok(field_is(&s, 0, WA_F_CONTACT, "{\"profile\":{\"name\":"
+                "\"Sheena Nelson\"},\"wa_id\":\"16505551234\"}"),
+       "the sender's contacts[] entry, whole");
 
     /* an unknown number goes to the default business, and is counted */
 
@@ -294,6 +297,37 @@ main(void)
     ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_PHONE, NULL)
        && field_is(&s, 0, WA_F_WA_USER_ID, "US.9")
        && field_is(&s, 0, WA_F_NAME, "U"), "from_user_id without a phone");
+
+    /* every field of the sender's entry travels, the other contacts not;
+     * a message with no contacts[] (system) has no contact field */
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"contacts\":[{\"profile\":{\"name\":\"O\"},\"wa_id\":\"2\"},"
+        "{\"profile\":{\"name\":\"S\",\"username\":\"s.n\"},"
+        "\"wa_id\":\"19\",\"user_id\":\"US.19\","
+        "\"parent_user_id\":\"US.ENT.1\"}],"
+        "\"messages\":[{\"from\":\"19\",\"id\":\"c1\",\"type\":\"text\","
+        "\"text\":{\"body\":\"hi\"}},"
+        "{\"from\":\"19\",\"id\":\"c2\",\"type\":\"system\","
+        "\"system\":{\"body\":\"x\",\"wa_id\":\"20\","
+        "\"type\":\"user_changed_number\"}}]}"));
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_CONTACT,
+       "{\"profile\":{\"name\":\"S\",\"username\":\"s.n\"},"
+       "\"wa_id\":\"19\",\"user_id\":\"US.19\","
+       "\"parent_user_id\":\"US.ENT.1\"}"),
+       "contact: the sender's entry with all its fields");
+    ok(s.n == 2 && field_is(&s, 1, WA_F_CONTACT,
+       "{\"profile\":{\"name\":\"S\",\"username\":\"s.n\"},"
+       "\"wa_id\":\"19\",\"user_id\":\"US.19\","
+       "\"parent_user_id\":\"US.ENT.1\"}"),
+       "contact: every message of the sender carries it");
+
+    rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
+        "\"messages\":[{\"from\":\"19\",\"id\":\"c3\",\"type\":\"system\","
+        "\"system\":{\"body\":\"x\",\"wa_id\":\"20\","
+        "\"type\":\"user_changed_number\"}}]}"));
+    ok(rc == WA_WH_OK && field_is(&s, 0, WA_F_CONTACT, NULL),
+       "contact: none without contacts[]");
 
     rc = parse(&s, &ctx, BODY(VALUE_HEAD("106540352242922")
         "\"contacts\":[{\"profile\":{\"name\":\"P\"},\"wa_id\":\"15\","
