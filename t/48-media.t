@@ -210,6 +210,11 @@ is scalar @same, 1, 'identical files: stored once';
     is $r->{status}, 200, 'echo with an image: 200';
     my $row = wait_state("ECHO_$tag", 'fetched');
     ok $row, 'an echo\'s media is fetched too';
+    my $m = $t->sql('SELECT media_id, body, source FROM whatsapp_message '
+                    . 'WHERE provider_message_id = ?', $e->{id})->[0];
+    is $m->{media_id}, "ECHO_$tag", 'the echo\'s row has its media id column';
+    is $m->{body}, '[image]', 'and a readable body';
+    is $m->{source}, 'business_app', 'from the Business app';
 
     $dbh->do(q{INSERT INTO whatsapp_message (business_id, direction, phone,
                type, payload, status, source)

@@ -144,23 +144,14 @@ BEGIN
     v_lead := (wa_lead_resolve(v_business, v_phone, p_wa_user_id,
                                NULL)).lead_id;
 
-    INSERT INTO whatsapp_message AS m
-           (business_id, lead_id, direction, phone, wa_user_id,
-            phone_number_id, provider_message_id, source, type, body,
-            payload, status, provider_ts, sent_at, created_at, updated_at)
-    VALUES (v_business, v_lead, 'out', v_phone, p_wa_user_id,
-            p_phone_number_id, p_wamid, 'business_app', p_type, p_body,
-            p_payload::jsonb, 'sent', v_ts, v_ts,
-            coalesce(wa_ts_ms(p_received_ms), now()), now())
-    ON CONFLICT (business_id, provider_message_id) DO NOTHING
-    RETURNING m.id INTO v_id;
+    -- the one insert of a message row (messages.sql): its first-class
+    -- columns and readable body as for any message, its parked receipts
+    v_id := wa_message_insert(v_business, v_lead, 'out', v_phone,
+                              p_wa_user_id, p_phone_number_id, p_wamid,
+                              p_type, p_body, p_payload::jsonb, 'sent', v_ts,
+                              coalesce(wa_ts_ms(p_received_ms), now()),
+                              NULL, 'business_app', v_ts);
 
-    IF v_id IS NULL THEN
-        RETURN 'duplicate';
-    END IF;
-
-    PERFORM wa_apply_pending(v_id, v_business, p_wamid, NULL);
-
-    RETURN 'inserted';
+    RETURN CASE WHEN v_id IS NULL THEN 'duplicate' ELSE 'inserted' END;
 END
 $$;
