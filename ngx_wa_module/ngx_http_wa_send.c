@@ -134,6 +134,25 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 }
 
 
+/*
+ * A local id, unique across workers, hosts and containers (the worker's
+ * random nonce: identical pods have identical pids) and restarts (time);
+ * ms gets now in unix ms, as text.
+ */
+
+void
+ngx_http_wa_local_id(ngx_http_wa_main_conf_t *wmcf, char *id, u_char *ms)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    ngx_sprintf((u_char *) id, "wa-%xL-%016xL-%xi%Z",
+                (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
+                ++wmcf->send_seq);
+    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+}
+
+
 /* ---- the request ------------------------------------------------------- */
 
 
@@ -221,7 +240,6 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_uint_t                status;
     ngx_str_t                 answer;
     ngx_pool_t               *pool;
-    ngx_time_t               *tp;
     const char               *msg;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_vars_t       *vars;
@@ -286,15 +304,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
     ctx->channel = ch->phone_number_id;
 
-    /* unique across workers, hosts and containers (the worker's random
-     * nonce: identical pods have identical pids) and restarts (time) */
     ctx->attempt = 1;
-    tp = ngx_timeofday();
-    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%016xL-%xi%Z",
-                (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
-                ++wmcf->send_seq);
-    *ngx_sprintf(ctx->received_ms, "%uL",
-                 (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+    ngx_http_wa_local_id(wmcf, ctx->local_id, ctx->received_ms);
 
     /* $wa_channel and $wa_business, whatever comes of the send */
     vars = ngx_http_wa_vars(r);
