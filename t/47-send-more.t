@@ -23,7 +23,7 @@ $t->start_pg;
 $t->migrate;
 my $mock = $t->start_mock;
 my $api = $mock->api_conf;
-$t->start_nginx(workers => 1, ring_size => '1m', server => $t->default_locations
+$t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations
                 . <<EOF);
         location /media {
             wa_media_upload;
@@ -449,6 +449,53 @@ subtest 'upload refused by the provider; a second channel' => sub {
     is($got->{path}, '/222222222/media', 'that channel\'s endpoint');
     is($got->{headers}{authorization}, 'Bearer T3', 'that channel\'s token');
     is(media_row($a->{id})->{business_id}, 3, 'that channel\'s business');
+};
+
+subtest 'ring full: marks and uploads refused with 503, nothing reaches the provider' => sub {
+    $t->stop_writer;
+    my $filled = 0;
+    for (1 .. 2000) {
+        my $st = $t->post_webhook(body(value(messages => [ message('text', text => 'f' x 500) ])))->{status};
+        last if $st == 503;
+        $filled++;
+    }
+    ok($filled > 0, "ring filled by $filled webhooks");
+    my $calls = () = $mock->requests;
+
+    # the last bytes: marks themselves, until one is refused
+    my $refused;
+    for (1 .. 50) {
+        my $r = $t->send_message({ status => 'read', message_id => wamid() });
+        if ($r->{status} == 503) { $refused = $r; last }
+    }
+    ok($refused, 'mark-as-read with the ring full: 503');
+    like($refused->{content} // '', qr/nothing was sent/, 'says nothing was sent');
+    $calls = () = $mock->requests;
+
+    my $f = make_file('ringfull.pdf', 1000);
+    my ($code, $a) = upload_now(file => $f, type => 'application/pdf', query => '?filename=ringfull.pdf');
+    is($code, 503, 'upload with the ring full: 503');
+    like($a->{error} // '', qr/nothing was uploaded/, 'says nothing was uploaded');
+    sleep 0.3;
+    is(scalar(my @r = $mock->requests), $calls, 'neither reached the provider');
+    $t->start_writer;
+    $t->wait_drained(30);
+    is(count("SELECT count(*) FROM wa_media_upload WHERE filename = 'ringfull.pdf'"), 0,
+       'the refused upload is not recorded');
+};
+
+subtest 'nginx -t names the directive' => sub {
+    my ($rc, $out) = $t->nginx_t(ring_size => '64k', server => "location /m { wa_media_upload; }");
+    isnt($rc, 0, 'wa_media_upload without a channel refused');
+    like($out, qr/wa_media_upload needs at least one "wa_channel"/, 'named') or diag($out);
+    ($rc, $out) = $t->nginx_t(ring_size => '64k', server => "location /m { wa_media_upload; wa_channel 1 business=1 token=T; "
+                                        . "wa_media_upload_timeout 0; }");
+    isnt($rc, 0, 'wa_media_upload_timeout 0 refused');
+    like($out, qr/wa_media_upload_timeout/, 'named') or diag($out);
+    ($rc, $out) = $t->nginx_t(no_ring => 1, server => "location /m { wa_media_upload; "
+                                                      . "wa_channel 1 business=1 token=T; }");
+    isnt($rc, 0, 'wa_media_upload without wa_ring refused');
+    like($out, qr/wa_media_upload need "wa_ring"/, 'named');
 };
 
 subtest 'nothing lost: no dead letter, no CRITICAL' => sub {
