@@ -85,7 +85,10 @@ subtest 'mark as read, with the typing indicator' => sub {
     is($row->{status}, 'read', 'wa_mark_read row: read');
     is($row->{provider_message_id}, $w, 'its wamid');
     is($row->{typing_indicator}, 'text', 'the typing indicator');
-    is($row->{message_id}, $in_id, 'linked to the inbound row');
+    is(count('SELECT m.id FROM wa_mark_read r JOIN whatsapp_message m
+                ON m.provider_message_id = r.provider_message_id AND m.business_id = r.business_id
+             WHERE r.local_id = ?', $r->{json}{id}), $in_id,
+       'names the inbound row by its key');
     is($row->{business_id}, 1, 'its business');
     is($row->{http_status}, 200, 'the provider\'s status');
     ok($row->{done_at}, 'done_at set');
@@ -224,18 +227,18 @@ subtest 'recipient: bad ids refused, nothing recorded' => sub {
     is(count('SELECT count(*) FROM whatsapp_message'), $n, 'nothing recorded');
 };
 
-subtest 'the reply context in context_wamid' => sub {
+subtest 'the reply context in context_message_id' => sub {
     my $ctx = wamid();
     my $r = $t->send_message({ to => '+16505550103', type => 'text', text => { body => 'a reply' },
                                context => { message_id => $ctx } });
     is($r->{status}, 200, 'reply sent');
     my $row = $t->send_row($r->{json}{id});
-    is($row->{context_wamid}, $ctx, 'context_wamid');
+    is($row->{context_message_id}, $ctx, 'context_message_id');
     is($json->decode($row->{payload})->{context}{message_id}, $ctx, 'alongside the payload');
     $r = $t->send_message({ to => '+16505550103', text => 'no reply' });
-    is($t->send_row($r->{json}{id})->{context_wamid}, undef, 'NULL without a context');
-    ok(count("SELECT count(*) FROM pg_indexes WHERE tablename = 'whatsapp_message' AND indexdef LIKE '%(context_wamid%'"),
-       'context_wamid is indexed');
+    is($t->send_row($r->{json}{id})->{context_message_id}, undef, 'NULL without a context');
+    ok(count("SELECT count(*) FROM pg_indexes WHERE tablename = 'whatsapp_message' AND indexdef LIKE '%(context_message_id%'"),
+       'context_message_id is indexed');
 };
 
 # ---- media upload -------------------------------------------------------

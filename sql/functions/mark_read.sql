@@ -23,7 +23,6 @@ DECLARE
     v_ts        timestamptz := coalesce(wa_ts_ms(p_received_ms), now());
     v_payload   jsonb := p_payload::jsonb;
     v_status    text := p_status;
-    v_msg       bigint;
     v_id        bigint;
 BEGIN
     IF p_local_id IS NULL OR p_wamid IS NULL THEN
@@ -37,17 +36,12 @@ BEGIN
         v_status := 'unknown';
     END IF;
 
-    SELECT m.id INTO v_msg
-      FROM whatsapp_message m
-     WHERE m.provider_message_id = p_wamid AND m.business_id = v_business;
-
     IF v_status = 'pending' THEN
         INSERT INTO wa_mark_read AS r
                (business_id, phone_number_id, local_id, provider_message_id,
-                typing_indicator, message_id, status, payload, created_at,
-                updated_at)
+                typing_indicator, status, payload, created_at, updated_at)
         VALUES (v_business, p_phone_number_id, p_local_id, p_wamid,
-                v_payload #>> '{typing_indicator,type}', v_msg, 'pending',
+                v_payload #>> '{typing_indicator,type}', 'pending',
                 v_payload, v_ts, now())
         ON CONFLICT DO NOTHING
         RETURNING r.id INTO v_id;
@@ -60,7 +54,7 @@ BEGIN
        SET status = v_status, http_status = p_http_status::int,
            error_code = p_error_code::int, error_title = p_error_title,
            error_detail = p_error_detail, fbtrace_id = p_fbtrace_id,
-           message_id = coalesce(r.message_id, v_msg), done_at = v_ts,
+           done_at = v_ts,
            updated_at = now()
      WHERE r.local_id = p_local_id AND r.business_id = v_business
        AND r.status = 'pending'
@@ -69,19 +63,21 @@ BEGIN
     IF v_id IS NULL THEN
         INSERT INTO wa_mark_read AS r
                (business_id, phone_number_id, local_id, provider_message_id,
-                message_id, status, http_status, error_code, error_title,
+                status, http_status, error_code, error_title,
                 error_detail, fbtrace_id, created_at, done_at, updated_at)
-        VALUES (v_business, p_phone_number_id, p_local_id, p_wamid, v_msg,
+        VALUES (v_business, p_phone_number_id, p_local_id, p_wamid,
                 v_status, p_http_status::int, p_error_code::int,
                 p_error_title, p_error_detail, p_fbtrace_id, v_ts, v_ts,
                 now())
         ON CONFLICT DO NOTHING;
     END IF;
 
-    IF v_status = 'read' AND v_msg IS NOT NULL THEN
+    IF v_status = 'read' THEN
         UPDATE whatsapp_message m
            SET read_by_business_at = v_ts, updated_at = now()
-         WHERE m.id = v_msg AND m.read_by_business_at IS NULL;
+         WHERE m.provider_message_id = p_wamid
+           AND m.business_id = v_business
+           AND m.direction = 'in' AND m.read_by_business_at IS NULL;
     END IF;
 
     RETURN 'updated';

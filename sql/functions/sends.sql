@@ -135,7 +135,7 @@ BEGIN
         INSERT INTO whatsapp_message AS m
                (business_id, lead_id, direction, phone, wa_user_id,
                 phone_number_id, local_id, client_ref, source, type, body,
-                payload, context_wamid, status, attempts, created_at,
+                payload, context_message_id, status, attempts, created_at,
                 updated_at)
         VALUES (v_business, v_lead, 'out', v_phone, v_uid, p_phone_number_id,
                 p_local_id, v_ref, p_source, p_type, p_body, v_req,
@@ -460,7 +460,7 @@ BEGIN
         INSERT INTO whatsapp_message AS m
                (business_id, lead_id, direction, phone, phone_number_id,
                 local_id, client_ref, source, type, body, payload,
-                context_wamid,
+                context_message_id,
                 status, provider_message_id, sent_at, delivered_at, read_at,
                 error_code, error_title, error_detail, retryable, fbtrace_id,
                 created_at, updated_at)

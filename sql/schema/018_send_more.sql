@@ -1,11 +1,12 @@
 -- 018: replies, reads by the business, and media uploads through the
 -- gateway.
 --
--- whatsapp_message.context_wamid: the wamid a message replies to (a send's
--- "context": {"message_id"}), indexed so a conversation's replies are
--- found from the message they answer. ADD COLUMN IF NOT EXISTS: the
--- inbound side (context.id of a received message) may add the same column
--- in another migration; both merge into one column.
+-- whatsapp_message.context_message_id: the wamid a message replies to (a
+-- send's "context": {"message_id"}), indexed so a conversation's replies
+-- are found from the message they answer. The inbound side (context.id of
+-- a received message) adds the same column and index in 014 (issue 15):
+-- both are IF NOT EXISTS, of one definition, so either order leaves one
+-- column and one index.
 --
 -- whatsapp_message.read_by_business_at: when the business marked an
 -- inbound message read through the gateway (Meta then shows the sender
@@ -13,19 +14,21 @@
 --
 -- wa_mark_read: each mark-as-read call (with or without the typing
 -- indicator), recorded before it is made and given its outcome after, as
--- a send is.
+-- a send is. It names its message by (provider_message_id, business_id),
+-- the message's own unique key, not by a foreign key: a CRM that empties
+-- or archives whatsapp_message is not stopped by the log of its reads.
 --
 -- wa_media_upload: each file uploaded to the Cloud API's media endpoint:
 -- recorded before the upload (type, size), given its media id and the
 -- SHA-256 of the bytes that left after.
 
-ALTER TABLE whatsapp_message ADD COLUMN IF NOT EXISTS context_wamid text;
+ALTER TABLE whatsapp_message ADD COLUMN IF NOT EXISTS context_message_id text;
 ALTER TABLE whatsapp_message ADD COLUMN IF NOT EXISTS read_by_business_at
     timestamptz;
 
-CREATE INDEX IF NOT EXISTS whatsapp_message_context_wamid_idx
-    ON whatsapp_message (context_wamid, business_id)
-    WHERE context_wamid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS whatsapp_message_context_idx
+    ON whatsapp_message (context_message_id, business_id)
+    WHERE context_message_id IS NOT NULL;
 
 
 CREATE TABLE IF NOT EXISTS wa_mark_read (
@@ -37,8 +40,6 @@ ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS phone_number_id text;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS local_id text;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS provider_message_id text;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS typing_indicator text;
-ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS message_id bigint
-    REFERENCES whatsapp_message (id) ON DELETE SET NULL;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS status text;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS http_status integer;
 ALTER TABLE wa_mark_read ADD COLUMN IF NOT EXISTS error_code integer;
@@ -56,8 +57,6 @@ SELECT wa_ensure_unique('wa_mark_read', 'wa_mark_read_local_id_business_key',
                         ARRAY['local_id', 'business_id']);
 CREATE INDEX IF NOT EXISTS wa_mark_read_wamid_idx
     ON wa_mark_read (provider_message_id, business_id);
-CREATE INDEX IF NOT EXISTS wa_mark_read_message_id_idx
-    ON wa_mark_read (message_id) WHERE message_id IS NOT NULL;
 
 
 CREATE TABLE IF NOT EXISTS wa_media_upload (
