@@ -25,12 +25,12 @@ my $mock = $t->start_mock;
 my $api = $mock->api_conf;
 $t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_locations
                 . <<EOF);
-        location /media {
+        location /upload {
             wa_media_upload;
             $api
             wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
         }
-        location /media2 {
+        location /upload2 {
             wa_media_upload;
             $api
             wa_channel 111111111 business=2 token=T2;
@@ -245,7 +245,7 @@ subtest 'the reply context in context_message_id' => sub {
 
 sub upload {
     my (%o) = @_;
-    my $path = $o{path} // '/media';
+    my $path = $o{path} // '/upload';
     my @cmd = ('curl', '-s', '-o', $o{out}, '-w', '%{http_code}', '-X', 'POST',
                '-H', "Content-Type: $o{type}", '-H', 'Expect:',
                $o{chunked} ? ('-H', 'Transfer-Encoding: chunked') : (),
@@ -414,13 +414,13 @@ subtest 'size limits and types: refused, nothing recorded or sent' => sub {
     is($code, 400, 'a file name with a quote: 400');
     ($code) = upload_now(file => make_file('empty.pdf', 0), type => 'application/pdf');
     is($code, 400, 'an empty file: 400');
-    ($code, $a) = upload_now(file => $small, type => 'application/pdf', path => '/media2');
+    ($code, $a) = upload_now(file => $small, type => 'application/pdf', path => '/upload2');
     is($code, 400, 'several channels, no phone_number_id: 400');
     like($a->{error} // '', qr/^phone_number_id:/, 'names phone_number_id');
 
     # a 2 GB promise: refused on its headers, the body never read
     my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or die;
-    print $s "POST /media HTTP/1.1\r\nHost: x\r\nContent-Type: application/pdf\r\n"
+    print $s "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/pdf\r\n"
            . "Content-Length: 2147483648\r\n\r\n";
     my $head = <$s> // '';
     like($head, qr/^HTTP\/1\.1 413/, 'a document of 2 GB: 413 from its headers alone');
@@ -445,7 +445,7 @@ subtest 'upload refused by the provider; a second channel' => sub {
     is($row->{media_id}, undef, 'no media id');
     is($row->{sha256}, sha_file($f), 'the bytes that left, hashed');
 
-    ($code, $a) = upload_now(file => $f, type => 'application/pdf', path => '/media2',
+    ($code, $a) = upload_now(file => $f, type => 'application/pdf', path => '/upload2',
                              query => '?phone_number_id=222222222&filename=doc.pdf');
     is($code, 200, 'second location, its second channel');
     my ($got) = grep { $_->{file} && $_->{file}{filename} eq 'doc.pdf' } mock_requests(qr{/media$});
