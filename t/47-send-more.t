@@ -118,7 +118,7 @@ subtest 'mark as read refused by the provider' => sub {
     $t->post_webhook(body(value(messages => [ message('text', from => '16505550102', id => $w) ])));
     $t->wait_for(sub { count('SELECT count(*) FROM whatsapp_message WHERE provider_message_id = ?', $w) }, 10);
     my $r = $t->send_message({ status => 'read', message_id => $w });
-    is($r->{status}, 502, '502');
+    is($r->{status}, 502, 'refused: 502');
     is($r->{json}{status}, 'failed', 'failed');
     is($r->{json}{error}{code}, 131009, 'the provider\'s code');
     my $row;
@@ -164,7 +164,7 @@ subtest 'mark as read: bad input is refused, nothing sent or recorded' => sub {
 subtest 'a send to a user id alone: accepted, recorded with its lead' => sub {
     my $uid = 'US.1349120865530274' . int(rand(1e6));
     my $r = $t->send_message({ recipient => $uid, text => 'hello by user id' });
-    is($r->{status}, 200, '200') or diag($r->{content});
+    is($r->{status}, 200, 'accepted: 200') or diag($r->{content});
     my @got = mock_requests(qr{/messages$});
     my $sent = $json->decode($got[-1]{body});
     is($sent->{recipient}, $uid, 'the user id reaches Meta as "recipient"');
@@ -297,7 +297,7 @@ sub media_row {
 subtest 'upload an image: the media id, the bytes exact, the row' => sub {
     my $f = make_file('photo.jpg', 300_000);
     my ($code, $a) = upload_now(file => $f, type => 'image/jpeg', query => '?filename=photo%20one.jpg');
-    is($code, 200, '200') or diag($json->encode($a));
+    is($code, 200, 'accepted: 200') or diag($json->encode($a));
     is($a->{status}, 'uploaded', 'uploaded');
     like($a->{media_id} // '', qr/^\d+$/, 'the media id');
     is($a->{sha256}, sha_file($f), 'sha256 of the file');
@@ -343,7 +343,7 @@ subtest 'a 50 MB document streams: the worker does not hold it' => sub {
     my $cpid = fork // die;
     if ($cpid == 0) {
         open STDOUT, '>', '/dev/null';
-        exec upload(file => $f, type => 'application/pdf', query => '?filename=big.pdf', out => $out);
+        { exec upload(file => $f, type => 'application/pdf', query => '?filename=big.pdf', out => $out) }
         POSIX::_exit(127);
     }
     my $max = 0;
@@ -436,7 +436,7 @@ subtest 'upload refused by the provider; a second channel' => sub {
     my $f = make_file('refused.pdf', 10_000);
     my ($code, $a) = upload_now(file => $f, type => 'application/pdf',
                                 query => '?filename=FAIL_131053.pdf');
-    is($code, 502, '502');
+    is($code, 502, 'refused: 502');
     is($a->{status}, 'failed', 'failed');
     is($a->{error}{code}, 131053, 'the provider\'s code');
     my $row = media_row($a->{id});
