@@ -33,6 +33,12 @@ $t->start_nginx(workers => 1, ring_size => '64k', server => $t->default_location
             $api
             wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
         }
+        location /send2 {
+            wa_send;
+            $api
+            wa_channel 111111111 business=2 token=T2;
+            wa_channel 222222222 business=3 token=T3;
+        }
         location /upload2 {
             wa_media_upload;
             $api
@@ -133,6 +139,26 @@ subtest 'mark as read refused by the provider' => sub {
     is($row->{error_code}, 131009, 'its error code');
     is(count('SELECT read_by_business_at FROM whatsapp_message WHERE provider_message_id = ?', $w), undef,
        'the message is not read by the business');
+};
+
+subtest 'mark as read through one of several channels' => sub {
+    my $w = wamid();
+    my $r = $t->send_message({ status => 'read', message_id => $w }, path => '/send2');
+    is($r->{status}, 400, 'several channels, no phone_number_id: 400');
+    like($r->{json}{error} // '', qr/^phone_number_id:/, 'names phone_number_id');
+    $r = $t->send_message({ status => 'read', message_id => $w, phone_number_id => '222222222' },
+                          path => '/send2');
+    is($r->{status}, 200, 'with its phone_number_id: 200');
+    my @got = mock_requests(qr{/messages$});
+    is($got[-1]{path}, '/222222222/messages', 'that channel\'s endpoint');
+    is($got[-1]{headers}{authorization}, 'Bearer T3', 'that channel\'s token');
+    my $row;
+    $t->wait_for(sub {
+        $row = $t->sql('SELECT * FROM wa_mark_read WHERE local_id = ?', $r->{json}{id})->[0];
+        $row && $row->{status} ne 'pending';
+    }, 10);
+    is($row->{business_id}, 3, 'that channel\'s business');
+    is($row->{phone_number_id}, '222222222', 'its phone number id');
 };
 
 subtest 'mark as read: bad input is refused, nothing sent or recorded' => sub {
