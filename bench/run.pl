@@ -343,6 +343,22 @@ row('wa_send to the mock', sprintf('%.0f req/s', $sd->{rps}),
     sprintf('x%.2f of (c)', $sd->{rps} / $px->{rps}));
 row('  rows sent', "$sent of $sd->{ok} answered 200", $sent >= $sd->{ok} ? 'all' : 'MISSING');
 
+# an image by media id, Meta's shape: the type's checks and the byte slice
+$before = sent_rows();
+my $sm = wrk(url('/send'), script => 'bench/send.lua', args => [ 'media' ]);
+my $msent = 0;
+for (1 .. 600) {
+    $msent = sent_rows() - $before;
+    last if $msent >= $sm->{ok};
+    sleep 0.25;
+}
+row('wa_send, an image by media id', sprintf('%.0f req/s', $sm->{rps}),
+    "p50 $sm->{p50_ms} ms", "p99 $sm->{p99_ms} ms",
+    sprintf('x%.2f of (c); x%.2f of text', $sm->{rps} / $px->{rps},
+            $sm->{rps} / $sd->{rps}));
+row('  rows sent', "$msent of $sm->{ok} answered 200",
+    $msent >= $sm->{ok} ? 'all' : 'MISSING');
+
 # the module alone, as for the webhook
 $before = sent_rows();
 my $so = writer_stopped(url('/send'), script => 'bench/send.lua');

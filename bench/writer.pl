@@ -55,8 +55,9 @@ sub commify { my $n = reverse shift; $n =~ s/(\d{3})(?=\d)/$1,/g; return scalar 
 
 sub fresh_tables {
     my ($keep_leads) = @_;
-    $t->dbh->do($keep_leads ? 'TRUNCATE whatsapp_message'
-                            : 'TRUNCATE whatsapp_message, leads, wa_lead_former_id, wa_pending_receipt');
+    # wa_media (019) refers to whatsapp_message: emptied with it
+    $t->dbh->do($keep_leads ? 'TRUNCATE whatsapp_message, wa_media'
+                            : 'TRUNCATE whatsapp_message, wa_media, leads, wa_lead_former_id, wa_pending_receipt');
     # no ANALYZE: statistics of empty tables would plan every lookup as a
     # scan, which no installation lives with for long (autovacuum)
     $t->dbh->do('CHECKPOINT');

@@ -117,7 +117,7 @@ wa_record_type_name(uint16_t type)
 {
     static const char  *names[] = {
         "unknown", "in_message", "status", "out_pending", "out_result",
-        "webhook_error", "event", "echo"
+        "webhook_error", "event", "echo", "mark_read", "media_upload"
     };
 
     return type <= WA_REC_TYPE_MAX ? names[type] : names[0];

@@ -26,7 +26,14 @@
                                      structured handling: its value, raw */
 #define WA_REC_ECHO           7   /* smb_message_echoes: a message the
                                      business sent from the Business app */
-#define WA_REC_TYPE_MAX       7
+#define WA_REC_MARK_READ      8   /* mark an inbound message read (and show
+                                     the typing indicator): status
+                                     "pending" before the API call, then
+                                     its outcome, under one local id */
+#define WA_REC_MEDIA_UPLOAD   9   /* a file uploaded to the media endpoint:
+                                     "pending" before, then the outcome
+                                     with the media id and sha256 */
+#define WA_REC_TYPE_MAX       9
 
 
 /* field tags */
@@ -59,6 +66,10 @@ enum {
     WA_F_FIELD,            /* entry[].changes[].field of a webhook */
     WA_F_WABA_ID,          /* entry[].id: the WhatsApp Business Account */
     WA_F_CONTACT,          /* the sender's value.contacts[] entry, JSON */
+    WA_F_MEDIA_ID,         /* the Cloud API's id of an uploaded file */
+    WA_F_MIME_TYPE,        /* an uploaded file's Content-Type */
+    WA_F_SIZE,             /* an uploaded file's size in bytes, decimal */
+    WA_F_SHA256,           /* hex SHA-256 of an uploaded file's bytes */
     WA_F__MAX
 };
 

@@ -102,7 +102,10 @@ static void ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
     CURLcode result);
 static ngx_int_t ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
-    const char *body, size_t len, ngx_http_wa_curl_conf_t *conf);
+    const char *body, size_t len, const char *const *fields,
+    ngx_http_wa_curl_file_t *file, ngx_http_wa_curl_conf_t *conf);
+static curl_mime *ngx_http_wa_curl_form(CURL *easy,
+    const char *const *fields, ngx_http_wa_curl_file_t *file);
 
 
 ngx_http_wa_curl_t *
@@ -205,7 +208,7 @@ ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     ngx_http_wa_curl_conf_t *conf)
 {
     return ngx_http_wa_curl_start(curl, x, url, authorization, body, len,
-                                  conf);
+                                  NULL, NULL, conf);
 }
 
 
@@ -213,15 +216,27 @@ ngx_int_t
 ngx_http_wa_curl_get(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     const char *url, const char *authorization, ngx_http_wa_curl_conf_t *conf)
 {
-    return ngx_http_wa_curl_start(curl, x, url, authorization, NULL, 0, conf);
+    return ngx_http_wa_curl_start(curl, x, url, authorization, NULL, 0,
+                                  NULL, NULL, conf);
 }
 
 
-/* body NULL: a GET */
+ngx_int_t
+ngx_http_wa_curl_upload(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
+    const char *url, const char *authorization, const char *const *fields,
+    ngx_http_wa_curl_file_t *file, ngx_http_wa_curl_conf_t *conf)
+{
+    return ngx_http_wa_curl_start(curl, x, url, authorization, NULL, 0,
+                                  fields, file, conf);
+}
+
+
+/* body NULL and no file: a GET; a file: a multipart/form-data POST */
 
 static ngx_int_t
 ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     const char *url, const char *authorization, const char *body, size_t len,
+    const char *const *fields, ngx_http_wa_curl_file_t *file,
     ngx_http_wa_curl_conf_t *conf)
 {
     CURL                     *easy;
@@ -257,6 +272,12 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
         line[n++] = "Expect:";
     }
 
+    /* a form: libcurl writes its Content-Type with the boundary; no
+     * "Expect: 100-continue" round trip before the file */
+    if (file) {
+        line[n++] = "Expect:";
+    }
+
     /* a failed append leaves the list as it was: free what was made */
     h = NULL;
 
@@ -270,6 +291,18 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
         }
 
         h = t;
+    }
+
+    x->mime = NULL;
+
+    if (file) {
+        x->mime = ngx_http_wa_curl_form(easy, fields, file);
+
+        if (x->mime == NULL) {
+            curl_slist_free_all(h);
+            ngx_http_wa_curl_release(curl, easy);
+            return NGX_ERROR;
+        }
     }
 
     x->easy = easy;
@@ -295,6 +328,14 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
         /* the body lives in x->pool for the whole transfer: no copy */
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, x->req);
+        curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION,
+                         ngx_http_wa_curl_prereq);
+        curl_easy_setopt(easy, CURLOPT_PREREQDATA, x);
+
+    } else if (file) {
+        /* the file is read by the owner's callback as the socket takes
+         * it; a re-send is refused as a JSON POST's is */
+        curl_easy_setopt(easy, CURLOPT_MIMEPOST, x->mime);
         curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION,
                          ngx_http_wa_curl_prereq);
         curl_easy_setopt(easy, CURLOPT_PREREQDATA, x);
@@ -341,6 +382,12 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
         x->easy = NULL;
         x->headers = NULL;
         ngx_http_wa_curl_release(curl, easy);
+
+        if (x->mime) {
+            curl_mime_free(x->mime);
+            x->mime = NULL;
+        }
+
         return NGX_ERROR;
     }
 
@@ -354,6 +401,56 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     }
 
     return NGX_OK;
+}
+
+
+/* the form Meta's media endpoint takes: the fields (name, value pairs),
+ * then the file, its size known up front (a Content-Length, no chunks),
+ * its bytes pulled by the owner's callback; NULL: out of memory */
+
+static curl_mime *
+ngx_http_wa_curl_form(CURL *easy, const char *const *fields,
+    ngx_http_wa_curl_file_t *file)
+{
+    ngx_uint_t      i;
+    curl_mime      *mime;
+    curl_mimepart  *part;
+
+    mime = curl_mime_init(easy);
+    if (mime == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; fields[i] != NULL; i += 2) {
+        part = curl_mime_addpart(mime);
+
+        if (part == NULL
+            || curl_mime_name(part, fields[i]) != CURLE_OK
+            || curl_mime_data(part, fields[i + 1], CURL_ZERO_TERMINATED)
+               != CURLE_OK)
+        {
+            goto failed;
+        }
+    }
+
+    part = curl_mime_addpart(mime);
+
+    if (part == NULL
+        || curl_mime_name(part, file->field) != CURLE_OK
+        || curl_mime_filename(part, file->filename) != CURLE_OK
+        || curl_mime_type(part, file->type) != CURLE_OK
+        || curl_mime_data_cb(part, file->size, file->read, file->seek, NULL,
+                             file->arg) != CURLE_OK)
+    {
+        goto failed;
+    }
+
+    return mime;
+
+failed:
+
+    curl_mime_free(mime);
+    return NULL;
 }
 
 
@@ -790,6 +887,12 @@ ngx_http_wa_curl_finish(ngx_http_wa_curl_t *curl, CURL *easy,
     curl_multi_remove_handle(curl->multi, easy);
     ngx_http_wa_curl_release(curl, easy);
     curl_slist_free_all(x->headers);
+
+    /* the reset handle no longer points at the parts */
+    if (x->mime) {
+        curl_mime_free(x->mime);
+        x->mime = NULL;
+    }
 
     x->easy = NULL;
     x->headers = NULL;

@@ -68,6 +68,7 @@ struct ngx_http_wa_xfer_s {
 
     /* private */
     CURL                      *easy;
+    curl_mime                 *mime;        /* an upload's parts */
     struct curl_slist         *headers;
     size_t                     body_cap;
     u_char                    *req;         /* the request body */
@@ -94,6 +95,27 @@ ngx_int_t ngx_http_wa_curl_post(ngx_http_wa_curl_t *curl,
  * connection (a GET changes nothing at the provider) */
 ngx_int_t ngx_http_wa_curl_get(ngx_http_wa_curl_t *curl,
     ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
+    ngx_http_wa_curl_conf_t *conf);
+
+
+/* a file to upload, read by its owner's callbacks as libcurl sends it */
+typedef struct {
+    const char                *field;       /* the form field: "file" */
+    const char                *type;        /* its MIME type */
+    const char                *filename;
+    curl_off_t                 size;
+    curl_read_callback         read;
+    curl_seek_callback         seek;
+    void                      *arg;
+} ngx_http_wa_curl_file_t;
+
+
+/* start a multipart/form-data POST: the fields (name, value pairs, names
+ * NULL-terminated), then the file, streamed through its callbacks (never
+ * held in memory); done() as for ngx_http_wa_curl_post */
+ngx_int_t ngx_http_wa_curl_upload(ngx_http_wa_curl_t *curl,
+    ngx_http_wa_xfer_t *x, const char *url, const char *authorization,
+    const char *const *fields, ngx_http_wa_curl_file_t *file,
     ngx_http_wa_curl_conf_t *conf);
 
 

@@ -155,6 +155,20 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       offsetof(ngx_http_wa_loc_conf_t, media_timeout),
       &ngx_http_wa_positive_msec },
 
+    { ngx_string("wa_media_upload"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_wa_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_wa_upload_handler },
+
+    { ngx_string("wa_media_upload_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, upload_timeout),
+      &ngx_http_wa_positive_msec },
+
     { ngx_string("wa_send_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_array_slot,
@@ -357,6 +371,7 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
     wlcf->send.verify = NGX_CONF_UNSET;
     wlcf->media_max_size = NGX_CONF_UNSET;
     wlcf->media_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->upload_timeout = NGX_CONF_UNSET_MSEC;
 
     return wlcf;
 }
@@ -394,6 +409,8 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->send.verify, prev->send.verify, 1);
     ngx_conf_merge_size_value(conf->send_max_body, prev->send_max_body,
                               64 * 1024);
+    ngx_conf_merge_msec_value(conf->upload_timeout, prev->upload_timeout,
+                              120000);
 
     ngx_conf_merge_str_value(conf->media_path, prev->media_path, "");
     ngx_conf_merge_off_value(conf->media_max_size, prev->media_max_size,
@@ -421,8 +438,8 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (wmcf->ring_path.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "wa_webhook and wa_send need \"wa_ring\" in the "
-                           "http block");
+                           "wa_webhook, wa_send and wa_media_upload need "
+                           "\"wa_ring\" in the http block");
         return NGX_CONF_ERROR;
     }
 
@@ -478,6 +495,30 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->client_max_body_size = conf->send_max_body;
         clcf->client_body_buffer_size = conf->send_max_body;
+    }
+
+    if (conf->handler == ngx_http_wa_upload_handler) {
+
+        if (conf->channels == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "wa_media_upload needs at least one "
+                               "\"wa_channel\"");
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->send_concurrency == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"wa_send_concurrency\" must be at least 1");
+            return NGX_CONF_ERROR;
+        }
+
+        /* the per-type limits are the module's (Meta's); nginx's own
+         * must not answer 413 first, and a file always goes to a temp
+         * file, never into worker memory */
+        wmcf->has_send = 1;
+
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->client_max_body_size = NGX_HTTP_WA_UPLOAD_MAX;
     }
 
     return NGX_CONF_OK;

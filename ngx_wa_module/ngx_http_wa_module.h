@@ -18,6 +18,8 @@
 
 
 #define NGX_HTTP_WA_WEBHOOK_MAX_BODY  (4 * 1024 * 1024)
+/* the largest file Meta's media endpoint takes (documents, 100 MB) */
+#define NGX_HTTP_WA_UPLOAD_MAX         (100 * 1024 * 1024)
 
 
 typedef struct {
@@ -158,6 +160,7 @@ typedef struct {
     ngx_str_t                 media_path;      /* wa_media_path */
     off_t                     media_max_size;
     ngx_msec_t                media_timeout;   /* a media download */
+    ngx_msec_t                upload_timeout;   /* wa_media_upload_timeout */
 } ngx_http_wa_loc_conf_t;
 
 
@@ -254,6 +257,13 @@ ngx_int_t ngx_http_wa_key_ok(ngx_http_request_t *r,
 ngx_int_t ngx_http_wa_media_fetch_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_media_serve_handler(ngx_http_request_t *r);
 void ngx_http_wa_media_report(ngx_http_request_t *r);
+
+/* a send's (or an upload's) local id, NGX_HTTP_WA_LOCAL_ID_LEN bytes; ms
+ * (NGX_INT64_LEN + 1 bytes) gets now in unix ms */
+void ngx_http_wa_local_id(ngx_http_wa_main_conf_t *wmcf, char *id,
+    u_char *ms);
+
+ngx_int_t ngx_http_wa_upload_handler(ngx_http_request_t *r);
 
 /* send path: the per-worker client */
 ngx_int_t ngx_http_wa_send_init_process(ngx_cycle_t *cycle,

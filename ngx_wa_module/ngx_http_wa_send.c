@@ -12,6 +12,11 @@
  * left and no readable answer came back: the provider may have accepted
  * it, so nobody must be told to retry).
  *
+ * A mark-as-read ({"status": "read", "message_id": ...}, Meta's shape) takes
+ * the same road with its own record type (WA_REC_MARK_READ, "pending" then
+ * "read", "failed" or "unknown") and no client_ref: marking twice is
+ * harmless, and the database stamps the message once.
+ *
  * The transfer owns its memory (its own pool): a client that goes away
  * does not cancel the send, whose outcome is still recorded. A worker that
  * exits records an outcome for every send still in flight.
@@ -44,6 +49,7 @@ typedef struct {
     ngx_uint_t                 attempt;      /* of this local id, from 1 */
     char                       attempt_text[NGX_INT_T_LEN + 1];
     u_char                     verdict;      /* 's', 'u' or 'f' */
+    char                       now[NGX_INT64_LEN + 1];  /* unix ms */
     unsigned                   counted:1;    /* in wlcf->send_active */
     unsigned                   claimed:1;    /* holds its client_ref in
                                                 wa_send_idempotency_db */
@@ -79,6 +85,7 @@ static ngx_int_t ngx_http_wa_send_interrupted(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status, ngx_str_t *answer);
 static ngx_int_t ngx_http_wa_send_key_header(ngx_http_request_t *r,
     wa_send_req_t *req);
+static char *ngx_http_wa_send_now(ngx_http_wa_send_ctx_t *ctx);
 static ngx_int_t ngx_http_wa_send_go(ngx_http_request_t *r,
     ngx_http_wa_send_ctx_t *ctx);
 static ngx_int_t ngx_http_wa_send_claim(ngx_http_request_t *r,
@@ -124,6 +131,25 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
         ngx_http_wa_curl_destroy(wmcf->curl);
         wmcf->curl = NULL;
     }
+}
+
+
+/*
+ * A local id, unique across workers, hosts and containers (the worker's
+ * random nonce: identical pods have identical pids) and restarts (time);
+ * ms gets now in unix ms, as text.
+ */
+
+void
+ngx_http_wa_local_id(ngx_http_wa_main_conf_t *wmcf, char *id, u_char *ms)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    ngx_sprintf((u_char *) id, "wa-%xL-%016xL-%xi%Z",
+                (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
+                ++wmcf->send_seq);
+    *ngx_sprintf(ms, "%uL", (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
 }
 
 
@@ -214,7 +240,6 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_uint_t                status;
     ngx_str_t                 answer;
     ngx_pool_t               *pool;
-    ngx_time_t               *tp;
     const char               *msg;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_vars_t       *vars;
@@ -279,15 +304,8 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 
     ctx->channel = ch->phone_number_id;
 
-    /* unique across workers, hosts and containers (the worker's random
-     * nonce: identical pods have identical pids) and restarts (time) */
     ctx->attempt = 1;
-    tp = ngx_timeofday();
-    ngx_sprintf((u_char *) ctx->local_id, "wa-%xL-%016xL-%xi%Z",
-                (uint64_t) tp->sec * 1000 + tp->msec, wmcf->send_nonce,
-                ++wmcf->send_seq);
-    *ngx_sprintf(ctx->received_ms, "%uL",
-                 (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+    ngx_http_wa_local_id(wmcf, ctx->local_id, ctx->received_ms);
 
     /* $wa_channel and $wa_business, whatever comes of the send */
     vars = ngx_http_wa_vars(r);
@@ -295,6 +313,11 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     if (vars != NULL) {
         vars->channel = ch->phone_number_id;    /* conf: outlives r */
         vars->business = ch->business;
+    }
+
+    /* a mark-as-read: no client_ref, recorded and made as a send is */
+    if (ctx->req.read) {
+        return ngx_http_wa_send_go(r, ctx);
     }
 
     /* the same client_ref in the same business is sent once */
@@ -396,6 +419,23 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     /* recorded before sent */
 
     ngx_memzero(&rec, sizeof(wa_record_t));
+
+    if (ctx->req.read) {
+        rec.type = WA_REC_MARK_READ;
+
+        wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
+        rec.f[WA_F_BUSINESS].data = (char *) ch->business.data;
+        rec.f[WA_F_BUSINESS].len = ch->business.len;
+        rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
+        rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
+        wa_record_set(&rec, WA_F_WAMID, ctx->req.message_id);
+        wa_record_set(&rec, WA_F_STATUS, "pending");
+        wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
+        wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ctx->received_ms);
+
+        goto publish;
+    }
+
     rec.type = WA_REC_OUT_PENDING;
 
     wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
@@ -403,7 +443,7 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     rec.f[WA_F_BUSINESS].len = ch->business.len;
     rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
     rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
-    wa_record_set(&rec, WA_F_PHONE, ctx->req.to);
+    wa_record_set(&rec, WA_F_PHONE, ctx->req.to[0] ? ctx->req.to : NULL);
     wa_record_set(&rec, WA_F_LEAD_ID,
                   ctx->req.lead_id[0] ? ctx->req.lead_id : NULL);
     wa_record_set(&rec, WA_F_SOURCE, ctx->req.source);
@@ -417,6 +457,8 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ctx->received_ms);
     ngx_http_wa_send_attempt(ctx, &rec);
 
+publish:
+
     if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
         goto unavailable;
     }
@@ -428,12 +470,16 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     /* the local id is final here (a retried client_ref took its own) */
     ngx_http_wa_send_vars(r, ctx);
 
-    ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
-                               ngx_http_wa_chan_offset(sends), 1);
+    /* a mark-as-read is no message: the channel's send counters skip it */
+    if (!ctx->req.read) {
+        ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
+                                   ngx_http_wa_chan_offset(sends), 1);
+    }
 
     /* the provider call */
 
-    api_body = wa_send_build_body(&ctx->req, ctx->local_id);
+    api_body = ctx->req.read ? wa_send_build_read_body(&ctx->req)
+                             : wa_send_build_body(&ctx->req, ctx->local_id);
 
     url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
                             + sizeof("//messages"));
@@ -503,6 +549,21 @@ failed:
 }
 
 
+/* now, unix ms, as text in ctx */
+
+static char *
+ngx_http_wa_send_now(ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    *ngx_sprintf((u_char *) ctx->now, "%uL",
+                 (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    return ctx->now;
+}
+
+
 /* the provider answered (or did not): record it, then answer the client */
 
 static void
@@ -522,10 +583,12 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
     ngx_memzero(&res, sizeof(wa_send_res_t));
 
     if (x->result == CURLE_OK) {
-        wa_send_parse_response(x->status, (char *) x->body, x->body_len,
-                               &res);
+        wa_send_parse_answer(ctx->req.read ? WA_SEND_ANSWER_SUCCESS
+                                           : WA_SEND_ANSWER_MESSAGE,
+                             x->status, (char *) x->body, x->body_len, &res);
 
-        verdict = res.ok ? "sent" : (res.unknown ? "unknown" : "failed");
+        verdict = res.ok ? (ctx->req.read ? "read" : "sent")
+                         : (res.unknown ? "unknown" : "failed");
         ctx->status = res.ok ? NGX_HTTP_OK : NGX_HTTP_BAD_GATEWAY;
 
     } else {
@@ -617,6 +680,17 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     rec.f[WA_F_BUSINESS].len = ctx->business.len;
     wa_record_set(&rec, WA_F_STATUS, verdict);
     wa_record_set(&rec, WA_F_WAMID, res->ok ? res->wamid : NULL);
+
+    if (ctx->req.read) {
+        /* the message marked, and when the call ended */
+        rec.type = WA_REC_MARK_READ;
+        wa_record_set(&rec, WA_F_WAMID, ctx->req.message_id);
+        wa_record_set(&rec, WA_F_RECEIVED_MS, ngx_http_wa_send_now(ctx));
+        rec.f[WA_F_PHONE_NUMBER_ID].data =
+                                  (char *) ctx->ch->phone_number_id.data;
+        rec.f[WA_F_PHONE_NUMBER_ID].len = ctx->ch->phone_number_id.len;
+    }
+
     wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);
     ngx_http_wa_send_attempt(ctx, &rec);
 
@@ -651,6 +725,10 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                 (u_char *) (res->ok ? "" : res->error_code),
                 sizeof(ctx->error_code));
 
+    if (ctx->req.read) {
+        return;
+    }
+
     ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
                                res->ok ? ngx_http_wa_chan_offset(accepted)
                                : verdict[0] == 'u'
@@ -682,6 +760,7 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     /* the client's answer, kept for client_ref replays too */
 
     len = 256 + sizeof(ctx->local_id) + sizeof(ctx->req.lead_id)
+          + sizeof(ctx->req.message_id) * 6
           + ngx_strlen(res->wamid) * 6 + (ngx_strlen(res->error_title)
                                    + ngx_strlen(res->error_detail)
                                    + ngx_strlen(res->fbtrace_id)) * 6
@@ -695,12 +774,27 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
 
     ctx->answer.data = p;
 
-    p = ngx_sprintf(p, "{\"id\":\"%s\",\"status\":\"%s\",\"lead_id\":%s",
-                    ctx->local_id, verdict,
-                    ctx->req.lead_id[0] ? ctx->req.lead_id : "null");
+    if (ctx->req.read) {
+        p = ngx_sprintf(p, "{\"id\":\"%s\",\"status\":\"%s\"",
+                        ctx->local_id, verdict);
+
+    } else {
+        p = ngx_sprintf(p, "{\"id\":\"%s\",\"status\":\"%s\",\"lead_id\":%s",
+                        ctx->local_id, verdict,
+                        ctx->req.lead_id[0] ? ctx->req.lead_id : "null");
+    }
 
     if (ctx->attempt > 1) {
         p = ngx_sprintf(p, ",\"attempt\":%ui", ctx->attempt);
+    }
+
+    if (res->ok && ctx->req.read) {
+        p = ngx_sprintf(p, ",\"message_id\":\"");
+        p = (u_char *) ngx_escape_json(p, (u_char *) ctx->req.message_id,
+                                       ngx_strlen(ctx->req.message_id));
+        p = ngx_sprintf(p, "\"}");
+        ctx->answer.len = p - ctx->answer.data;
+        return;
     }
 
     if (res->ok) {

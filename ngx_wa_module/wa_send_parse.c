@@ -94,6 +94,9 @@ static int wa_send_check_contacts(cJSON *obj, const char *path,
 static int wa_send_check_reaction(cJSON *obj, const char *path,
     wa_sbuf_t *sum, char *err, size_t errlen);
 static int wa_send_check_context(cJSON *obj, char *err, size_t errlen);
+static int wa_send_parse_read(const char *body, size_t len, cJSON *root,
+    wa_send_req_t *req, char *err, size_t errlen);
+static int wa_send_bsuid(const char *s);
 static int wa_send_check_header(cJSON *obj, const char *path,
     const char *itype, char *err, size_t errlen);
 static int wa_send_check_buttons(cJSON *action, const char *path,
@@ -179,13 +182,44 @@ wa_send_parse_request(const char *body, size_t len, wa_send_req_t *req,
         return -1;
     }
 
+    /* mark-as-read: Meta's own shape, no message */
+
+    if (cJSON_GetObjectItemCaseSensitive(root, "status") != NULL) {
+        rc = wa_send_parse_read(body, len, root, req, err, errlen);
+        cJSON_Delete(root);
+        return rc;
+    }
+
+    /* recipient: a business-scoped user id, with "to" or instead of it */
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "recipient");
+
+    if (item != NULL) {
+        if (!cJSON_IsString(item)
+            || wa_send_bsuid(item->valuestring) != 0
+            || wa_send_copy(req->recipient, sizeof(req->recipient),
+                            item->valuestring))
+        {
+            cJSON_Delete(root);
+            return wa_send_err(err, errlen, "recipient: a business-scoped "
+                               "user id is expected (\"US.1349...\" or "
+                               "\"US.ENT.1181...\")");
+        }
+    }
+
     /* to: E.164, with or without '+' */
 
     s = wa_send_str(root, "to");
+    if (s == NULL && req->recipient[0]
+        && cJSON_GetObjectItemCaseSensitive(root, "to") == NULL)
+    {
+        goto message;
+    }
+
     if (s == NULL) {
         cJSON_Delete(root);
         return wa_send_err(err, errlen, "to: a phone number string is "
-                           "required");
+                           "required (or \"recipient\": a user id)");
     }
 
     if (*s == '+') {
@@ -205,6 +239,8 @@ wa_send_parse_request(const char *body, size_t len, wa_send_req_t *req,
     }
 
     memcpy(req->to, s, n + 1);
+
+message:
 
     /* the message, its type and the reply context */
 
@@ -1381,6 +1417,142 @@ wa_send_check_context(cJSON *obj, char *err, size_t errlen)
 }
 
 
+/*
+ * Mark-as-read, as Meta's /messages takes it: "status": "read", the
+ * inbound message's wamid, and optionally the typing indicator ("text"
+ * is the one type Meta documents). Nothing else of a send may come with
+ * it: a "to" or a message would be silently dropped.
+ */
+
+static int
+wa_send_parse_read(const char *body, size_t len, cJSON *root,
+    wa_send_req_t *req, char *err, size_t errlen)
+{
+    int          rc;
+    cJSON       *item, *ti;
+    size_t       vlen;
+    const char  *s;
+
+    for (item = root->child; item; item = item->next) {
+        if (strcmp(item->string, "status") != 0
+            && strcmp(item->string, "message_id") != 0
+            && strcmp(item->string, "typing_indicator") != 0
+            && strcmp(item->string, "messaging_product") != 0
+            && strcmp(item->string, "phone_number_id") != 0)
+        {
+            return wa_send_fail(err, errlen, item->string, "not allowed "
+                                "with \"status\": \"read\"");
+        }
+    }
+
+    s = wa_send_str(root, "status");
+    if (s == NULL || strcmp(s, "read") != 0) {
+        return wa_send_err(err, errlen, "status: \"read\" is the one status "
+                           "a business sets");
+    }
+
+    s = wa_send_str(root, "messaging_product");
+    if (cJSON_GetObjectItemCaseSensitive(root, "messaging_product") != NULL
+        && (s == NULL || strcmp(s, "whatsapp") != 0))
+    {
+        return wa_send_err(err, errlen, "messaging_product: \"whatsapp\" is "
+                           "expected");
+    }
+
+    if (wa_send_field(root, "message_id", "message_id", 1, WA_WAMID_MAX, &s,
+                      err, errlen) != 0)
+    {
+        return wa_send_fail(err, errlen, "message_id", "the wamid of an "
+                            "inbound message (1 to %d characters) is "
+                            "required", WA_WAMID_MAX);
+    }
+
+    if (wa_send_copy(req->message_id, sizeof(req->message_id), s)) {
+        return wa_send_err(err, errlen, "message_id: too long");
+    }
+
+    ti = cJSON_GetObjectItemCaseSensitive(root, "typing_indicator");
+
+    if (ti != NULL) {
+        s = cJSON_IsObject(ti) ? wa_send_str(ti, "type") : NULL;
+
+        if (s == NULL || strcmp(s, "text") != 0 || ti->child->next != NULL) {
+            return wa_send_err(err, errlen, "typing_indicator: "
+                               "{\"type\": \"text\"} is expected");
+        }
+
+        rc = wa_send_member(body, len, "typing_indicator", &s, &vlen);
+
+        if (rc != 0) {
+            return wa_send_fail(err, errlen, "typing_indicator", "%s",
+                                rc == -2 ? "control characters must be "
+                                           "escaped"
+                                         : "not found in the body");
+        }
+
+        req->typing_json = wa_send_dup(s, vlen);
+
+        if (req->typing_json == NULL) {
+            return wa_send_err(err, errlen, "out of memory");
+        }
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "phone_number_id");
+
+    if (item != NULL && !cJSON_IsNull(item)) {
+        s = cJSON_IsString(item) ? item->valuestring : "";
+
+        for (rc = 0; isdigit((unsigned char) s[rc]); rc++) { /* void */ }
+
+        if (rc == 0 || s[rc] != '\0'
+            || wa_send_copy(req->phone_number_id,
+                            sizeof(req->phone_number_id), s))
+        {
+            return wa_send_err(err, errlen, "phone_number_id: a string of "
+                               "digits is expected");
+        }
+    }
+
+    req->read = 1;
+    strcpy(req->type, "read");
+    strcpy(req->source, "api");
+
+    req->request_json = cJSON_PrintUnformatted(root);
+
+    if (req->request_json == NULL) {
+        return wa_send_err(err, errlen, "out of memory");
+    }
+
+    return 0;
+}
+
+
+/* "US.13491208655302741918", "US.ENT.11815799212886844830": two capital
+ * letters (the country), a dot, then letters, digits and dots; 0 or -1 */
+
+static int
+wa_send_bsuid(const char *s)
+{
+    size_t  n;
+
+    if (!isupper((unsigned char) s[0]) || !isupper((unsigned char) s[1])
+        || s[2] != '.' || s[3] == '\0')
+    {
+        return -1;
+    }
+
+    for (n = 3; s[n]; n++) {
+        if (!isalnum((unsigned char) s[n])
+            && !(s[n] == '.' && s[n - 1] != '.' && s[n + 1] != '\0'))
+        {
+            return -1;
+        }
+    }
+
+    return n <= WA_SEND_BSUID_MAX ? 0 : -1;
+}
+
+
 /* a string member: required or not, non-empty when required, at most max
  * characters; *out is the string, or NULL when absent */
 
@@ -1912,11 +2084,13 @@ wa_send_req_free(wa_send_req_t *req)
     free(req->text);
     free(req->object_json);
     free(req->context_json);
+    free(req->typing_json);
     cJSON_free(req->request_json);
 
     req->text = NULL;
     req->object_json = NULL;
     req->context_json = NULL;
+    req->typing_json = NULL;
     req->summary = NULL;
     req->request_json = NULL;
 }
@@ -1941,7 +2115,15 @@ wa_send_build_body(const wa_send_req_t *req, const char *local_id)
 
     cJSON_AddStringToObject(root, "messaging_product", "whatsapp");
     cJSON_AddStringToObject(root, "recipient_type", "individual");
-    cJSON_AddStringToObject(root, "to", req->to);
+
+    if (req->to[0]) {
+        cJSON_AddStringToObject(root, "to", req->to);
+    }
+
+    if (req->recipient[0]) {
+        cJSON_AddStringToObject(root, "recipient", req->recipient);
+    }
+
     cJSON_AddStringToObject(root, "biz_opaque_callback_data", local_id);
     cJSON_AddStringToObject(root, "type", req->type);
 
@@ -1978,12 +2160,53 @@ failed:
 }
 
 
+/* the mark-as-read body: Meta's shape, the typing indicator as sent */
+
+char *
+wa_send_build_read_body(const wa_send_req_t *req)
+{
+    char   *out;
+    cJSON  *root;
+
+    root = cJSON_CreateObject();
+    if (root == NULL) {
+        return NULL;
+    }
+
+    if (cJSON_AddStringToObject(root, "messaging_product", "whatsapp") == NULL
+        || cJSON_AddStringToObject(root, "status", "read") == NULL
+        || cJSON_AddStringToObject(root, "message_id", req->message_id)
+           == NULL
+        || (req->typing_json
+            && cJSON_AddRawToObject(root, "typing_indicator",
+                                    req->typing_json) == NULL))
+    {
+        cJSON_Delete(root);
+        return NULL;
+    }
+
+    out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+
+    return out;
+}
+
+
 void
 wa_send_parse_response(long status, const char *body, size_t len,
     wa_send_res_t *res)
 {
-    long    code;
-    cJSON  *root, *msgs, *msg, *error, *data;
+    wa_send_parse_answer(WA_SEND_ANSWER_MESSAGE, status, body, len, res);
+}
+
+
+void
+wa_send_parse_answer(wa_send_answer_e kind, long status, const char *body,
+    size_t len, wa_send_res_t *res)
+{
+    long         code;
+    cJSON       *root, *msgs, *msg, *error, *data;
+    const char  *id;
 
     memset(res, 0, sizeof(wa_send_res_t));
 
@@ -1991,13 +2214,26 @@ wa_send_parse_response(long status, const char *body, size_t len,
     res->json = cJSON_IsObject(root);
 
     if (status >= 200 && status < 300) {
-        msgs = root ? cJSON_GetObjectItemCaseSensitive(root, "messages")
-                    : NULL;
-        msg = cJSON_IsArray(msgs) ? cJSON_GetArrayItem(msgs, 0) : NULL;
+        id = NULL;
 
-        if (cJSON_IsObject(msg) && wa_send_str(msg, "id")
-            && wa_send_copy(res->wamid, sizeof(res->wamid),
-                            wa_send_str(msg, "id")) == 0)
+        if (kind == WA_SEND_ANSWER_MESSAGE) {
+            msgs = root ? cJSON_GetObjectItemCaseSensitive(root, "messages")
+                        : NULL;
+            msg = cJSON_IsArray(msgs) ? cJSON_GetArrayItem(msgs, 0) : NULL;
+            id = cJSON_IsObject(msg) ? wa_send_str(msg, "id") : NULL;
+
+        } else if (kind == WA_SEND_ANSWER_MEDIA) {
+            id = res->json ? wa_send_str(root, "id") : NULL;
+
+        } else if (res->json
+                   && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                                       root, "success")))
+        {
+            id = "";
+        }
+
+        if (id != NULL && (kind == WA_SEND_ANSWER_SUCCESS || id[0])
+            && wa_send_copy(res->wamid, sizeof(res->wamid), id) == 0)
         {
             res->ok = 1;
             cJSON_Delete(root);
@@ -2007,7 +2243,10 @@ wa_send_parse_response(long status, const char *body, size_t len,
         /* a 2xx without a message id is not an acceptance we can record,
          * nor a refusal: the message may well be on its way */
         snprintf(res->error_title, sizeof(res->error_title),
-                 "provider answered %ld without a message id", status);
+                 "provider answered %ld without %s", status,
+                 kind == WA_SEND_ANSWER_MESSAGE ? "a message id"
+                 : kind == WA_SEND_ANSWER_MEDIA ? "a media id"
+                 : "\"success\": true");
         res->unknown = 1;
         res->retryable = 0;
         cJSON_Delete(root);

@@ -20,6 +20,15 @@
  *
  *   "context": {"message_id": "wamid..."} makes any type a reply.
  *
+ *   The recipient: "to" (a phone number), or "recipient" (a business-
+ *   scoped user id, "US.13491208655302741918", or a parent one,
+ *   "US.ENT.1181..."), or both (Meta then sends to the phone): both are
+ *   forwarded as given.
+ *
+ *   mark-as-read, Meta's own shape: {"status": "read", "message_id":
+ *   "wamid...", "typing_indicator"?: {"type": "text"},
+ *   "messaging_product"?: "whatsapp", "phone_number_id"?}: req->read set.
+ *
  *   provider:  the Cloud API's /messages body, and its answer. The type's
  *   object and the context are forwarded as the bytes the caller sent
  *   (sliced from the request, never re-serialised); the envelope around
@@ -35,10 +44,15 @@
 #define WA_SEND_ERR_LEN      160
 #define WA_SEND_TEXT_MAX     4096
 #define WA_SEND_REF_MAX      128
+/* a business-scoped user id: "CC." and an alphanumeric string (a parent
+ * one: "CC.ENT." and one); Meta states no length, ids seen are ~25 */
+#define WA_SEND_BSUID_MAX    128
+#define WA_SEND_WAMID_MAX    256
 
 
 typedef struct {
-    char   to[24];               /* digits, no '+' */
+    char   to[24];               /* digits, no '+'; "" with a recipient */
+    char   recipient[WA_SEND_BSUID_MAX + 1];  /* "" when absent */
     char   lead_id[24];          /* decimal, "" when absent */
     char   source[40];           /* default "api" */
     char   client_ref[WA_SEND_REF_MAX + 1];
@@ -51,6 +65,12 @@ typedef struct {
     char  *summary;              /* the row's readable body: malloc'd,
                                     or text itself for the shorthand */
     char  *request_json;         /* malloc'd, the request as parsed */
+
+    /* mark-as-read: no message; the wamid marked, the typing indicator
+     * as sent (malloc'd, or NULL) */
+    int    read;
+    char   message_id[WA_SEND_WAMID_MAX + 1];
+    char  *typing_json;
 } wa_send_req_t;
 
 
@@ -81,9 +101,21 @@ void wa_send_req_free(wa_send_req_t *req);
  * our local id so every receipt names its row */
 char *wa_send_build_body(const wa_send_req_t *req, const char *local_id);
 
+/* the Cloud API body of a mark-as-read (malloc'd) */
+char *wa_send_build_read_body(const wa_send_req_t *req);
+
+/* what a 2xx must carry to be an acceptance */
+typedef enum {
+    WA_SEND_ANSWER_MESSAGE = 0,  /* messages[0].id: the wamid */
+    WA_SEND_ANSWER_SUCCESS,      /* "success": true (mark-as-read) */
+    WA_SEND_ANSWER_MEDIA         /* "id": the media id, in res->wamid */
+} wa_send_answer_e;
+
 /* the provider's answer for an HTTP status and body */
 void wa_send_parse_response(long status, const char *body, size_t len,
     wa_send_res_t *res);
+void wa_send_parse_answer(wa_send_answer_e kind, long status,
+    const char *body, size_t len, wa_send_res_t *res);
 
 /* Meta's error codes: worth retrying (rate limits, transient) or not */
 int wa_send_retryable(long status, long code);

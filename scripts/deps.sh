@@ -7,7 +7,7 @@ set -eu
 
 PKGS="gcc make perl nginx-core nginx-dev libssl-dev libcurl4-openssl-dev
       libcjson-dev libpq-dev postgresql-15 libdbd-pg-perl
-      openssl libnss-wrapper"
+      openssl libnss-wrapper curl"
 
 # extras for the targets that are not make run / make test
 for extra in "$@"; do

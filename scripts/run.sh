@@ -95,6 +95,7 @@ http {
         listen 127.0.0.1:$PORT;
         location = /webhook { wa_webhook; }
         location = /send    { wa_send; }
+        location = /upload  { wa_media_upload; }
         location = /status  { wa_status; }
         location = /wa-media-fetch {
             wa_media_fetch;
@@ -127,6 +128,10 @@ logs: $RUN/nginx/error.log  $RUN/writer.log  $RUN/media.log
   # send a message (recorded before it is sent)
   curl -s localhost:$PORT/send -H 'Content-Type: application/json' \\
        -d '{"to":"+972501234567","text":"Hello","source":"manual"}'
+
+  # upload a file to the media endpoint (its media id to send by "id")
+  curl -s 'localhost:$PORT/upload?filename=notes.txt' -H 'Content-Type: text/plain' \\
+       --data-binary @/etc/hostname
 
   # deliver a webhook as Meta would
   curl -s localhost:$PORT/webhook -H 'Content-Type: application/json' -d '{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"$PHONE_ID"},"contacts":[{"profile":{"name":"Dana"},"wa_id":"972501234567"}],"messages":[{"from":"972501234567","id":"wamid.demo-'\$(date +%s%N)'","timestamp":"'\$(date +%s)'","type":"text","text":{"body":"Hi!"}}]}}]}]}'

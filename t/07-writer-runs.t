@@ -89,11 +89,22 @@ sub script {
         $res->('L20 status=sent wamid=o.20 received_ms=1764037800600'),
         $out->('L22 phone=972500000023 client_ref=REF-A received_ms=1764037800000'),
         $out->('L1 phone=972500000021 received_ms=1764037800000'),
+        # a reply: its context read from the request, in the set statement
+        $out->('L23 phone=972500000023 payload=%7B%22context%22%3A%7B%22message_id%22'
+               . '%3A%22w.ctx%22%7D%7D received_ms=1764037800000'),
         $res->('L21 status=failed error_code=131047 error_title=Re-engagement'
                . ' error_detail=window fbtrace_id=FB1 retryable=false http_status=400'
                . ' received_ms=1764037800700'),
         $res->('L22 status=sent wamid=o.22 received_ms=1764037800800'),
         $res->('L3 status=sent wamid=o.3 received_ms=1764037800900')),
+        # sends to a user id, alone (its lead by the id) or with a phone
+        # (the phone's lead learns it): the run goes one by one
+        join('',
+        $out->('L24 payload=%7B%22recipient%22%3A%22US.24%22%7D received_ms=1764037800000'),
+        $out->('L25 phone=972500000025 payload=%7B%22recipient%22%3A%22US.25%22%7D'
+               . ' received_ms=1764037800000'),
+        $res->('L24 status=sent wamid=o.24 received_ms=1764037801000'),
+        $out->('L26 payload=%7B%22recipient%22%3A%22US.24%22%7D received_ms=1764037800000')),
         # a lead_id of another business, a send to a phone stored with a
         # '+', an outcome to park
         join('',
@@ -271,7 +282,7 @@ sub messages {
                 coalesce(l.phone, '-'), coalesce(l.wa_user_id, '-'), coalesce(l.name, '-'),
                 m.sent_at::text, m.delivered_at::text, m.read_at::text, m.error_code,
                 m.error_title, m.error_detail, m.client_ref, m.fbtrace_id, m.retryable::text,
-                m.attempts
+                m.attempts, m.wa_user_id, m.context_message_id
            FROM whatsapp_message m LEFT JOIN leads l ON l.id = m.lead_id
           WHERE m.business_id = ? ORDER BY 1", undef, $b);
 }
@@ -285,6 +296,20 @@ sub dead {
 
 is_deeply(leads(2), leads(1), 'the same leads, filled in the same way');
 is_deeply(messages(2), messages(1), 'the same messages, linked to the same leads');
+# what the sends' requests said, read by both paths
+for my $b (1, 2) {
+    is($t->sql_value("SELECT context_message_id FROM whatsapp_message WHERE business_id = ?
+                         AND local_id = 'L23'", $b), 'w.ctx', "business $b: the reply's context");
+    is_deeply($t->dbh->selectall_arrayref(
+        "SELECT m.local_id, coalesce(m.phone, '-'), m.wa_user_id, coalesce(l.phone, '-'), l.wa_user_id
+           FROM whatsapp_message m JOIN leads l ON l.id = m.lead_id
+          WHERE m.business_id = ? AND m.local_id IN ('L24', 'L25', 'L26') ORDER BY 1", undef, $b),
+        [ [ 'L24', '-', 'US.24', '-', 'US.24' ], [ 'L25', '972500000025', 'US.25', '972500000025', 'US.25' ],
+          [ 'L26', '-', 'US.24', '-', 'US.24' ] ],
+        "business $b: sends to user ids, their leads by the id");
+    is($t->sql_value("SELECT count(DISTINCT lead_id) FROM whatsapp_message WHERE business_id = ?
+                         AND local_id IN ('L24', 'L26')", $b), 1, "business $b: one lead for one user id");
+}
 is_deeply(dead(2), dead(1), 'the same dead letters');
 is_deeply($t->dbh->selectall_arrayref(
               "SELECT field, payload::text, event_time FROM wa_event WHERE business_id = 2"),

@@ -82,7 +82,7 @@ type_of(const char *s)
 {
     static const char  *names[] = {
         NULL, "in", "status", "out_pending", "out_result", "webhook_error",
-        "event", "echo"
+        "event", "echo", "mark_read", "media_upload"
     };
 
     for (int i = 1; i <= WA_REC_TYPE_MAX; i++) {
@@ -104,7 +104,7 @@ tag_of(const char *s, size_t len)
         "error_code", "error_title", "error_detail", "local_id", "lead_id",
         "source", "client_ref", "fbtrace_id", "retryable", "callback_data",
         "http_status", "received_ms", "attempt", "field", "waba_id",
-        "contact"
+        "contact", "media_id", "mime_type", "size", "sha256"
     };
 
     for (int i = 1; i < WA_F__MAX; i++) {

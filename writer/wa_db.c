@@ -25,7 +25,7 @@ typedef struct {
     const char  *name;
     const char  *function;
     int          nfields;
-    int          fields[16];
+    int          fields[WA_DB_PARAMS_MAX];
 } wa_stmt_t;
 
 static const wa_stmt_t  wa_stmts[WA_REC_TYPE_MAX + 1] = {
@@ -66,6 +66,20 @@ static const wa_stmt_t  wa_stmts[WA_REC_TYPE_MAX + 1] = {
         { WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_PHONE, WA_F_WA_USER_ID,
           WA_F_WAMID, WA_F_MSG_TYPE, WA_F_BODY, WA_F_TIMESTAMP,
           WA_F_PAYLOAD, WA_F_RECEIVED_MS } },
+
+    /* the call and its outcome: the status field says which */
+    [WA_REC_MARK_READ] = { "wa_mark_read", "wa_ingest_mark_read", 12,
+        { WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_WAMID,
+          WA_F_STATUS, WA_F_PAYLOAD, WA_F_ERROR_CODE, WA_F_ERROR_TITLE,
+          WA_F_ERROR_DETAIL, WA_F_FBTRACE_ID, WA_F_HTTP_STATUS,
+          WA_F_RECEIVED_MS } },
+
+    [WA_REC_MEDIA_UPLOAD] = { "wa_media_upload", "wa_ingest_media_upload", 17,
+        { WA_F_LOCAL_ID, WA_F_BUSINESS, WA_F_PHONE_NUMBER_ID, WA_F_STATUS,
+          WA_F_MSG_TYPE, WA_F_MIME_TYPE, WA_F_NAME, WA_F_SIZE, WA_F_MEDIA_ID,
+          WA_F_SHA256, WA_F_ERROR_CODE, WA_F_ERROR_TITLE, WA_F_ERROR_DETAIL,
+          WA_F_FBTRACE_ID, WA_F_RETRYABLE, WA_F_HTTP_STATUS,
+          WA_F_RECEIVED_MS } },
 };
 
 
@@ -224,7 +238,7 @@ wa_db_prepare(wa_db_t *db)
     int              i, k;
     char             sql[512];
     size_t           len;
-    Oid              types[16];
+    Oid              types[WA_DB_PARAMS_MAX];
     PGresult        *res;
     const char      *have, *need;
     const wa_stmt_t *st;

@@ -329,12 +329,12 @@ done:
 static int
 wa_dead_replay_one(wa_db_t *db, const char *id)
 {
-    int           n, lengths[16], formats[16];
+    int           n, lengths[WA_DB_PARAMS_MAX], formats[WA_DB_PARAMS_MAX];
     char          reason[sizeof(db->error)], outcome[64];
     uint16_t      type;
     PGresult     *res, *row;
     wa_record_t   rec;
-    const char   *values[16], *name, *params[2];
+    const char   *values[WA_DB_PARAMS_MAX], *name, *params[2];
 
     if (wa_dead_exec(db, "BEGIN", "cannot begin") != 0) {
         return -1;

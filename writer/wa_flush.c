@@ -329,8 +329,8 @@ static int
 wa_pipe_send(wa_db_t *db, wa_item_t *it)
 {
     int          n;
-    int          lengths[16], formats[16];
-    const char  *values[16], *name;
+    int          lengths[WA_DB_PARAMS_MAX], formats[WA_DB_PARAMS_MAX];
+    const char  *values[WA_DB_PARAMS_MAX], *name;
 
     name = wa_db_record_params(&it->rec, &n, values, lengths, formats);
 

@@ -40,6 +40,10 @@ static const char  *wa_field_names[WA_F__MAX] = {
     [WA_F_FIELD] = "field",
     [WA_F_WABA_ID] = "waba_id",
     [WA_F_CONTACT] = "contact",
+    [WA_F_MEDIA_ID] = "media_id",
+    [WA_F_MIME_TYPE] = "mime_type",
+    [WA_F_SIZE] = "size",
+    [WA_F_SHA256] = "sha256",
 };
 
 

@@ -128,8 +128,10 @@ const char *wa_db_schema_version(void);
 int wa_db_prepare(wa_db_t *db);
 /* the prepared statement of a record type and the fields it takes */
 const char *wa_db_stmt(uint16_t type, int *nfields, const int **fields);
-/* its parameters from a decoded record (at most 16); the statement's name,
- * or NULL for a type with none */
+/* the most parameters an ingest statement takes (a media upload's 17) */
+#define WA_DB_PARAMS_MAX  20
+/* its parameters from a decoded record (at most WA_DB_PARAMS_MAX); the
+ * statement's name, or NULL for a type with none */
 const char *wa_db_record_params(const wa_record_t *rec, int *n,
     const char **values, int *lengths, int *formats);
 

@@ -93,6 +93,12 @@ DECLARE
     v_business  bigint := p_business::bigint;
     v_phone     text := wa_norm_phone(p_phone);
     v_given     bigint := p_lead_id::bigint;
+    v_req       jsonb := p_payload::jsonb;
+    -- the request's business-scoped user id ("recipient") and the wamid
+    -- it replies to ("context": {"message_id"}), read from the request
+    -- itself: the ring record stays as every module version writes it
+    v_uid       text := v_req ->> 'recipient';
+    v_context   text := v_req #>> '{context,message_id}';
     v_attempt   int := coalesce(p_attempt::int, 1);
     v_lead      bigint;
     v_id        bigint;
@@ -128,18 +134,21 @@ BEGIN
         END IF;
     END IF;
 
+    -- as for an inbound message: by phone, else by user id; a phone's lead
+    -- learns the user id it lacks
     IF v_lead IS NULL THEN
-        v_lead := (wa_lead_resolve(v_business, v_phone, NULL, NULL)).lead_id;
+        v_lead := (wa_lead_resolve(v_business, v_phone, v_uid, NULL)).lead_id;
     END IF;
 
     FOR i IN 1 .. 2 LOOP
         INSERT INTO whatsapp_message AS m
-               (business_id, lead_id, direction, phone, phone_number_id,
-                local_id, client_ref, source, type, body, payload, status,
-                attempts, created_at, updated_at)
-        VALUES (v_business, v_lead, 'out', v_phone, p_phone_number_id,
-                p_local_id, v_ref, p_source, p_type, p_body,
-                p_payload::jsonb, 'pending', v_attempt,
+               (business_id, lead_id, direction, phone, wa_user_id,
+                phone_number_id, local_id, client_ref, source, type, body,
+                payload, context_message_id, status, attempts, created_at,
+                updated_at)
+        VALUES (v_business, v_lead, 'out', v_phone, v_uid, p_phone_number_id,
+                p_local_id, v_ref, p_source, p_type, p_body, v_req,
+                v_context, 'pending', v_attempt,
                 coalesce(wa_ts_ms(p_received_ms), now()), now())
         ON CONFLICT DO NOTHING
         RETURNING m.id INTO v_id;
@@ -371,7 +380,10 @@ BEGIN
            array_agg(CASE WHEN r.kind = 'r' THEN r.retryable::boolean END
                      ORDER BY r.ordinality),
            array_agg(r.lead_id::bigint ORDER BY r.ordinality),
-           bool_or(coalesce(r.attempt::int, 1) <> 1)
+           -- a send to a user id (rare, and a lead found by another key):
+           -- the careful path; a false match only costs that path
+           bool_or(coalesce(r.attempt::int, 1) <> 1
+                   OR (r.kind = 'p' AND strpos(r.payload, '"recipient"') > 0))
       INTO v_biz, v_phone, v_status, v_ts, v_code, v_retry, v_lead, v_slow
       FROM unnest(p_recs) WITH ORDINALITY AS r;
 
@@ -462,11 +474,13 @@ BEGIN
         INSERT INTO whatsapp_message AS m
                (business_id, lead_id, direction, phone, phone_number_id,
                 local_id, client_ref, source, type, body, payload,
+                context_message_id,
                 status, provider_message_id, sent_at, delivered_at, read_at,
                 error_code, error_title, error_detail, retryable, fbtrace_id,
                 created_at, updated_at)
         SELECT r.b, r.lead, 'out', r.ph, r.phone_number_id, r.local_id,
-               r.client_ref, r.source, r.msg_type, r.body, r.payload::jsonb,
+               r.client_ref, r.source, r.msg_type, r.body, j.req,
+               j.req #>> '{context,message_id}',
                (wa_msg_merged('pending', NULL, NULL, NULL, NULL, NULL, NULL,
                               NULL, NULL, NULL, f.st, f.ts, f.wamid, f.code,
                               f.error_title, f.error_detail, f.fbtrace_id,
@@ -474,6 +488,7 @@ BEGIN
                coalesce(wa_ts_ms(r.received_ms), now()), now()
           FROM unnest(v_biz, v_lead, v_phone, v_out, v_fold, p_recs)
                WITH ORDINALITY AS r(b, lead, ph, outcome, fold)
+         CROSS JOIN LATERAL (SELECT r.payload::jsonb AS req) j
           LEFT JOIN unnest(v_status, v_ts, v_code, v_retry, p_recs)
                WITH ORDINALITY AS f(st, ts, code, retry)
             ON f.ordinality = r.fold

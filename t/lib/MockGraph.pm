@@ -34,6 +34,15 @@ package MockGraph;
 #   DUP_<x>       the same bytes whatever x is (one stored file)
 #   DOC_<x>       application/pdf; VOICE_<x> audio/ogg; else image/jpeg
 #
+# A mark-as-read ("status": "read") answers {"success": true}, or the error
+# FAIL_<code> in its message_id asks for.
+#
+# POST /{phone_number_id}/media, multipart/form-data as Meta takes it: the
+# record holds, instead of the body, what the form carried (its fields, the
+# file's name, type, size and SHA-256 as received); the answer is
+# {"id": "<media id>"}. A file name FAIL_<code>... is refused with that
+# code; SLOW_<ms>... waits first.
+#
 # One process per connection, keep-alive honoured, so slow answers do not
 # hold up others and connection reuse is visible: each record names its
 # connection (conn) and its place on it (n, from 1).
@@ -45,6 +54,7 @@ package MockGraph;
 use strict;
 use warnings;
 
+use Digest::SHA qw(sha256_hex);
 use IO::Socket::INET;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
@@ -167,6 +177,13 @@ sub connection {
         my $body = '';
         read($c, $body, $h{'content-length'}) if $h{'content-length'};
 
+        if ($method eq 'POST' && $path =~ m{/media$}) {
+            $n++;
+            upload($c, $dir, $conn, $n, $method, $path, \%h, \$body);
+            return if lc($h{connection} // '') eq 'close';
+            next;
+        }
+
         if ($method eq 'GET') {
             $n++;
             my $rec = { method => $method, path => $path, headers => \%h,
@@ -209,7 +226,14 @@ sub connection {
                 $text = "FAIL_$1";
             }
         }
-        if ($text =~ /^FAIL_500/) {
+        if (($req->{status} // '') eq 'read') {
+            my $mid = $req->{message_id} // '';
+            ($status, $answer) = $mid =~ /FAIL_(\d+)/
+                ? (400, { error => {
+                    message => "(#$1) mark as read failed", type => 'OAuthException',
+                    code => 0 + $1, fbtrace_id => 'AmockRead' . $1 } })
+                : (200, { success => JSON::PP::true });
+        } elsif ($text =~ /^FAIL_500/) {
             ($status, $answer) = (500, { error => {
                 message => 'An unknown error has occurred.', type => 'OAuthException',
                 code => 1, fbtrace_id => 'AmockTrace500' } });
@@ -328,6 +352,70 @@ sub media {
         sha256 => Digest::SHA::sha256_hex($bytes),
         file_size => $id =~ /^BIG_/ ? 200 * 1024 * 1024 : length $bytes,
         id => $id }));
+}
+
+# the media upload endpoint: read the form, record what it carried, answer
+# an id
+sub upload {
+    my ($c, $dir, $conn, $n, $method, $path, $h, $body) = @_;
+    my ($boundary) = ($h->{'content-type'} // '') =~ /boundary=("?)([^";]+)\1/
+        ? ($2) : ();
+    my (%fields, $file);
+    if (defined $boundary) {
+        my $sep = "--$boundary";
+        my $pos = index($$body, $sep);
+        while ($pos >= 0) {
+            my $start = $pos + length($sep);
+            last if substr($$body, $start, 2) eq '--';
+            $start += 2;                            # CRLF
+            my $hend = index($$body, "\r\n\r\n", $start);
+            last if $hend < 0;
+            my $head = substr($$body, $start, $hend - $start);
+            my $next = index($$body, "\r\n$sep", $hend + 4);
+            last if $next < 0;
+            my ($name) = $head =~ /name="([^"]*)"/;
+            my ($fname) = $head =~ /filename="([^"]*)"/;
+            my ($type) = $head =~ /Content-Type:\s*(\S+)/i;
+            if (defined $fname) {
+                my $data = substr($$body, $hend + 4, $next - $hend - 4);
+                $file = { field => $name, filename => $fname, type => $type,
+                          size => length($data), sha256 => sha256_hex($data) };
+            } else {
+                $fields{$name} = substr($$body, $hend + 4, $next - $hend - 4);
+            }
+            $pos = $next + 2;
+        }
+    }
+
+    my $rec = { method => $method, path => $path, headers => $h,
+                body_size => length($$body), fields => \%fields,
+                file => $file, conn => $conn, n => $n, at => time };
+    my $f = sprintf '%s/req-%.6f-%s-%d', $dir, time, $conn, $n;
+    open my $fh, '>', "$f.tmp" or die;
+    print $fh $json->encode($rec);
+    close $fh;
+    rename "$f.tmp", $f;
+
+    my $fname = $file ? $file->{filename} : '';
+    sleep $1 / 1000 if $fname =~ /^SLOW_(\d+)/;
+
+    my ($status, $answer);
+    if (!$file) {
+        ($status, $answer) = (400, { error => { message => '(#100) file is required',
+            type => 'OAuthException', code => 100, fbtrace_id => 'AmockMedia' } });
+    } elsif ($fname =~ /^FAIL_(\d+)/) {
+        ($status, $answer) = (400, { error => {
+            message => "(#$1) upload failed", type => 'OAuthException',
+            code => 0 + $1, fbtrace_id => 'AmockMedia' . $1 } });
+    } else {
+        ($status, $answer) = (200, { id => sprintf('%d%d%d', $$, $n, int(time * 1000)) });
+    }
+
+    my $out = $json->encode($answer);
+    print $c "HTTP/1.1 $status " . ($status == 200 ? 'OK' : 'Bad Request')
+           . "\r\nContent-Type: application/json\r\nContent-Length: "
+           . length($out) . "\r\n\r\n$out";
+    $c->flush;
 }
 
 1;

@@ -490,7 +490,8 @@ error_log $d/error.log info;
 events { worker_connections 1024; }
 http {
 $paths
-    client_max_body_size 10m;
+    # Meta's media endpoint takes documents of 100 MB (t/47 uploads 50)
+    client_max_body_size 101m;
 
     upstream mock_graph {
         server 127.0.0.1:$mock_port;

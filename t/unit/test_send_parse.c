@@ -31,6 +31,24 @@ typedef struct {
 
 static const good_t  good[] = {
 
+    /* a business-scoped user id, alone or with a phone: forwarded as
+     * given, Meta lets "to" win */
+    { "recipient alone",
+      "{\"recipient\":\"US.13491208655302741918\",\"text\":\"Hi\"}",
+      "text", "Hi",
+      "{\"messaging_product\":\"whatsapp\",\"recipient_type\":"
+      "\"individual\",\"recipient\":\"US.13491208655302741918\","
+      "\"biz_opaque_callback_data\":\"wa-1\",\"type\":\"text\","
+      "\"text\":{\"body\":\"Hi\"}}" },
+
+    { "recipient, a parent id, with to",
+      "{" TO "\"recipient\":\"US.ENT.11815799212886844830\","
+      "\"text\":\"Hi\"}", "text", "Hi",
+      "{\"messaging_product\":\"whatsapp\",\"recipient_type\":"
+      "\"individual\",\"to\":\"972501234567\",\"recipient\":"
+      "\"US.ENT.11815799212886844830\",\"biz_opaque_callback_data\":"
+      "\"wa-1\",\"type\":\"text\",\"text\":{\"body\":\"Hi\"}}" },
+
     { "text shorthand", "{" TO "\"text\":\"Hello\"}", "text", "Hello",
       ENV "\"type\":\"text\",\"text\":{\"body\":\"Hello\"}}" },
 
@@ -253,6 +271,30 @@ typedef struct {
 #define S73  S61 "123456789012"
 
 static const bad_t  bad[] = {
+    /* the recipient */
+    { "{\"text\":\"x\"}", "to: a phone number string is required (or" },
+    { "{\"recipient\":\"us.1\",\"text\":\"x\"}", "recipient: a business" },
+    { "{\"recipient\":\"US.\",\"text\":\"x\"}", "recipient: a business" },
+    { "{\"recipient\":\"US.1.\",\"text\":\"x\"}", "recipient: a business" },
+    { "{\"recipient\":\"US.1 2\",\"text\":\"x\"}", "recipient: a business" },
+    { "{\"recipient\":1,\"text\":\"x\"}", "recipient: a business" },
+    { "{\"recipient\":\"US.1\",\"to\":\"\",\"text\":\"x\"}",
+      "to: not a phone number" },
+
+    /* mark-as-read */
+    { "{\"status\":\"sent\",\"message_id\":\"wamid.1\"}", "status: \"read\"" },
+    { "{\"status\":\"read\"}", "message_id: the wamid" },
+    { "{\"status\":\"read\",\"message_id\":7}", "message_id: the wamid" },
+    { "{\"status\":\"read\",\"message_id\":\"w\",\"typing_indicator\":"
+      "{\"type\":\"text\",\"x\":1}}", "typing_indicator: {" },
+    { "{\"status\":\"read\",\"message_id\":\"w\",\"typing_indicator\":"
+      "{\"type\":\"audio\"}}", "typing_indicator: {" },
+    { "{\"status\":\"read\",\"message_id\":\"w\"," TO "\"x\":1}",
+      "to: not allowed with \"status\": \"read\"" },
+    { "{\"status\":\"read\",\"message_id\":\"w\",\"client_ref\":\"a\"}",
+      "client_ref: not allowed" },
+    { "{\"status\":\"read\",\"message_id\":\"w\",\"messaging_product\":"
+      "\"x\"}", "messaging_product: \"whatsapp\"" },
     /* the message itself */
     { "{" TO "\"type\":\"gif\",\"gif\":{}}", "type: one of" },
     { "{" TO "\"type\":7,\"text\":\"x\"}", "type: one of" },
@@ -656,7 +698,8 @@ main(void)
     /* the 4096-character case checks summary and body below */
     tests += 2;
 
-    plan(tests + (int) (sizeof(bad) / sizeof(bad[0])) + 2);
+    /* the two fixed refusals, then the mark-as-read and answer checks */
+    plan(tests + (int) (sizeof(bad) / sizeof(bad[0])) + 2 + 3 + 5);
 
     for (i = 0; i < n - 1; i++) {
         try_good(&good[i], good[i].request);
@@ -703,6 +746,55 @@ main(void)
 
     /* a body that is not one object */
     try_bad("[1]", "body must be one JSON object");
+
+    /* mark-as-read: Meta's body, the typing indicator's bytes as sent */
+    {
+        char           err[WA_SEND_ERR_LEN], *out;
+        wa_send_req_t  req;
+        const char    *in = "{\"messaging_product\":\"whatsapp\","
+                            "\"status\":\"read\",\"message_id\":\"wamid.A\","
+                            "\"typing_indicator\":{ \"type\" : \"text\" },"
+                            "\"phone_number_id\":\"106540352242922\"}";
+
+        ok(wa_send_parse_request(in, strlen(in), &req, err, sizeof(err)) == 0
+           && req.read, "mark-as-read accepted");
+        ok(strcmp(req.phone_number_id, "106540352242922") == 0,
+           "mark-as-read: its channel");
+        out = wa_send_build_read_body(&req);
+        if (!ok(out && strcmp(out, "{\"messaging_product\":\"whatsapp\","
+                              "\"status\":\"read\",\"message_id\":"
+                              "\"wamid.A\",\"typing_indicator\":"
+                              "{ \"type\" : \"text\" }}") == 0,
+                "mark-as-read: Meta's body, byte for byte"))
+        {
+            diag("got %s", out ? out : "(null)");
+        }
+        cJSON_free(out);
+        wa_send_req_free(&req);
+    }
+
+    /* the answers of a mark and of an upload */
+    {
+        wa_send_res_t  res;
+
+        wa_send_parse_answer(WA_SEND_ANSWER_SUCCESS, 200,
+                             "{\"success\":true}", 16, &res);
+        ok(res.ok, "mark answer: success true");
+        wa_send_parse_answer(WA_SEND_ANSWER_SUCCESS, 200,
+                             "{\"success\":false}", 17, &res);
+        ok(!res.ok && res.unknown, "mark answer: success false is unknown");
+        wa_send_parse_answer(WA_SEND_ANSWER_MEDIA, 200, "{\"id\":\"1037\"}",
+                             13, &res);
+        ok(res.ok && strcmp(res.wamid, "1037") == 0, "media answer: the id");
+        wa_send_parse_answer(WA_SEND_ANSWER_MEDIA, 200, "{\"id\":\"\"}", 9,
+                             &res);
+        ok(!res.ok && res.unknown, "media answer: an empty id is unknown");
+        wa_send_parse_answer(WA_SEND_ANSWER_MEDIA, 400,
+                             "{\"error\":{\"code\":131053,\"message\":\"m\"}}",
+                             39, &res);
+        ok(!res.ok && strcmp(res.error_code, "131053") == 0,
+           "media answer: the error");
+    }
 
     return done();
 }
