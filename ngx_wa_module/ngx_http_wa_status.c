@@ -9,10 +9,12 @@
  */
 
 #include "ngx_http_wa_module.h"
+#include "ngx_http_wa_pace.h"
 
 
 #define NGX_HTTP_WA_STATUS_BUF   8192
 #define NGX_HTTP_WA_WRITER_DEAD  5000   /* ms without heartbeat */
+#define NGX_HTTP_WA_STATUS_CHAN  1536   /* bytes per paced channel */
 
 
 typedef struct {
@@ -45,6 +47,9 @@ static u_char *ngx_http_wa_status_prometheus(u_char *p,
     ngx_http_wa_status_t *st);
 static u_char *ngx_http_wa_status_metrics(u_char *p, wa_ring_hdr_t *counters,
     const wa_ring_counter_t *c, size_t n);
+static u_char *ngx_http_wa_status_pacing_json(u_char *p, ngx_array_t *a);
+static u_char *ngx_http_wa_status_pacing_prometheus(u_char *p,
+    ngx_array_t *a);
 static ngx_int_t ngx_http_wa_status_wants_text(ngx_http_request_t *r);
 static uint64_t ngx_http_wa_age(uint64_t now, uint64_t then);
 
@@ -57,6 +62,7 @@ ngx_http_wa_status_handler(ngx_http_request_t *r)
 {
     u_char                   *body, *p;
     ngx_int_t                 rc;
+    ngx_array_t              *pacing;
     ngx_http_wa_status_t      st;
     ngx_http_wa_main_conf_t  *wmcf;
     static ngx_str_t          prom = ngx_string("text/plain; version=0.0.4");
@@ -75,18 +81,27 @@ ngx_http_wa_status_handler(ngx_http_request_t *r)
 
     ngx_http_wa_status_read(wmcf, &st);
 
+    /* the send path's channels, from the pacing zone */
+    pacing = ngx_http_wa_pace_stats(wmcf, r->pool);
+
     body = ngx_pnalloc(r->pool, NGX_HTTP_WA_STATUS_BUF + WA_RING_ERR_LEN * 6
-                                + wmcf->ring_path.len * 6);
+                                + wmcf->ring_path.len * 6
+                                + (pacing ? pacing->nelts : 0)
+                                  * NGX_HTTP_WA_STATUS_CHAN);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_wa_status_wants_text(r)) {
         p = ngx_http_wa_status_prometheus(body, &st);
+        p = ngx_http_wa_status_pacing_prometheus(p, pacing);
         return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &prom, body, p - body);
     }
 
     p = ngx_http_wa_status_json(body, &st, wmcf);
+
+    /* before the closing brace: one more member, the channels' pacing */
+    p = ngx_http_wa_status_pacing_json(p - 2, pacing);
 
     return ngx_http_wa_reply_body(r, NGX_HTTP_OK, &json, body, p - body);
 }
@@ -226,6 +241,123 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
     p = (u_char *) ngx_escape_json(p, st->last_error, st->last_error_len);
 
     return ngx_sprintf(p, "\"}}\n");
+}
+
+
+/*
+ * ,"pacing":{"<phone number id>":{...},...}}\n  Each channel: its rate
+ * (sends a second; null: rate=off), its pair spacing, what its counters
+ * counted since the zone was made (a restart; a reload keeps them), the
+ * sends waiting for a turn now and how far ahead its schedule is booked.
+ */
+
+static u_char *
+ngx_http_wa_status_pacing_json(u_char *p, ngx_array_t *a)
+{
+    ngx_uint_t                i;
+    ngx_http_wa_pace_stat_t  *st;
+
+    p = ngx_sprintf(p, ",\"pacing\":{");
+
+    for (i = 0; a != NULL && i < a->nelts; i++) {
+        st = (ngx_http_wa_pace_stat_t *) a->elts + i;
+
+        p = ngx_sprintf(p, "%s\"%V\":{\"rate\":", i ? "," : "",
+                        &st->phone_number_id);
+
+        if (st->interval_us) {
+            p = ngx_sprintf(p, "%uL.%03uL", 1000000 / st->interval_us,
+                            1000000000 / st->interval_us % 1000);
+
+        } else {
+            p = ngx_sprintf(p, "null");
+        }
+
+        p = ngx_sprintf(p,
+                ",\"pair_ms\":%uL,\"sends\":%uL,\"waits\":%uL,"
+                "\"waited_ms\":%uL,\"queue\":%L,\"backlog_ms\":%uL,"
+                "\"retries\":%uL,\"rate_limited\":%uL,\"rejected\":%uL}",
+                st->pair_gap_us / 1000,
+                st->counters[NGX_HTTP_WA_PACE_SENDS],
+                st->counters[NGX_HTTP_WA_PACE_WAITS],
+                st->counters[NGX_HTTP_WA_PACE_WAITED_MS],
+                st->queue > 0 ? st->queue : 0, st->backlog_ms,
+                st->counters[NGX_HTTP_WA_PACE_RETRIES],
+                st->counters[NGX_HTTP_WA_PACE_RATE_LIMITED],
+                st->counters[NGX_HTTP_WA_PACE_REJECTED]);
+    }
+
+    return ngx_sprintf(p, "}}\n");
+}
+
+
+static u_char *
+ngx_http_wa_status_pacing_prometheus(u_char *p, ngx_array_t *a)
+{
+    ngx_uint_t                i, m;
+    ngx_http_wa_pace_stat_t  *st;
+
+    static const struct {
+        const char  *name;
+        const char  *type;
+        ngx_int_t    counter;     /* -1: the queue, -2: backlog, -3: rate */
+    } metric[] = {
+        { "wa_send_channel_sends_total", "counter",
+          NGX_HTTP_WA_PACE_SENDS },
+        { "wa_send_channel_waits_total", "counter",
+          NGX_HTTP_WA_PACE_WAITS },
+        { "wa_send_channel_waited_ms_total", "counter",
+          NGX_HTTP_WA_PACE_WAITED_MS },
+        { "wa_send_channel_retries_total", "counter",
+          NGX_HTTP_WA_PACE_RETRIES },
+        { "wa_send_channel_rate_limited_total", "counter",
+          NGX_HTTP_WA_PACE_RATE_LIMITED },
+        { "wa_send_channel_rejected_total", "counter",
+          NGX_HTTP_WA_PACE_REJECTED },
+        { "wa_send_channel_queue", "gauge", -1 },
+        { "wa_send_channel_backlog_ms", "gauge", -2 },
+        { "wa_send_channel_rate", "gauge", -3 },
+    };
+
+    if (a == NULL || a->nelts == 0) {
+        return p;
+    }
+
+    for (m = 0; m < sizeof(metric) / sizeof(metric[0]); m++) {
+        p = ngx_sprintf(p, "# TYPE %s %s\n", metric[m].name, metric[m].type);
+
+        for (i = 0; i < a->nelts; i++) {
+            st = (ngx_http_wa_pace_stat_t *) a->elts + i;
+
+            p = ngx_sprintf(p, "%s{phone_number_id=\"%V\"} ",
+                            metric[m].name, &st->phone_number_id);
+
+            switch (metric[m].counter) {
+
+            case -1:
+                p = ngx_sprintf(p, "%L\n", st->queue > 0 ? st->queue : 0);
+                break;
+
+            case -2:
+                p = ngx_sprintf(p, "%uL\n", st->backlog_ms);
+                break;
+
+            case -3:
+                /* 0: not paced */
+                p = st->interval_us
+                    ? ngx_sprintf(p, "%uL.%03uL\n",
+                                  1000000 / st->interval_us,
+                                  1000000000 / st->interval_us % 1000)
+                    : ngx_sprintf(p, "0\n");
+                break;
+
+            default:
+                p = ngx_sprintf(p, "%uL\n", st->counters[metric[m].counter]);
+            }
+        }
+    }
+
+    return p;
 }
 
 

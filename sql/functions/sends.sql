@@ -3,7 +3,8 @@
 --
 -- A send refused by the provider may be attempted again under the same
 -- local id (the record's attempt, absent = 1): the failed row becomes the
--- new attempt, and an outcome of an earlier attempt is stale.
+-- new attempt, the refused one is kept in whatsapp_send_attempt, and an
+-- outcome of an earlier attempt is stale.
 
 DROP FUNCTION IF EXISTS wa_ingest_out_pending(text, text, text, text, text,
     text, text, text, text, text, text);
@@ -64,6 +65,17 @@ BEGIN
         -- another host's ring (wa_send_idempotency_db hands a refused key
         -- to whichever host is asked next), and is stale once it comes.
         IF v_status IN ('failed', 'pending') AND v_attempts < v_attempt THEN
+            -- the refused attempt, kept (017); a row still pending has no
+            -- outcome here to keep
+            INSERT INTO whatsapp_send_attempt AS a
+                   (message_id, attempt, status, error_code, error_title,
+                    error_detail, fbtrace_id, retryable, ended_at)
+            SELECT m.id, m.attempts, m.status, m.error_code, m.error_title,
+                   m.error_detail, m.fbtrace_id, m.retryable, m.updated_at
+              FROM whatsapp_message m
+             WHERE m.id = v_id AND m.status = 'failed'
+            ON CONFLICT DO NOTHING;
+
             UPDATE whatsapp_message m
                SET status = 'pending', attempts = v_attempt,
                    error_code = NULL, error_title = NULL,
