@@ -25,6 +25,32 @@
 #define NGX_HTTP_WA_PACE_DEFAULT   (1024 * 1024)
 
 
+/*
+ * make bench builds the module with NGX_HTTP_WA_PACE_BENCH: every reserve
+ * and go is timed (CLOCK_MONOTONIC, the two reads included) into the
+ * channel's node, and wa_status shows it. Never in a production build.
+ */
+#if (NGX_HTTP_WA_PACE_BENCH)
+
+#define ngx_http_wa_pace_bench_start()                                        \
+    struct timespec  bench_t0, bench_t1;                                      \
+    clock_gettime(CLOCK_MONOTONIC, &bench_t0)
+
+#define ngx_http_wa_pace_bench_end(pc)                                        \
+    clock_gettime(CLOCK_MONOTONIC, &bench_t1);                                \
+    (void) __atomic_fetch_add(&(pc)->bench_ns,                                \
+        (uint64_t) ((bench_t1.tv_sec - bench_t0.tv_sec) * 1000000000          \
+                    + bench_t1.tv_nsec - bench_t0.tv_nsec), __ATOMIC_RELAXED);\
+    (void) __atomic_fetch_add(&(pc)->bench_calls, 1, __ATOMIC_RELAXED)
+
+#else
+
+#define ngx_http_wa_pace_bench_start()
+#define ngx_http_wa_pace_bench_end(pc)
+
+#endif
+
+
 typedef struct {
     u_char                     color;
     u_char                     len;
@@ -35,6 +61,8 @@ typedef struct {
     uint64_t                   pair_gap;     /* µs, as last used */
     uint64_t                   counters[NGX_HTTP_WA_PACE_N];
     int64_t                    queue;
+    uint64_t                   bench_ns;     /* NGX_HTTP_WA_PACE_BENCH */
+    uint64_t                   bench_calls;
     u_char                     data[1];      /* phone number id */
 } ngx_http_wa_pace_chan_t;
 
@@ -65,6 +93,8 @@ typedef struct {
 } ngx_http_wa_pace_t;
 
 
+static uint64_t ngx_http_wa_pace_clock(void);
+static ngx_msec_t ngx_http_wa_pace_timer(uint64_t at);
 static ngx_int_t ngx_http_wa_pace_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_wa_pace_chan_t *ngx_http_wa_pace_channel(
@@ -266,10 +296,10 @@ ngx_http_wa_pace_reserve(ngx_http_wa_main_conf_t *wmcf,
         return (not_before <= max_wait) ? NGX_OK : NGX_BUSY;
     }
 
-    pace = wmcf->pace_zone->data;
+    ngx_http_wa_pace_bench_start();
 
-    /* the monotonic clock all workers read: limit_req's time, in µs */
-    now = (uint64_t) ngx_current_msec * 1000;
+    pace = wmcf->pace_zone->data;
+    now = ngx_http_wa_pace_clock();
 
     ngx_shmtx_lock(&pace->shpool->mutex);
 
@@ -294,13 +324,16 @@ ngx_http_wa_pace_reserve(ngx_http_wa_main_conf_t *wmcf,
 
     ngx_shmtx_unlock(&pace->shpool->mutex);
 
-    /* a turn within the current millisecond goes now: timers are in ms */
-    *delay = (ngx_msec_t) ((at - now) / 1000);
+    ngx_http_wa_pace_bench_end(pc);
 
     if (rc != 0) {
+        *delay = (ngx_msec_t) ((at - now) / 1000);
         *delay -= ngx_min(*delay, max_wait);
         return NGX_BUSY;
     }
+
+    /* a turn within the current millisecond goes now: timers are in ms */
+    *delay = (at - now < 1000) ? 0 : ngx_http_wa_pace_timer(at);
 
     if (*delay) {
         (void) __atomic_fetch_add(&pc->counters[NGX_HTTP_WA_PACE_WAITS], 1,
@@ -335,8 +368,10 @@ ngx_http_wa_pace_go(ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_channel_t *ch,
         return NGX_OK;
     }
 
+    ngx_http_wa_pace_bench_start();
+
     pace = wmcf->pace_zone->data;
-    now = (uint64_t) ngx_current_msec * 1000;
+    now = ngx_http_wa_pace_clock();
 
     ngx_shmtx_lock(&pace->shpool->mutex);
 
@@ -344,7 +379,8 @@ ngx_http_wa_pace_go(ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_channel_t *ch,
 
     if (due > now + 1000) {
         ngx_shmtx_unlock(&pace->shpool->mutex);
-        *delay = (ngx_msec_t) ((due - now + 999) / 1000);
+        *delay = ngx_http_wa_pace_timer(due);
+        ngx_http_wa_pace_bench_end(pc);
         return NGX_AGAIN;
     }
 
@@ -352,7 +388,43 @@ ngx_http_wa_pace_go(ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_channel_t *ch,
 
     ngx_shmtx_unlock(&pace->shpool->mutex);
 
+    ngx_http_wa_pace_bench_end(pc);
+
     return NGX_OK;
+}
+
+
+/*
+ * The clock of the schedule: CLOCK_MONOTONIC in µs, the clock nginx's
+ * timers and ngx_current_msec run on, read now. Each worker's
+ * ngx_current_msec is as old as its event loop's last wake-up; two workers
+ * booking turns a microsecond apart by their cached clocks would see each
+ * other's turns milliseconds ahead, and wait for nothing.
+ */
+
+static uint64_t
+ngx_http_wa_pace_clock(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+
+/* a timer for time at (µs): nginx counts it from this worker's cached
+ * clock, which may be behind; never early */
+
+static ngx_msec_t
+ngx_http_wa_pace_timer(uint64_t at)
+{
+    ngx_msec_t  due;
+
+    due = (ngx_msec_t) ((at + 999) / 1000);
+
+    return (ngx_msec_int_t) (due - ngx_current_msec) > 0
+           ? due - ngx_current_msec : 1;
 }
 
 
@@ -523,7 +595,7 @@ ngx_http_wa_pace_stats(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool)
         return NULL;
     }
 
-    now = (uint64_t) ngx_current_msec * 1000;
+    now = ngx_http_wa_pace_clock();
 
     ngx_shmtx_lock(&pace->shpool->mutex);
 
@@ -560,6 +632,9 @@ ngx_http_wa_pace_stats(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool)
             }
 
             st->queue = __atomic_load_n(&pc->queue, __ATOMIC_RELAXED);
+            st->bench_ns = __atomic_load_n(&pc->bench_ns, __ATOMIC_RELAXED);
+            st->bench_calls = __atomic_load_n(&pc->bench_calls,
+                                              __ATOMIC_RELAXED);
         }
     }
 

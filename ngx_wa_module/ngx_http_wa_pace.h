@@ -28,6 +28,8 @@ typedef struct {
     uint64_t                   counters[NGX_HTTP_WA_PACE_N];
     int64_t                    queue;         /* waiting now */
     uint64_t                   backlog_ms;    /* next free slot - now */
+    uint64_t                   bench_ns;      /* NGX_HTTP_WA_PACE_BENCH */
+    uint64_t                   bench_calls;
 } ngx_http_wa_pace_stat_t;
 
 

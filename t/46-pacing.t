@@ -21,9 +21,11 @@ use WaTest;
 my $t = WaTest->new;
 $t->start_pg;
 $t->migrate;
-# Meta's throughput limit, at 20 messages a second per number (a bucket of
-# 2: the mock reads each request in its own process, a few ms of jitter)
-my $mock = $t->start_mock(rate => 20, burst => 2);
+# Meta's throughput limit, at 20 messages a second per number, with a
+# bucket of 4 for the network's jitter: the mock forks a process per
+# connection, and a send on a new connection arrives up to ~70 ms late,
+# behind the next one (a gateway 10% over the rate still empties it in 2 s)
+my $mock = $t->start_mock(rate => 20, burst => 4);
 my $url = $mock->url;
 my $closed = WaTest::free_port();     # nobody listens there
 my $T = $WaTest::TOKEN;
@@ -191,26 +193,36 @@ my @got = mock_reqs(qr/\Q$tag\E /);
 is(scalar @got, 500, 'the provider got each of them once');
 is(scalar(grep { $_->{limited} } @got), 0, 'and refused none for its rate (no 130429)');
 
-for my $id ($A, $B) {
-    my @at = map { $_->{at} } grep { $_->{path} =~ m{/$id/messages} } @got;
+# the most sends of one number the mock got within any window of w seconds
+sub most_within {
+    my ($w, @at) = @_;
     my $max = 0;
     for my $i (0 .. $#at) {
-        my $n = grep { $_ >= $at[$i] && $_ < $at[$i] + 1 } @at[$i .. $#at];
+        my $n = grep { $_ >= $at[$i] && $_ < $at[$i] + $w } @at[$i .. $#at];
         $max = $n if $n > $max;
     }
-    cmp_ok($max, '<=', 21, "number $id: at most 20 (+1 of clock jitter) in any second at the provider");
+    return $max;
+}
+
+for my $id ($A, $B) {
+    my @at = sort { $a <=> $b } map { $_->{at} } grep { $_->{path} =~ m{/$id/messages} } @got;
+    cmp_ok(most_within(1, @at), '<=', 22, "number $id: at most 20 (+2 of network jitter) in any second");
+    cmp_ok(most_within(5, @at), '<=', 101, "number $id: at most 100 (+1) in any 5 s");
     cmp_ok($at[-1] - $at[0], '>=', 249 / 20 * 0.95, "number $id: its 250 sends spread over 12 s");
 }
 diag(sprintf 'the burst took %.1f s', $took);
 
-# the new workers booked after the old ones: the first send they made came
-# after the old workers' last booked turn, not at once
-my @late = grep { $_->{body} =~ /\Q$tag\E (\d+)/ && $1 > 300 } @got;
-my @early = grep { $_->{body} =~ /\Q$tag\E (\d+)/ && $1 <= 300 } @got;
-my $last_early = (sort { $a <=> $b } map { $_->{at} } @early)[-1];
-my $first_late = (sort { $a <=> $b } map { $_->{at} } @late)[0];
-cmp_ok($first_late, '>=', $last_early - 0.2,
-       'after the reload, new sends took the turns after those booked before it');
+# the new workers booked after the old ones: sends made by them (asked
+# for after the reload) reached the mock only once the turns the old
+# workers had booked, 150 per number at 20/s, were over; with a schedule
+# of their own they would have gone at once, 3 s in
+for my $id ($A, $B) {
+    my @mine = grep { $_->{path} =~ m{/$id/messages} } @got;
+    my $first = (sort { $a <=> $b } map { $_->{at} } @mine)[0];
+    my @late = sort { $a <=> $b } map { $_->{at} } grep { $_->{body} =~ /\Q$tag\E (\d+)/ && $1 > 300 } @mine;
+    cmp_ok($late[0] - $first, '>=', 149 / 20 * 0.95,
+           "number $id: after the reload, new sends took the turns after those booked before it");
+}
 
 ok($t->wait_for(sub {
     $t->sql_value(q{SELECT count(*) FROM whatsapp_message WHERE body LIKE ? AND status = 'sent'},

@@ -393,13 +393,18 @@ sub over_rate {
     flock $fh, Fcntl::LOCK_EX();
     my ($tokens, $last) = split ' ', (<$fh> // '');
     ($tokens, $last) = ($burst, $now) unless defined $last;
-    $tokens += ($now - $last) * $rate;
+    # requests are timed in their own processes: one read earlier may take
+    # the lock later; it refills nothing and takes its token
+    if ($now > $last) {
+        $tokens += ($now - $last) * $rate;
+        $last = $now;
+    }
     $tokens = $burst if $tokens > $burst;
     my $limited = $tokens < 1 - 1e-9 ? 1 : 0;
     $tokens -= 1 unless $limited;
     seek $fh, 0, 0;
     truncate $fh, 0;
-    print $fh "$tokens $now";
+    print $fh "$tokens $last";
     close $fh;
     return $limited;
 }
