@@ -86,6 +86,13 @@ my $locations = <<EOF;
             wa_api_base $url;
             wa_channel 555555555 business=1 token=$T rate=1000r/s pair=1s;
         }
+        location /send_backoff {
+            wa_send;
+            wa_api_base $url;
+            wa_channel 888888888 business=1 token=$T rate=1000r/s;
+            wa_send_retry_backoff 3s;
+            wa_send_timeout 10s;
+        }
         location /wa_status { wa_status; }
 EOF
 my %nginx = (workers => 2, ring_size => '4m', server => $locations);
@@ -382,6 +389,65 @@ like($prom, qr/^wa_send_channel_retries_total\{phone_number_id="333333333"\} \d+
 like($prom, qr/^wa_send_channel_rate_limited_total\{phone_number_id="333333333"\} [1-9]/m,
      'rate-limit refusals');
 like($prom, qr/^wa_send_channel_rate\{phone_number_id="$A"\} 20\.000$/m, 'the rate');
+
+# ---- nginx stops with sends waiting -------------------------------------------
+
+# in the background: (pid, file the answer is written to)
+sub send_bg {
+    my ($req, %o) = @_;
+    my $out = $t->dir . '/bg-' . int(rand(1e9));
+    my $pid = fork // die;
+    if ($pid == 0) {
+        $t->{down} = 1;
+        my $x = $t->send_message($req, %o);
+        WaTest::spew($out, $json->encode({ status => $x->{status}, json => $x->{json} }));
+        POSIX::_exit(0);
+    }
+    return ($pid, $out);
+}
+
+sub bg_answer {
+    my ($pid, $out) = @_;
+    waitpid $pid, 0;
+    return eval { $json->decode(WaTest::slurp($out)) } // {};
+}
+
+# a graceful stop (a reload's old workers, nginx -s quit) keeps the sends
+# waiting for their turn and makes them at it
+$t->send_message({ to => '972504000001', text => 'quit first' }, path => '/send_tight');
+my @bg = send_bg({ to => '972504000002', text => 'quit waiting' }, path => '/send_tight');
+sleep 0.3;
+$t->stop_nginx;
+my $quit = bg_answer(@bg);
+is($quit->{status}, 200, 'graceful stop: a send waiting for its turn is still made');
+is(mock_got(qr/quit waiting/), 1, 'it reached the provider');
+is(final_row({ json => $quit->{json} })->{status}, 'sent', 'and its row is sent');
+
+# a fast stop: a send waiting for its first call goes with the worker (not
+# recorded, not sent); one waiting for a retry ends as its last attempt
+$t->start_nginx(%nginx);
+$t->send_message({ to => '972504000003', text => 'stop first' }, path => '/send_tight');
+my @never = send_bg({ to => '972504000004', text => 'stop waiting' }, path => '/send_tight');
+my @retry = send_bg({ to => '972504000005', text => 'FAIL_131000 stop retry' }, path => '/send_backoff');
+ok($t->wait_for(sub { mock_got(qr/FAIL_131000 stop retry/) }, 5, 'the first call'),
+   'a send refused once waits for its retry (3 s backoff)');
+sleep 0.3;
+my $master = delete $t->{nginx_pid};
+kill 'TERM', $master;
+$t->wait_for(sub { !kill 0, $master }, 10, 'nginx to stop');
+bg_answer(@never);
+bg_answer(@retry);
+$t->wait_drained(10);
+is(mock_got(qr/stop waiting/), 0, 'fast stop: the send waiting for its first call was not made');
+is($t->sql_value(q{SELECT count(*) FROM whatsapp_message WHERE body = 'stop waiting'}), 0,
+   'nor recorded');
+my $stopped = $t->sql('SELECT * FROM whatsapp_message WHERE body = ?', 'FAIL_131000 stop retry')->[0] // {};
+is($stopped->{status}, 'failed', 'the send waiting for its retry: its row ends failed, not pending');
+is($stopped->{attempts}, 1, 'as its one attempt made');
+is($stopped->{error_code}, 131000, 'with its error');
+is(mock_got(qr/FAIL_131000 stop retry/), 1, 'and no second call');
+like($t->error_log, qr/nginx stopped before its retry, recorded as its last attempt's "failed"/,
+     'the log says so');
 
 # ---- nginx -t -------------------------------------------------------------------
 
