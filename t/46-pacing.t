@@ -277,6 +277,21 @@ is($row->{attempts}, 3, 'attempts 3');
 is($row->{error_code}, 131000, 'the last error');
 is(scalar @{ history($r->{json}{id}) }, 2, 'the first two kept');
 
+# the caller's own new attempt of a refused client_ref counts on
+my $cref = "after-retries-$$";
+$r = $t->send_message({ to => '972501000012', text => 'FAILTIMES_3_131000_g', client_ref => $cref },
+                      path => '/send_retry');
+is($r->{json}{attempt}, 3, 'a client_ref refused 3 times, automatically');
+my $again = $t->send_message({ to => '972501000012', text => 'FAILTIMES_3_131000_g', client_ref => $cref },
+                             path => '/send_retry');
+is($again->{status}, 200, 'the caller sends it again: accepted');
+is($again->{json}{attempt}, 4, 'as its fourth attempt');
+is($again->{json}{id}, $r->{json}{id}, 'the same send');
+$row = final_row($again);
+is($row->{attempts}, 4, 'the row: 4 attempts');
+is($row->{status}, 'sent', 'sent');
+is(scalar @{ history($again->{json}{id}) }, 3, 'the 3 refused ones kept');
+
 $r = $t->send_message({ to => '972501000003', text => 'FAILTIMES_1_500_b' }, path => '/send_retry');
 is($r->{status}, 200, 'a 5xx, then accepted');
 is(mock_got(qr/FAILTIMES_1_500_b/), 2, 'two calls');
@@ -378,7 +393,7 @@ cmp_ok($m[1]{at} - $m[0]{at}, '>=', 0.95, 'the same recipient waits pair=1s');
 # ---- wa_status -------------------------------------------------------------------
 
 $status = eval { $json->decode($t->http('GET', '/wa_status')->{content}) } // {};
-is($status->{pacing}{333333333}{retries}, 7, 'wa_status: retries (2 + 2 + 1 + 1 + 1 above)');
+is($status->{pacing}{333333333}{retries}, 9, 'wa_status: retries (2 + 2 + 2 + 1 + 1 + 1 above)');
 cmp_ok($status->{pacing}{333333333}{rate_limited} // 0, '>=', 3, 'rate-limit refusals');
 is($status->{pacing}{444444444}{rejected}, 1, 'sends refused for a too long wait');
 is($status->{pacing}{555555555}{pair_ms}, 1000, 'a pair spacing');
