@@ -93,6 +93,12 @@ my $locations = <<EOF;
             wa_send_retry_backoff 3s;
             wa_send_timeout 10s;
         }
+        location /send_stop {
+            wa_send;
+            wa_api_base $url;
+            wa_channel 999999999 business=1 token=$T rate=6r/m;
+            wa_send_queue_timeout 15s;
+        }
         location /wa_status { wa_status; }
 EOF
 my %nginx = (workers => 2, ring_size => '4m', server => $locations);
@@ -441,8 +447,9 @@ is(final_row({ json => $quit->{json} })->{status}, 'sent', 'and its row is sent'
 # a fast stop: a send waiting for its first call goes with the worker (not
 # recorded, not sent); one waiting for a retry ends as its last attempt
 $t->start_nginx(%nginx);
-$t->send_message({ to => '972504000003', text => 'stop first' }, path => '/send_tight');
-my @never = send_bg({ to => '972504000004', text => 'stop waiting' }, path => '/send_tight');
+# (6 sends a minute: the second waits 10 s)
+$t->send_message({ to => '972504000003', text => 'stop first' }, path => '/send_stop');
+my @never = send_bg({ to => '972504000004', text => 'stop waiting' }, path => '/send_stop');
 my @retry = send_bg({ to => '972504000005', text => 'FAIL_131000 stop retry' }, path => '/send_backoff');
 ok($t->wait_for(sub { mock_got(qr/FAIL_131000 stop retry/) }, 5, 'the first call'),
    'a send refused once waits for its retry (3 s backoff)');

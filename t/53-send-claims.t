@@ -29,8 +29,10 @@ $b->{mock} = $mock;
 my $db = "wa_send_idempotency_db \"host=127.0.0.1 port=$a->{pg_port} "
        . "dbname=postgres user=wa\";\n    wa_send_idempotency_db_timeout 3s;";
 
+# one call per request: the attempts here are the callers' (automatic
+# retries are t/46's)
 for my $h ($a, $b) {
-    $h->start_nginx(http => $db);
+    $h->start_nginx(http => "$db\n    wa_send_attempts 1;");
     $h->start_writer;
 }
 
