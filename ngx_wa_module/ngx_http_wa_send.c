@@ -1134,7 +1134,7 @@ ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
         ngx_http_wa_claim_end(ctx->wmcf, &ctx->business,
                               &ctx->claim.client_ref, ctx->local_id,
                               ctx->status, &ctx->answer, ctx->verdict,
-                              &ctx->claim);
+                              ctx->attempt, &ctx->claim);
         return;
     }
 
@@ -1248,7 +1248,8 @@ ngx_http_wa_send_end(ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status,
 
     if (ctx->claimed) {
         ngx_http_wa_claim_end(ctx->wmcf, &ctx->business, &ctx->claim.client_ref,
-                              ctx->local_id, status, answer, verdict, NULL);
+                              ctx->local_id, status, answer, verdict,
+                              status ? ctx->attempt : 0, NULL);
         ctx->claimed = 0;
     }
 }
