@@ -45,7 +45,7 @@ FUZZ_TIME   ?= 600
 FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
-.PHONY: all deps module writer tools unit test test-asan valgrind bench bench-pacing run fuzz fuzz-deps clean
+.PHONY: all deps module writer tools unit test test-asan valgrind bench bench-pacing run fuzz fuzz-deps deb deb-deps clean
 
 all: module writer tools unit
 
@@ -59,13 +59,16 @@ unit: $(UNIT_BINS) $(SHIM) $(FEED)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
-# module's signature matches /usr/sbin/nginx.
+# module's signature matches /usr/sbin/nginx, and CPPFLAGS (fortify) as
+# Debian's module packages have them, but under the sanitizers, which
+# check those calls themselves.
+MOD_CPPFLAGS = $(if $(SAN_FLAGS),,$$(dpkg-buildflags --get CPPFLAGS))
 $(NGX_BUILD)/Makefile: config
 	rm -rf $(BUILD)/nginx-src $(NGX_BUILD)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(BUILD)/nginx-src
 	cd $(BUILD)/nginx-src && bash -c '. ./conf_flags && ./configure \
-	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC -Wextra -Werror $(SAN_FLAGS)" \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $(MOD_CPPFLAGS) -Wextra -Werror $(SAN_FLAGS)" \
 	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC $(SAN_FLAGS)" \
 	    "$${NGX_CONF_FLAGS[@]}" \
 	    --add-dynamic-module=$(CURDIR) \
@@ -80,8 +83,9 @@ $(BUILD)/wa_migrations.c: $(SQL_SCHEMA) $(SQL_FUNCS) writer/embed-sql.sh
 	sh writer/embed-sql.sh $@ $(SQL_SCHEMA) -- $(SQL_FUNCS)
 
 $(WRITER): $(WRITER_SRCS) $(SHARED_SRCS) $(SHARED_HDRS) $(BUILD)/wa_migrations.c
-	$(CC) $(ALL_CFLAGS) -I common -I writer -I $(PG_INC) -o $@ \
-	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c -lpq -lcurl -lcjson
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -I common -I writer -I $(PG_INC) -o $@ \
+	    $(filter %.c,$(WRITER_SRCS)) $(SHARED_SRCS) $(BUILD)/wa_migrations.c \
+	    $(LDFLAGS) -lpq -lcurl -lcjson
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	@mkdir -p $(BUILD)/t
@@ -147,6 +151,34 @@ bench-pacing: deps
 
 run: deps all
 	sh scripts/run.sh
+
+# Debian packages (libnginx-mod-http-wa, wa-writer) into $(DEB_DIR), built
+# by dpkg-buildpackage from debian/ on a copy of the tree (it writes its
+# results next to the tree it builds), then checked by lintian. Rebuilt
+# only when a file that goes into them changed.
+DEB_DIR     := $(BUILD)/deb
+DEB_STAMP   := $(DEB_DIR)/.built
+DEB_INPUTS  := $(MODULE_SRCS) $(WRITER_SRCS) $(SQL_SCHEMA) $(SQL_FUNCS) \
+               writer/embed-sql.sh Makefile README.md conf/nginx.conf conf/wa-alerts.yml \
+               conf/wa-writer.service conf/wa-media.service conf/wa-writer.env \
+               docs/wa-writer.1 \
+               $(shell find debian -type f 2>/dev/null)
+deb-deps: deps
+	@sh scripts/deps.sh deb
+
+deb: deb-deps $(DEB_STAMP)
+
+$(DEB_STAMP): $(DEB_INPUTS)
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	tar -C $(CURDIR) --exclude=./.git --exclude=./build --exclude=./build-asan \
+	    --exclude=./run --exclude=./$(patsubst $(CURDIR)/%,%,$(BUILD)) \
+	    -cf - . | tar -C $(DEB_DIR)/src -xf -
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc > $(DEB_DIR)/build.log 2>&1 \
+	    || { tail -40 $(DEB_DIR)/build.log; exit 1; }
+	lintian --fail-on error --info $(DEB_DIR)/*.changes | tee $(DEB_DIR)/lintian.log
+	rm -rf $(DEB_DIR)/src
+	@ls $(DEB_DIR)/*.deb
+	@touch $@
 
 # each target runs FUZZ_TIME seconds over its committed seed corpus
 # (fuzz/corpus/NAME); new inputs it finds stay under build/fuzz/

@@ -71,7 +71,7 @@ sub wrk {
 
 sub pacing {
     my $s = decode_json($t->http('GET', '/wa_status')->{content});
-    return $s->{pacing}{$ON} // die 'no pacing status: is the module built with NGX_HTTP_WA_PACE_BENCH?';
+    return $s->{channels}{$ON}{pacing} // die 'no pacing status: is the module built with NGX_HTTP_WA_PACE_BENCH?';
 }
 
 my (@off, @on);

@@ -358,10 +358,16 @@ const wa_ring_counter_t  wa_ring_writer_counters[] = {
     WA_RING_WRITER_COUNTERS(WA_RING_COUNTER_ROW)
 };
 
+const wa_ring_counter_t  wa_ring_writer_gauges[] = {
+    WA_RING_WRITER_GAUGES(WA_RING_COUNTER_ROW)
+};
+
 const size_t  wa_ring_producer_counters_n =
     sizeof(wa_ring_producer_counters) / sizeof(wa_ring_counter_t);
 const size_t  wa_ring_writer_counters_n =
     sizeof(wa_ring_writer_counters) / sizeof(wa_ring_counter_t);
+const size_t  wa_ring_writer_gauges_n =
+    sizeof(wa_ring_writer_gauges) / sizeof(wa_ring_counter_t);
 
 
 uint64_t

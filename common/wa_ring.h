@@ -116,6 +116,14 @@
     /* checksum or header mismatch */                                         \
     X(corrupt_records,    "wa_writer_corrupt_records_total", "")
 
+/* What the writer counts in the database (sql/functions/dead_letters.sql) for
+ * wa_status, which cannot query it: gauges, exported when counted. */
+#define WA_RING_WRITER_GAUGES(X)                                              \
+    /* dead letters not replayed yet */                                       \
+    X(dead_letters_waiting, "wa_writer_dead_letters_waiting", "")           \
+    /* receipts waiting for their message */                                  \
+    X(receipts_waiting,   "wa_writer_receipts_waiting", "")
+
 #define WA_RING_COUNTER_FIELD(name, metric, labels)  uint64_t  name;
 
 
@@ -152,6 +160,17 @@ typedef struct {
     uint64_t  last_error_ms;
     uint64_t  lag_ms;              /* age of the oldest uncommitted record */
     char      last_error[WA_RING_ERR_LEN];
+
+    /*
+     * Appended within the header page: bytes every version-1 ring has,
+     * zero until a writer that knows them writes them. Older modules and
+     * writers never look there, so running workers' mappings and older
+     * writers keep working and WA_RING_VERSION stays 1; census_ms 0 says
+     * "not counted" (no writer, or an older one).
+     */
+    uint64_t  census_ms;           /* when the writer last counted these */
+    WA_RING_WRITER_GAUGES(WA_RING_COUNTER_FIELD)
+    uint64_t  receipts_oldest_ms;  /* the oldest waiting receipt's arrival */
 } wa_ring_hdr_t;
 
 
@@ -164,8 +183,15 @@ _Static_assert(offsetof(wa_ring_hdr_t, published) == 192
                && offsetof(wa_ring_hdr_t, last_error_ms) == 344
                && offsetof(wa_ring_hdr_t, lag_ms) == 352
                && offsetof(wa_ring_hdr_t, last_error) == 360
-               && sizeof(wa_ring_hdr_t) == 616,
+               && offsetof(wa_ring_hdr_t, census_ms) == 616,
                "wa_ring_hdr_t layout changed: bump WA_RING_VERSION");
+
+/* the fields appended since only grow into the header page */
+_Static_assert(offsetof(wa_ring_hdr_t, dead_letters_waiting) == 624
+               && offsetof(wa_ring_hdr_t, receipts_oldest_ms) == 640
+               && sizeof(wa_ring_hdr_t) == 648
+               && sizeof(wa_ring_hdr_t) <= WA_RING_HDR_SIZE,
+               "wa_ring_hdr_t: appended fields moved");
 
 
 /* A counter as the outputs read it: name, where, and its metric. */
@@ -178,8 +204,10 @@ typedef struct {
 
 extern const wa_ring_counter_t  wa_ring_producer_counters[];
 extern const wa_ring_counter_t  wa_ring_writer_counters[];
+extern const wa_ring_counter_t  wa_ring_writer_gauges[];
 extern const size_t             wa_ring_producer_counters_n;
 extern const size_t             wa_ring_writer_counters_n;
+extern const size_t             wa_ring_writer_gauges_n;
 
 /* its value, loaded atomically: other processes update it */
 uint64_t wa_ring_counter(const wa_ring_hdr_t *hdr,

@@ -281,7 +281,7 @@ static ngx_command_t  ngx_http_wa_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_wa_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_wa_add_variables,             /* preconfiguration */
     ngx_http_wa_postconfiguration,         /* postconfiguration */
 
     ngx_http_wa_create_main_conf,          /* create main configuration */
@@ -352,6 +352,10 @@ ngx_http_wa_postconfiguration(ngx_conf_t *cf)
     }
 
     ngx_conf_init_msec_value(wmcf->claim_timeout, 3000);
+
+    if (ngx_http_wa_channels_init_conf(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (!wmcf->has_send) {
         return NGX_OK;

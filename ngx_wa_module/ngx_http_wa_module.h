@@ -50,6 +50,66 @@ typedef struct {
 } ngx_http_wa_webhook_counters_t;
 
 
+/*
+ * Counters per channel (phone number id), listed once: the field of a
+ * channel's slot and its JSON key (the name), the Prometheus metric and its
+ * own labels (channel and business come first). ngx_http_wa_channels.c
+ * keeps them in a shared zone; wa_status renders them.
+ */
+#define NGX_HTTP_WA_CHANNEL_COUNTERS(X)                                       \
+    /* sends whose pending record was published: the provider is called */   \
+    X(sends,      "wa_channel_sends_total", "")                               \
+    X(accepted,   "wa_channel_send_outcomes_total", ",outcome=\"accepted\"")  \
+    X(failed,     "wa_channel_send_outcomes_total", ",outcome=\"failed\"")    \
+    X(unknown,    "wa_channel_send_outcomes_total", ",outcome=\"unknown\"")   \
+    /* webhook records published */                                           \
+    X(messages,   "wa_channel_webhook_records_total", ",kind=\"message\"")    \
+    X(statuses,   "wa_channel_webhook_records_total", ",kind=\"status\"")
+
+#define NGX_HTTP_WA_CHANNELS_MAX    256     /* slot 0: "other" */
+#define NGX_HTTP_WA_CODES_MAX       512     /* (channel, code); 0: "other" */
+#define NGX_HTTP_WA_CHANNEL_ID_LEN  32
+#define NGX_HTTP_WA_CODE_LEN        15
+
+#define NGX_HTTP_WA_CHAN_FIELD(name, metric, labels)  uint64_t  name;
+
+typedef struct {
+    uint32_t                  state;           /* ready: key written */
+    u_char                    id_len;
+    u_char                    business_len;
+    u_char                    id[NGX_HTTP_WA_CHANNEL_ID_LEN];
+    u_char                    business[NGX_INT64_LEN];
+    NGX_HTTP_WA_CHANNEL_COUNTERS(NGX_HTTP_WA_CHAN_FIELD)
+} ngx_http_wa_chan_slot_t;
+
+typedef struct {
+    uint32_t                  state;
+    uint32_t                  channel;         /* its slot in channels[] */
+    u_char                    code_len;
+    u_char                    code[NGX_HTTP_WA_CODE_LEN];
+    uint64_t                  count;
+} ngx_http_wa_code_slot_t;
+
+typedef struct {
+    ngx_http_wa_chan_slot_t   channels[NGX_HTTP_WA_CHANNELS_MAX];
+    ngx_http_wa_code_slot_t   codes[NGX_HTTP_WA_CODES_MAX];
+    uint64_t                  channels_dropped; /* counted in "other" */
+    uint64_t                  codes_dropped;
+} ngx_http_wa_chan_shctx_t;
+
+typedef struct {
+    const char               *name;
+    size_t                    offset;          /* in ngx_http_wa_chan_slot_t */
+    const char               *metric;
+    const char               *labels;
+} ngx_http_wa_chan_counter_t;
+
+/* NGX_HTTP_WA_CHANNEL_COUNTERS as a table, ended by a NULL name */
+extern const ngx_http_wa_chan_counter_t  ngx_http_wa_chan_counters[];
+
+#define ngx_http_wa_chan_offset(name)  offsetof(ngx_http_wa_chan_slot_t, name)
+
+
 typedef struct {
     ngx_str_t                 ring_path;       /* empty: no wa_ring */
     uint64_t                  ring_size;
@@ -86,6 +146,8 @@ typedef struct {
 
     /* webhook path */
     ngx_shm_zone_t           *webhook_zone;    /* the counters' zone */
+
+    ngx_shm_zone_t           *channels_zone;   /* per channel and code */
 } ngx_http_wa_main_conf_t;
 
 
@@ -169,6 +231,37 @@ ngx_int_t ngx_http_wa_webhook_init_conf(ngx_conf_t *cf,
 ngx_http_wa_webhook_counters_t *ngx_http_wa_webhook_counters(
     ngx_http_wa_main_conf_t *wmcf);
 ngx_int_t ngx_http_wa_status_handler(ngx_http_request_t *r);
+
+/* ngx_http_wa_channels.c: counters per channel and provider error code */
+ngx_int_t ngx_http_wa_channels_init_conf(ngx_conf_t *cf,
+    ngx_http_wa_main_conf_t *wmcf);
+/* the shared tables, or NULL before the zone is mapped */
+ngx_http_wa_chan_shctx_t *ngx_http_wa_channels(ngx_http_wa_main_conf_t *wmcf);
+/* add n to the counter at offset (ngx_http_wa_chan_offset(name)) of the
+ * channel id; business labels a channel seen for the first time */
+void ngx_http_wa_channels_count(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *id,
+    ngx_str_t *business, size_t offset, uint64_t n);
+void ngx_http_wa_channels_error(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *id,
+    ngx_str_t *business, ngx_str_t *code);
+
+/*
+ * ngx_http_wa_variables.c: $wa_* variables, read from what the request's
+ * handler left in its ctx (ngx_http_wa_vars()), for log_format, map and
+ * limit_req.
+ */
+typedef struct {
+    ngx_uint_t                records;         /* published in the ring */
+    ngx_str_t                 local_id;
+    ngx_str_t                 wamid;
+    ngx_str_t                 error_code;
+    ngx_str_t                 outcome;         /* sent, failed, unknown */
+    ngx_str_t                 channel;         /* phone number id */
+    ngx_str_t                 business;
+} ngx_http_wa_vars_t;
+
+ngx_int_t ngx_http_wa_add_variables(ngx_conf_t *cf);
+/* the request's, created on first use in its pool; NULL: no memory */
+ngx_http_wa_vars_t *ngx_http_wa_vars(ngx_http_request_t *r);
 ngx_int_t ngx_http_wa_send_handler(ngx_http_request_t *r);
 /* X-WA-Key is one of wa_send_key's, compared in constant time */
 ngx_int_t ngx_http_wa_key_ok(ngx_http_request_t *r,

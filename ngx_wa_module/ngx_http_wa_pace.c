@@ -97,6 +97,8 @@ static uint64_t ngx_http_wa_pace_clock(void);
 static ngx_msec_t ngx_http_wa_pace_timer(uint64_t at);
 static ngx_int_t ngx_http_wa_pace_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_http_wa_pace_chan_t *ngx_http_wa_pace_find(
+    ngx_http_wa_pace_t *pace, ngx_str_t *id);
 static ngx_http_wa_pace_chan_t *ngx_http_wa_pace_channel(
     ngx_http_wa_pace_t *pace, ngx_str_t *id);
 static ngx_http_wa_pace_pair_t *ngx_http_wa_pace_pair(
@@ -225,10 +227,10 @@ ngx_http_wa_pace_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-/* find or make a channel's node; under the zone's lock */
+/* a channel's node, or NULL; under the zone's lock */
 
 static ngx_http_wa_pace_chan_t *
-ngx_http_wa_pace_channel(ngx_http_wa_pace_t *pace, ngx_str_t *id)
+ngx_http_wa_pace_find(ngx_http_wa_pace_t *pace, ngx_str_t *id)
 {
     uint32_t                  hash;
     ngx_int_t                 rc;
@@ -255,6 +257,26 @@ ngx_http_wa_pace_channel(ngx_http_wa_pace_t *pace, ngx_str_t *id)
 
         node = (rc < 0) ? node->left : node->right;
     }
+
+    return NULL;
+}
+
+
+/* find or make a channel's node; under the zone's lock */
+
+static ngx_http_wa_pace_chan_t *
+ngx_http_wa_pace_channel(ngx_http_wa_pace_t *pace, ngx_str_t *id)
+{
+    uint32_t                  hash;
+    ngx_rbtree_node_t        *node;
+    ngx_http_wa_pace_chan_t  *pc;
+
+    pc = ngx_http_wa_pace_find(pace, id);
+    if (pc != NULL) {
+        return pc;
+    }
+
+    hash = ngx_crc32_short(id->data, id->len);
 
     node = ngx_slab_alloc_locked(pace->shpool,
                                  offsetof(ngx_rbtree_node_t, color)
@@ -569,78 +591,54 @@ ngx_http_wa_pace_expire(ngx_http_wa_pace_t *pace, uint64_t now,
 }
 
 
-ngx_array_t *
-ngx_http_wa_pace_stats(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool)
+ngx_int_t
+ngx_http_wa_pace_stat(ngx_http_wa_main_conf_t *wmcf, u_char *id, size_t len,
+    ngx_http_wa_pace_stat_t *st)
 {
-    uint64_t                  now;
     ngx_uint_t                i;
-    ngx_array_t              *a;
-    ngx_rbtree_node_t        *node, *root, *sentinel;
+    ngx_str_t                 key;
+    uint64_t                  now;
     ngx_http_wa_pace_t       *pace;
     ngx_http_wa_pace_chan_t  *pc;
-    ngx_http_wa_pace_stat_t  *st;
 
     if (wmcf->pace_zone == NULL) {
-        return NULL;
+        return NGX_DECLINED;
     }
 
     pace = wmcf->pace_zone->data;
 
     if (pace == NULL || pace->sh == NULL) {
-        return NULL;
+        return NGX_DECLINED;
     }
 
-    a = ngx_array_create(pool, 4, sizeof(ngx_http_wa_pace_stat_t));
-    if (a == NULL) {
-        return NULL;
-    }
-
+    key.data = id;
+    key.len = len;
     now = ngx_http_wa_pace_clock();
 
     ngx_shmtx_lock(&pace->shpool->mutex);
 
-    root = pace->sh->channels.root;
-    sentinel = pace->sh->channels.sentinel;
+    pc = ngx_http_wa_pace_find(pace, &key);
 
-    if (root != sentinel) {
-        for (node = ngx_rbtree_min(root, sentinel);
-             node != NULL;
-             node = ngx_rbtree_next(&pace->sh->channels, node))
-        {
-            pc = (ngx_http_wa_pace_chan_t *) &node->color;
-
-            st = ngx_array_push(a);
-            if (st == NULL) {
-                break;
-            }
-
-            st->phone_number_id.data = ngx_pnalloc(pool, pc->len);
-            if (st->phone_number_id.data == NULL) {
-                a->nelts--;
-                break;
-            }
-
-            ngx_memcpy(st->phone_number_id.data, pc->data, pc->len);
-            st->phone_number_id.len = pc->len;
-            st->interval_us = pc->interval;
-            st->pair_gap_us = pc->pair_gap;
-            st->backlog_ms = pc->next > now ? (pc->next - now) / 1000 : 0;
-
-            for (i = 0; i < NGX_HTTP_WA_PACE_N; i++) {
-                st->counters[i] = __atomic_load_n(&pc->counters[i],
-                                                  __ATOMIC_RELAXED);
-            }
-
-            st->queue = __atomic_load_n(&pc->queue, __ATOMIC_RELAXED);
-            st->bench_ns = __atomic_load_n(&pc->bench_ns, __ATOMIC_RELAXED);
-            st->bench_calls = __atomic_load_n(&pc->bench_calls,
-                                              __ATOMIC_RELAXED);
-        }
+    if (pc == NULL) {
+        ngx_shmtx_unlock(&pace->shpool->mutex);
+        return NGX_DECLINED;
     }
+
+    st->interval_us = pc->interval;
+    st->pair_gap_us = pc->pair_gap;
+    st->backlog_ms = pc->next > now ? (pc->next - now) / 1000 : 0;
 
     ngx_shmtx_unlock(&pace->shpool->mutex);
 
-    return a;
+    for (i = 0; i < NGX_HTTP_WA_PACE_N; i++) {
+        st->counters[i] = __atomic_load_n(&pc->counters[i], __ATOMIC_RELAXED);
+    }
+
+    st->queue = __atomic_load_n(&pc->queue, __ATOMIC_RELAXED);
+    st->bench_ns = __atomic_load_n(&pc->bench_ns, __ATOMIC_RELAXED);
+    st->bench_calls = __atomic_load_n(&pc->bench_calls, __ATOMIC_RELAXED);
+
+    return NGX_OK;
 }
 
 

@@ -22,7 +22,6 @@
 
 /* one channel as wa_status shows it */
 typedef struct {
-    ngx_str_t                  phone_number_id;
     uint64_t                   interval_us;   /* 0: not paced */
     uint64_t                   pair_gap_us;   /* 0: no pair spacing */
     uint64_t                   counters[NGX_HTTP_WA_PACE_N];
@@ -57,8 +56,9 @@ ngx_int_t ngx_http_wa_pace_go(ngx_http_wa_main_conf_t *wmcf,
 void ngx_http_wa_pace_count(ngx_http_wa_channel_t *ch, ngx_int_t counter,
     int64_t n);
 
-/* every channel of the zone, by phone number id (NULL: no zone) */
-ngx_array_t *ngx_http_wa_pace_stats(ngx_http_wa_main_conf_t *wmcf,
-    ngx_pool_t *pool);
+/* a channel's figures by its phone number id; NGX_DECLINED: no such
+ * sending channel (or no zone) */
+ngx_int_t ngx_http_wa_pace_stat(ngx_http_wa_main_conf_t *wmcf, u_char *id,
+    size_t len, ngx_http_wa_pace_stat_t *st);
 
 #endif /* NGX_HTTP_WA_PACE_H */

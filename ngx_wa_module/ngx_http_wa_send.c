@@ -47,6 +47,7 @@ typedef struct {
 
     wa_send_req_t              req;
     ngx_str_t                  business;
+    ngx_str_t                  channel;      /* its phone number id */
     ngx_str_t                  idem_key;     /* empty: no client_ref */
     char                       local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
     ngx_str_t                  answer;
@@ -57,7 +58,7 @@ typedef struct {
     char                       attempt_text[NGX_INT_T_LEN + 1];
     u_char                     verdict;      /* 's', 'u' or 'f' */
     unsigned                   counted:1;    /* in wlcf->send_active */
-    unsigned                   recorded:1;   /* a pending record is in */
+    unsigned                   pending_in:1; /* a pending record is in */
     unsigned                   outcome_recorded:1; /* the last call's */
     unsigned                   unsent:1;     /* ended before any record */
     unsigned                   waiting:1;    /* in wmcf->send_waiting */
@@ -65,7 +66,13 @@ typedef struct {
                                                 wa_send_idempotency_db */
     ngx_http_wa_claim_t        claim;
 
-    ngx_http_wa_channel_t     *channel;
+    unsigned                   recorded:1;   /* the outcome is in the ring */
+    const char                *outcome;      /* verdict, for $wa_send_status */
+    char                       wamid[sizeof(((wa_send_res_t *) 0)->wamid)];
+    char                       error_code[
+                                   sizeof(((wa_send_res_t *) 0)->error_code)];
+
+    ngx_http_wa_channel_t     *ch;
     ngx_http_wa_curl_conf_t    conf;         /* the location's, the timeout
                                                 cut to what is left */
     char                       received_ms[NGX_INT64_LEN + 1];
@@ -139,6 +146,9 @@ static void ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx,
 static ngx_int_t ngx_http_wa_send_unavailable(ngx_http_request_t *r,
     const char *msg);
 
+static void ngx_http_wa_send_vars(ngx_http_request_t *r,
+    ngx_http_wa_send_ctx_t *ctx);
+
 
 
 ngx_int_t
@@ -186,7 +196,7 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
         ngx_http_wa_send_unwait(ctx);
         ctx->xfer.exiting = 1;
 
-        if (!ctx->recorded) {
+        if (!ctx->pending_in) {
             ctx->unsent = 1;
             ngx_http_wa_send_finish(ctx);
             continue;
@@ -295,6 +305,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ngx_time_t               *tp;
     const char               *msg;
     ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_send_ctx_t   *ctx;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
@@ -352,7 +363,9 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     }
 
     ctx->business = ch->business;
-    ctx->channel = ch;
+    ctx->ch = ch;
+
+    ctx->channel = ch->phone_number_id;
 
     /* unique across workers, hosts and containers (the worker's random
      * nonce: identical pods have identical pids) and restarts (time) */
@@ -363,6 +376,14 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                 ++wmcf->send_seq);
     *ngx_sprintf((u_char *) ctx->received_ms, "%uL",
                  (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
+
+    /* $wa_channel and $wa_business, whatever comes of the send */
+    vars = ngx_http_wa_vars(r);
+
+    if (vars != NULL) {
+        vars->channel = ch->phone_number_id;    /* conf: outlives r */
+        vars->business = ch->business;
+    }
 
     /* the same client_ref in the same business is sent once */
 
@@ -447,7 +468,7 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
 
     wlcf = ctx->wlcf;
     wmcf = ctx->wmcf;
-    ch = ctx->channel;
+    ch = ctx->ch;
 
     /* the location's own limit, in this worker */
     if (wlcf->send_active >= wlcf->send_concurrency) {
@@ -556,7 +577,7 @@ ngx_http_wa_send_prepare(ngx_http_wa_send_ctx_t *ctx,
     wlcf = ctx->wlcf;
     pool = ctx->xfer.pool;
 
-    ctx->channel = ch;
+    ctx->ch = ch;
     ctx->conf = wlcf->send;
 
     ctx->url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
@@ -600,16 +621,17 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
     ngx_int_t                 rc;
     ngx_msec_t                now;
     wa_record_t               rec;
+    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_loc_conf_t   *wlcf;
 
-    ch = ctx->channel;
+    ch = ctx->ch;
     wlcf = ctx->wlcf;
 
     /* a retry whose turn came late (late timers, the channel's spacing)
      * with too little of wa_send_timeout left is not made: the last
      * attempt's refusal, recorded, is the outcome */
-    if (ctx->recorded
+    if (ctx->pending_in
         && (ngx_msec_int_t) (ctx->deadline - ngx_current_msec)
            < (ngx_msec_int_t) NGX_HTTP_WA_SEND_RETRY_LEFT(wlcf->send.timeout)
              / 2)
@@ -649,7 +671,7 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
 
     if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
 
-        if (!ctx->recorded) {
+        if (!ctx->pending_in) {
             ngx_http_wa_send_unrecorded(ctx, "ring full or unavailable: "
                                          "nothing was sent, retry");
             return;
@@ -667,9 +689,25 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
         return;
     }
 
-    ctx->recorded = 1;
+    ctx->pending_in = 1;
     ctx->outcome_recorded = 0;
     ctx->calls++;
+
+    /* $wa_local_id and $wa_records, if its client still waits: the local
+     * id is final here (a retried client_ref took its own) */
+    if (ctx->request != NULL) {
+        vars = ngx_http_wa_vars(ctx->request);
+
+        if (vars != NULL) {
+            vars->records++;
+        }
+
+        ngx_http_wa_send_vars(ctx->request, ctx);
+    }
+
+    /* the channel's counters count calls, as their outcomes */
+    ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
+                               ngx_http_wa_chan_offset(sends), 1);
 
     now = ngx_current_msec;
 
@@ -747,7 +785,7 @@ ngx_http_wa_send_wait(ngx_http_wa_send_ctx_t *ctx, ngx_msec_t delay)
 
     ngx_queue_insert_tail(&ctx->wmcf->send_waiting, &ctx->queue);
     ctx->waiting = 1;
-    ngx_http_wa_pace_count(ctx->channel, -1, 1);
+    ngx_http_wa_pace_count(ctx->ch, -1, 1);
 }
 
 
@@ -759,7 +797,7 @@ ngx_http_wa_send_wake(ngx_event_t *ev)
 
     ctx = ((ngx_connection_t *) ev->data)->data;
 
-    if (ngx_http_wa_pace_go(ctx->wmcf, ctx->channel, &delay) == NGX_AGAIN) {
+    if (ngx_http_wa_pace_go(ctx->wmcf, ctx->ch, &delay) == NGX_AGAIN) {
         ngx_add_timer(&ctx->wait, delay);
         return;
     }
@@ -779,7 +817,7 @@ ngx_http_wa_send_unwait(ngx_http_wa_send_ctx_t *ctx)
     if (ctx->waiting) {
         ngx_queue_remove(&ctx->queue);
         ctx->waiting = 0;
-        ngx_http_wa_pace_count(ctx->channel, -1, -1);
+        ngx_http_wa_pace_count(ctx->ch, -1, -1);
     }
 }
 
@@ -815,7 +853,7 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
                         ngx_strlen(res->error_code));
 
         if (code == 130429 || code == 131056 || code == 80007) {
-            ngx_http_wa_pace_count(ctx->channel,
+            ngx_http_wa_pace_count(ctx->ch,
                                    NGX_HTTP_WA_PACE_RATE_LIMITED, 1);
         }
 
@@ -909,7 +947,7 @@ ngx_http_wa_send_retry(ngx_http_wa_send_ctx_t *ctx, const char *verdict)
     rc = NGX_BUSY;
 
     if (left > (ngx_msec_int_t) backoff) {
-        rc = ngx_http_wa_pace_reserve(ctx->wmcf, ctx->channel, ctx->req.to,
+        rc = ngx_http_wa_pace_reserve(ctx->wmcf, ctx->ch, ctx->req.to,
                                       backoff, (ngx_msec_t) left, &delay);
     }
 
@@ -932,7 +970,7 @@ ngx_http_wa_send_retry(ngx_http_wa_send_ctx_t *ctx, const char *verdict)
                   ctx->res.error_code[0] ? " " : "", ctx->res.error_title,
                   ctx->attempt + 1, delay);
 
-    ngx_http_wa_pace_count(ctx->channel, NGX_HTTP_WA_PACE_RETRIES, 1);
+    ngx_http_wa_pace_count(ctx->ch, NGX_HTTP_WA_PACE_RETRIES, 1);
 
     ctx->attempt++;
     ngx_http_wa_send_wait(ctx, delay);
@@ -991,6 +1029,7 @@ ngx_http_wa_send_interrupted(ngx_http_request_t *r,
                 "provider call was in flight", sizeof(res.error_title));
 
     ngx_http_wa_send_outcome(ctx, &res, "unknown", 0);
+    ngx_http_wa_send_vars(r, ctx);
     ngx_http_wa_send_free(ctx);
 
     return ngx_http_wa_reply_json(r, status, answer->data, answer->len);
@@ -1004,6 +1043,7 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     const char *verdict, long http_status)
 {
     u_char       http[NGX_INT_T_LEN + 1];
+    ngx_str_t    code;
     wa_record_t  rec;
 
     ngx_memzero(&rec, sizeof(wa_record_t));
@@ -1037,6 +1077,30 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                       "wa send %s: outcome \"%s\" (wamid %s) not recorded: "
                       "ring refused it", ctx->local_id, verdict,
                       res->ok ? res->wamid : "-");
+
+    } else {
+        ctx->recorded = 1;
+    }
+
+    /* what the variables and the channel's counters say of it */
+    ctx->outcome = verdict;
+    ngx_cpystrn((u_char *) ctx->wamid, (u_char *) (res->ok ? res->wamid : ""),
+                sizeof(ctx->wamid));
+    ngx_cpystrn((u_char *) ctx->error_code,
+                (u_char *) (res->ok ? "" : res->error_code),
+                sizeof(ctx->error_code));
+
+    ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
+                               res->ok ? ngx_http_wa_chan_offset(accepted)
+                               : verdict[0] == 'u'
+                                 ? ngx_http_wa_chan_offset(unknown)
+                                 : ngx_http_wa_chan_offset(failed), 1);
+
+    if (!res->ok && res->error_code[0]) {
+        code.data = (u_char *) res->error_code;
+        code.len = ngx_strlen(res->error_code);
+        ngx_http_wa_channels_error(ctx->wmcf, &ctx->channel, &ctx->business,
+                                   &code);
     }
 }
 
@@ -1191,6 +1255,8 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
     ctx->request = NULL;
     c = r->connection;
 
+    ngx_http_wa_send_vars(r, ctx);
+
     answer = NULL;
 
     if (ctx->answer.len) {
@@ -1218,6 +1284,54 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
     ngx_http_run_posted_requests(c);
 
     ngx_http_wa_send_free(ctx);
+}
+
+
+/*
+ * What the request's variables say of its send: the channel and local id
+ * once its record is published (or, interrupted, the id of its row), the
+ * outcome once there is one. Copied to the request's pool: ctx goes with
+ * the transfer, the request lives on to its log phase.
+ */
+
+static void
+ngx_http_wa_send_vars(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_str_t            s;
+    ngx_http_wa_vars_t  *vars;
+
+    vars = ngx_http_wa_vars(r);
+    if (vars == NULL) {
+        return;
+    }
+
+    /* conf strings: they live as long as the cycle, longer than r */
+    vars->channel = ctx->channel;
+    vars->business = ctx->business;
+
+    s.data = (u_char *) ctx->local_id;
+    s.len = ngx_strlen(ctx->local_id);
+    vars->local_id.data = ngx_pstrdup(r->pool, &s);
+    vars->local_id.len = vars->local_id.data ? s.len : 0;
+
+    if (ctx->outcome == NULL) {
+        return;
+    }
+
+    vars->outcome.data = (u_char *) ctx->outcome;       /* static */
+    vars->outcome.len = ngx_strlen(ctx->outcome);
+
+    vars->records += ctx->recorded;
+
+    s.data = (u_char *) ctx->wamid;
+    s.len = ngx_strlen(ctx->wamid);
+    vars->wamid.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->wamid.len = vars->wamid.data ? s.len : 0;
+
+    s.data = (u_char *) ctx->error_code;
+    s.len = ngx_strlen(ctx->error_code);
+    vars->error_code.data = s.len ? ngx_pstrdup(r->pool, &s) : NULL;
+    vars->error_code.len = vars->error_code.data ? s.len : 0;
 }
 
 
@@ -1481,6 +1595,8 @@ ngx_http_wa_send_reply(ngx_http_wa_send_ctx_t *ctx, ngx_http_request_t *r,
         ngx_memcpy(copy, body, len);
     }
 
+    /* $wa_local_id: the send that holds the key */
+    ngx_http_wa_send_vars(r, ctx);
     ngx_http_wa_send_free(ctx);
 
     rc = copy ? ngx_http_wa_reply_json(r, status, copy, len)

@@ -41,6 +41,8 @@ static ngx_int_t ngx_http_wa_webhook_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_wa_webhook_count(ngx_http_request_t *r,
     wa_webhook_ctx_t *ctx);
+static void ngx_http_wa_webhook_published(ngx_http_request_t *r,
+    ngx_http_wa_main_conf_t *wmcf, wa_record_t *rec);
 
 
 ngx_int_t
@@ -328,16 +330,69 @@ ngx_http_wa_webhook_business(wa_webhook_ctx_t *ctx, const char *phone_id)
 static int
 ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
 {
+    ngx_http_wa_main_conf_t     *wmcf;
     ngx_http_wa_webhook_emit_t  *emit;
 
     emit = ctx->data;
 
-    emit->publish_rc = ngx_http_wa_publish(
-                          ngx_http_get_module_main_conf(emit->request,
-                                                        ngx_http_wa_module),
-                          emit->request->connection->log, rec);
+    wmcf = ngx_http_get_module_main_conf(emit->request, ngx_http_wa_module);
 
-    return emit->publish_rc == NGX_OK ? 0 : -1;
+    emit->publish_rc = ngx_http_wa_publish(wmcf,
+                                           emit->request->connection->log,
+                                           rec);
+
+    if (emit->publish_rc != NGX_OK) {
+        return -1;
+    }
+
+    ngx_http_wa_webhook_published(emit->request, wmcf, rec);
+
+    return 0;
+}
+
+
+/*
+ * A record is in the ring: the request's $wa_records, $wa_channel and
+ * $wa_business (the first change's), and its channel's counters.
+ */
+
+static void
+ngx_http_wa_webhook_published(ngx_http_request_t *r,
+    ngx_http_wa_main_conf_t *wmcf, wa_record_t *rec)
+{
+    ngx_str_t            id, business;
+    ngx_http_wa_vars_t  *vars;
+
+    id.data = (u_char *) rec->f[WA_F_PHONE_NUMBER_ID].data;
+    id.len = id.data ? rec->f[WA_F_PHONE_NUMBER_ID].len : 0;
+    business.data = (u_char *) rec->f[WA_F_BUSINESS].data;
+    business.len = business.data ? rec->f[WA_F_BUSINESS].len : 0;
+
+    vars = ngx_http_wa_vars(r);
+
+    if (vars != NULL) {
+        vars->records++;
+
+        /* the record's bytes are the parser's: copied once */
+        if (vars->channel.len == 0 && id.len) {
+            vars->channel.data = ngx_pstrdup(r->pool, &id);
+            vars->channel.len = vars->channel.data ? id.len : 0;
+        }
+
+        if (vars->business.len == 0 && business.len) {
+            vars->business.data = ngx_pstrdup(r->pool, &business);
+            vars->business.len = vars->business.data ? business.len : 0;
+        }
+    }
+
+    if (rec->type == WA_REC_IN_MESSAGE) {
+        ngx_http_wa_channels_count(wmcf, &id, &business,
+                                   ngx_http_wa_chan_offset(messages), 1);
+
+    } else if (rec->type == WA_REC_STATUS) {
+        ngx_http_wa_channels_count(wmcf, &id, &business,
+                                   ngx_http_wa_chan_offset(statuses), 1);
+    }
 }
 
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages ngx_wa needs to build, test and run, when any
-# is missing (and those of the extras named: bench, valgrind, fuzz).
+# is missing (and those of the extras named: bench, valgrind, fuzz, alerts,
+# deb).
 # Idempotent: prints nothing and touches nothing when all are in.
 set -eu
 
@@ -14,6 +15,12 @@ for extra in "$@"; do
     bench)    PKGS="$PKGS wrk python3-flask gunicorn python3-psycopg2" ;;
     valgrind) PKGS="$PKGS valgrind" ;;
     fuzz)     PKGS="$PKGS clang" ;;
+    # promtool, for t/63's check of conf/wa-alerts.yml (the package also
+    # brings a Prometheus server, which is why it is not a default)
+    alerts)   PKGS="$PKGS prometheus" ;;
+    # make deb: Debian's packaging tools (dpkg-buildpackage wants
+    # build-essential), and lintian to check what they built
+    deb)      PKGS="$PKGS build-essential debhelper dpkg-dev lintian" ;;
     *)        echo "deps.sh: unknown extra \"$extra\"" >&2; exit 2 ;;
     esac
 done

@@ -245,7 +245,7 @@ is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE body LIKE ? AND at
 
 my $st = $t->http('GET', '/wa_status');
 my $status = eval { $json->decode($st->{content}) } // {};
-my $pa = $status->{pacing}{$A} // {};
+my $pa = $status->{channels}{$A}{pacing} // {};
 is($pa->{sends}, 250, 'wa_status: a channel\'s sends, across the reload');
 cmp_ok($pa->{waits} // 0, '>=', 200, 'its waits');
 cmp_ok($pa->{waited_ms} // 0, '>', 0, 'how long they waited');
@@ -399,17 +399,17 @@ cmp_ok($m[1]{at} - $m[0]{at}, '>=', 0.95, 'the same recipient waits pair=1s');
 # ---- wa_status -------------------------------------------------------------------
 
 $status = eval { $json->decode($t->http('GET', '/wa_status')->{content}) } // {};
-is($status->{pacing}{333333333}{retries}, 9, 'wa_status: retries (2 + 2 + 2 + 1 + 1 + 1 above)');
-cmp_ok($status->{pacing}{333333333}{rate_limited} // 0, '>=', 3, 'rate-limit refusals');
-is($status->{pacing}{444444444}{rejected}, 1, 'sends refused for a too long wait');
-is($status->{pacing}{555555555}{pair_ms}, 1000, 'a pair spacing');
+is($status->{channels}{333333333}{pacing}{retries}, 9, 'wa_status: retries (2 + 2 + 2 + 1 + 1 + 1 above)');
+cmp_ok($status->{channels}{333333333}{pacing}{rate_limited} // 0, '>=', 3, 'rate-limit refusals');
+is($status->{channels}{444444444}{pacing}{rejected}, 1, 'sends refused for a too long wait');
+is($status->{channels}{555555555}{pacing}{pair_ms}, 1000, 'a pair spacing');
 my $prom = $t->http('GET', '/wa_status?format=prometheus')->{content};
-like($prom, qr/^wa_send_channel_sends_total\{phone_number_id="$A"\} 250$/m, 'Prometheus: sends');
-like($prom, qr/^wa_send_channel_queue\{phone_number_id="$A"\} 0$/m, 'the queue');
-like($prom, qr/^wa_send_channel_retries_total\{phone_number_id="333333333"\} \d+$/m, 'retries');
-like($prom, qr/^wa_send_channel_rate_limited_total\{phone_number_id="333333333"\} [1-9]/m,
+like($prom, qr/^wa_send_channel_sends_total\{phone_number_id="$A",business="1"\} 250$/m, 'Prometheus: sends');
+like($prom, qr/^wa_send_channel_queue\{phone_number_id="$A",business="1"\} 0$/m, 'the queue');
+like($prom, qr/^wa_send_channel_retries_total\{phone_number_id="333333333",business="1"\} \d+$/m, 'retries');
+like($prom, qr/^wa_send_channel_rate_limited_total\{phone_number_id="333333333",business="1"\} [1-9]/m,
      'rate-limit refusals');
-like($prom, qr/^wa_send_channel_rate\{phone_number_id="$A"\} 20\.000$/m, 'the rate');
+like($prom, qr/^wa_send_channel_rate\{phone_number_id="$A",business="1"\} 20\.000$/m, 'the rate');
 
 # ---- nginx stops with sends waiting -------------------------------------------
 

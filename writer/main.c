@@ -37,6 +37,9 @@ main(int argc, char **argv)
     case WA_CMD_MEDIA:
         return wa_media(&conf);
 
+    case WA_CMD_DEAD_LETTERS:
+        return wa_dead_letters(&conf);
+
     case WA_CMD_RUN:
     default:
         return wa_daemon(&conf);

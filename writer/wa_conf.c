@@ -30,6 +30,9 @@ enum {
     WA_OPT_MEDIA_GIVE_UP,
     WA_OPT_MEDIA_TIMEOUT,
     WA_OPT_MEDIA_RETRY,
+    WA_OPT_CENSUS,
+    WA_OPT_JSON,                    /* flags: no value */
+    WA_OPT_ALL,
     WA_OPT_HELP
 };
 
@@ -48,7 +51,7 @@ static const wa_opt_t  wa_opts[] = {
     { "ring", WA_OPT_RING, "WA_RING", WA_C(WA_CMD_RUN) | WA_C(WA_CMD_STATUS) },
     { "db", WA_OPT_DB, "WA_DB",
       WA_C(WA_CMD_RUN) | WA_C(WA_CMD_MIGRATE) | WA_C(WA_CMD_BACKFILL)
-      | WA_C(WA_CMD_MEDIA) },
+      | WA_C(WA_CMD_MEDIA) | WA_C(WA_CMD_DEAD_LETTERS) },
     /* per transaction, one spelling: records (run), rows (backfill-leads);
      * a name's entries are next to each other */
     { "batch-size", WA_OPT_BATCH_SIZE, "WA_BATCH_SIZE", WA_C(WA_CMD_RUN) },
@@ -62,6 +65,7 @@ static const wa_opt_t  wa_opts[] = {
     { "ring-size", WA_OPT_RING_SIZE, "WA_RING_SIZE", WA_C(WA_CMD_RUN) },
     { "batch", WA_OPT_BATCH, NULL, WA_C(WA_CMD_BACKFILL) },  /* old name */
     { "runs", WA_OPT_RUNS, "WA_RUNS", WA_C(WA_CMD_RUN) },
+    { "census-ms", WA_OPT_CENSUS, "WA_CENSUS_MS", WA_C(WA_CMD_RUN) },
     { "media-dir", WA_OPT_MEDIA_DIR, "WA_MEDIA_DIR", WA_C(WA_CMD_MEDIA) },
     { "media-url", WA_OPT_MEDIA_URL, "WA_MEDIA_URL", WA_C(WA_CMD_MEDIA) },
     { "media-key", WA_OPT_MEDIA_KEY, "WA_MEDIA_KEY", WA_C(WA_CMD_MEDIA) },
@@ -71,11 +75,13 @@ static const wa_opt_t  wa_opts[] = {
       WA_C(WA_CMD_MEDIA) },
     { "media-retry-ms", WA_OPT_MEDIA_RETRY, "WA_MEDIA_RETRY_MS",
       WA_C(WA_CMD_MEDIA) },
+    { "json", WA_OPT_JSON, NULL, WA_C(WA_CMD_DEAD_LETTERS) },
+    { "all", WA_OPT_ALL, NULL, WA_C(WA_CMD_DEAD_LETTERS) },
     { NULL, 0, NULL, 0 }
 };
 
 static const char  *wa_cmd_names[] = {
-    "run", "migrate", "status", "backfill-leads", "media"
+    "run", "migrate", "status", "backfill-leads", "media", "dead-letters"
 };
 
 
@@ -95,6 +101,9 @@ wa_conf_usage(FILE *stream)
 "       wa-writer status --ring PATH\n"
 "       wa-writer backfill-leads [--db DSN] [--batch-size N]\n"
 "       wa-writer media --media-dir DIR --media-url URL [--db DSN] [options]\n"
+"       wa-writer dead-letters list [--all] [--json] [--db DSN]\n"
+"       wa-writer dead-letters show ID [--json] [--db DSN]\n"
+"       wa-writer dead-letters replay (ID... | --all) [--db DSN]\n"
 "\n"
 "Drains the ngx_wa ring into PostgreSQL; the ring's cursor moves only\n"
 "after COMMIT. DSN is a libpq connection string or URI; without --db the\n"
@@ -118,6 +127,9 @@ wa_conf_usage(FILE *stream)
 "                         (inbound messages, statuses, sends and their\n"
 "                         outcomes) with one set statement; 0: every\n"
 "                         record on its own (16)                    [WA_RUNS]\n"
+"  --census-ms MS         how often to count the dead letters and receipts\n"
+"                         waiting in PostgreSQL for wa_status, 0-3600000;\n"
+"                         0: never (5000)                      [WA_CENSUS_MS]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch-size N         rows per transaction, 1-100000 (1000)\n"
@@ -139,6 +151,15 @@ wa_conf_usage(FILE *stream)
 "                         doubled each time up to an hour, 100-3600000\n"
 "                         (5000)                       [WA_MEDIA_RETRY_MS]\n"
 "  --backoff-max-ms MS    longest wait while the database is down\n"
+"\n"
+"dead-letters: the records PostgreSQL refused for good (wa_dead_letter)\n"
+"  list                   those waiting (--all: the replayed ones too)\n"
+"  show ID                one, with its fields and every reason\n"
+"  replay ID... | --all   write them again through the ring's own ingest\n"
+"                         functions, once the cause is fixed; a replayed\n"
+"                         one is marked, one refused again keeps waiting\n"
+"                         with its new reason (exit 1)\n"
+"  --json                 list and show as JSON\n"
 "\n"
 "  -h, --help             this text\n");
 }
@@ -163,6 +184,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->media_give_up_sec = 2592000;
     conf->media_timeout_ms = 300000;
     conf->media_retry_ms = 5000;
+    conf->census_ms = 5000;
 
     first = 1;
 
@@ -183,7 +205,8 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
 
         if (i == (int) (sizeof(wa_cmd_names) / sizeof(char *))) {
             fprintf(stderr, "wa-writer: unknown command \"%s\" "
-                    "(run, migrate, status, backfill-leads, media; see --help)\n",
+                    "(run, migrate, status, backfill-leads, media, "
+                    "dead-letters; see --help)\n",
                     argv[1]);
             return WA_EXIT_USAGE;
         }
@@ -215,7 +238,8 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
         }
 
         longopts[i].name = o->name;
-        longopts[i].has_arg = required_argument;
+        longopts[i].has_arg = (o->opt == WA_OPT_JSON || o->opt == WA_OPT_ALL)
+                              ? no_argument : required_argument;
         longopts[i].flag = NULL;
         longopts[i].val = o->opt;
         i++;
@@ -260,6 +284,13 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
         if (wa_conf_set(conf, o->opt, optarg, from) != 0) {
             return WA_EXIT_USAGE;
         }
+    }
+
+    if (conf->cmd == WA_CMD_DEAD_LETTERS) {
+        /* getopt moved the operands to the end: ACTION [ID...] */
+        conf->args = &argv[optind];
+        conf->nargs = argc - optind;
+        optind = argc;
     }
 
     if (optind < argc) {
@@ -333,6 +364,17 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
 
     case WA_OPT_RUNS:
         return wa_conf_uint(value, from, 0, 100000, &conf->runs);
+
+    case WA_OPT_CENSUS:
+        return wa_conf_uint(value, from, 0, 3600000, &conf->census_ms);
+
+    case WA_OPT_JSON:
+        conf->json = 1;
+        return 0;
+
+    case WA_OPT_ALL:
+        conf->all = 1;
+        return 0;
 
     case WA_OPT_MEDIA_DIR:
     case WA_OPT_MEDIA_URL:

@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,8 @@ typedef struct {
     wa_db_t         db;
     uint64_t        checked_ms;
     uint64_t        changed_ms;       /* the ring file was found replaced */
+    uint64_t        census_ms;        /* last count of what waits in the
+                                         database; 0: count it now */
 
     /* for the periodic summary */
     uint64_t        stats_ms;
@@ -58,6 +61,7 @@ static int wa_writer_lock(wa_writer_t *w, char *err, size_t errlen);
 static void wa_writer_detach(wa_writer_t *w);
 static int wa_writer_flush(wa_writer_t *w);
 static void wa_writer_heartbeat(wa_writer_t *w, uint64_t now);
+static void wa_writer_census(wa_writer_t *w, uint64_t now);
 static void wa_writer_error(wa_writer_t *w, const char *msg);
 static void wa_writer_stats(wa_writer_t *w, uint64_t now, int force);
 static void wa_writer_nap(wa_writer_t *w, unsigned ms);
@@ -355,6 +359,10 @@ wa_writer_flush(wa_writer_t *w)
     wa_hdr_add(w, dead_letters, (uint64_t) b->dead);
     wa_hdr_store(w, lag_ms, 0);
 
+    if (b->dead) {
+        w->census_ms = 0;           /* show it at once */
+    }
+
     w->stats_batches++;
 
     wa_batch_reset(b);
@@ -429,6 +437,7 @@ wa_writer_attach(wa_writer_t *w)
 
     w->attached = 1;
     w->cursor = wa_ring_head(&w->ring);
+    w->census_ms = 0;               /* this ring has not been told yet */
 
     now = wa_now_ms();
     w->checked_ms = now;
@@ -515,6 +524,48 @@ wa_writer_heartbeat(wa_writer_t *w, uint64_t now)
     }
 
     wa_hdr_store(w, lag_ms, lag);
+
+    if (w->conf->census_ms && now - w->census_ms >= w->conf->census_ms) {
+        wa_writer_census(w, now);
+    }
+}
+
+
+/*
+ * Count what waits in the database for someone to act (dead letters,
+ * receipts without their message) into the ring header, for wa_status,
+ * which cannot query PostgreSQL. One indexed query every few seconds, on
+ * the writer's connection when it is up and idle; a failure only leaves
+ * the last count, whose age wa_status shows.
+ */
+static void
+wa_writer_census(wa_writer_t *w, uint64_t now)
+{
+    PGresult  *res;
+
+    w->census_ms = now;
+
+    if (w->db.conn == NULL || !w->db.ready
+        || PQstatus(w->db.conn) != CONNECTION_OK
+        || PQtransactionStatus(w->db.conn) != PQTRANS_IDLE)
+    {
+        return;
+    }
+
+    res = PQexec(w->db.conn, "SELECT dead_letters_waiting, receipts_waiting, "
+                 "coalesce(receipts_oldest_ms, 0) FROM wa_census()");
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        wa_hdr_store(w, dead_letters_waiting,
+                     strtoull(PQgetvalue(res, 0, 0), NULL, 10));
+        wa_hdr_store(w, receipts_waiting,
+                     strtoull(PQgetvalue(res, 0, 1), NULL, 10));
+        wa_hdr_store(w, receipts_oldest_ms,
+                     strtoull(PQgetvalue(res, 0, 2), NULL, 10));
+        wa_hdr_store(w, census_ms, now);
+    }
+
+    PQclear(res);
 }
 
 

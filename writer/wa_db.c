@@ -328,6 +328,47 @@ wa_db_stmt(uint16_t type, int *nfields, const int **fields)
 }
 
 
+/*
+ * The parameters of a record's prepared statement: its fields as text in
+ * binary format (no copy, no NUL terminator, and the server still checks
+ * the encoding and refuses NUL bytes); an absent or empty field is NULL.
+ * The ring's path and a dead letter's replay both call the statement this
+ * way. Returns its name, or NULL for a type with none.
+ */
+const char *
+wa_db_record_params(const wa_record_t *rec, int *n, const char **values,
+    int *lengths, int *formats)
+{
+    int                i;
+    const int         *fields;
+    const char        *name;
+    const wa_field_t  *f;
+
+    name = wa_db_stmt(rec->type, n, &fields);
+
+    if (name == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < *n; i++) {
+        f = &rec->f[fields[i]];
+
+        if (f->data == NULL || f->len == 0) {
+            values[i] = NULL;
+            lengths[i] = 0;
+
+        } else {
+            values[i] = f->data;
+            lengths[i] = (int) f->len;
+        }
+
+        formats[i] = 1;
+    }
+
+    return name;
+}
+
+
 /* server WARNINGs (from migrations, say) are worth a log line; NOTICEs
  * ("relation already exists, skipping") are not */
 static void

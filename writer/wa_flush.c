@@ -328,29 +328,14 @@ wa_pipe(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to,
 static int
 wa_pipe_send(wa_db_t *db, wa_item_t *it)
 {
-    int                i, n;
-    int                lengths[16], formats[16];
-    const int         *fields;
-    const char        *values[16], *name;
-    const wa_field_t  *f;
+    int          n;
+    int          lengths[16], formats[16];
+    const char  *values[16], *name;
 
-    name = wa_db_stmt(it->type, &n, &fields);
+    name = wa_db_record_params(&it->rec, &n, values, lengths, formats);
 
-    /* text parameters in binary format: no copy, no NUL terminator, and
-     * the server still checks the encoding (and refuses NUL bytes) */
-    for (i = 0; i < n; i++) {
-        f = &it->rec.f[fields[i]];
-
-        if (f->data == NULL || f->len == 0) {
-            values[i] = NULL;
-            lengths[i] = 0;
-
-        } else {
-            values[i] = f->data;
-            lengths[i] = (int) f->len;
-        }
-
-        formats[i] = 1;
+    if (name == NULL) {
+        return -1;
     }
 
     return PQsendQueryPrepared(db->conn, name, n, values, lengths, formats, 0)

@@ -74,6 +74,16 @@ wa_show(wa_conf_t *conf)
     wa_sanitize(last, sizeof(last), err, strlen(err));
     printf("last_error %s\n", last[0] ? last : "-");
 
+    /* counted in the database by the writer: "-" until it did */
+    wa_show_age("census_age_ms", now, wa_load(census_ms));
+
+    if (wa_load(census_ms) != 0) {
+        wa_show_counters(hdr, wa_ring_writer_gauges,
+                         wa_ring_writer_gauges_n);
+        wa_show_age("receipts_oldest_age_ms", now,
+                    wa_load(receipts_oldest_ms));
+    }
+
     wa_ring_close(&ring);
 
     return WA_EXIT_OK;

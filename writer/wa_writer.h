@@ -33,7 +33,8 @@ typedef enum {
     WA_CMD_MIGRATE,
     WA_CMD_STATUS,
     WA_CMD_BACKFILL,
-    WA_CMD_MEDIA
+    WA_CMD_MEDIA,
+    WA_CMD_DEAD_LETTERS
 } wa_cmd_e;
 
 typedef struct {
@@ -55,6 +56,12 @@ typedef struct {
     unsigned      media_give_up_sec;
     unsigned      media_timeout_ms;
     unsigned      media_retry_ms;   /* first retry's wait, then doubled */
+    unsigned      census_ms;        /* count what waits in the database
+                                       this often for wa_status; 0: never */
+    unsigned      json:1;           /* dead-letters: --json */
+    unsigned      all:1;            /* dead-letters: --all */
+    char        **args;             /* dead-letters: ACTION [ID...] */
+    int           nargs;
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -121,6 +128,10 @@ const char *wa_db_schema_version(void);
 int wa_db_prepare(wa_db_t *db);
 /* the prepared statement of a record type and the fields it takes */
 const char *wa_db_stmt(uint16_t type, int *nfields, const int **fields);
+/* its parameters from a decoded record (at most 16); the statement's name,
+ * or NULL for a type with none */
+const char *wa_db_record_params(const wa_record_t *rec, int *n,
+    const char **values, int *lengths, int *formats);
 
 
 /* a batch: records read from the ring, not committed yet */
@@ -209,6 +220,7 @@ int wa_migrate(wa_conf_t *conf);
 int wa_show(wa_conf_t *conf);        /* status: the ring header */
 int wa_backfill(wa_conf_t *conf);
 int wa_media(wa_conf_t *conf);       /* media: the fetcher of inbound media */
+int wa_dead_letters(wa_conf_t *conf);   /* list, show, replay */
 
 
 /* SQL embedded at build time (writer/embed-sql.sh): the schema

@@ -26,6 +26,30 @@ DROP FUNCTION IF EXISTS wa_ingest_sends_one_by_one(text, text[], text[],
 -- not a lead of this business: resolved by phone instead) or
 -- 'client_ref_taken' (another send already holds this client_ref: stored
 -- without it rather than lost).
+-- A send's record whose local id is stored already is a replay (a writer
+-- that restarts reads again what it had not committed) only when it is
+-- the same send: at the same attempt, the same phone and request. Another
+-- send under the same id (ids that collide across hosts or containers)
+-- is refused for good, so the writer dead-letters it with a CRITICAL
+-- line: loud, never a silent replay that drops a message Meta delivered.
+CREATE OR REPLACE FUNCTION wa_send_collision(p_id bigint, p_local_id text,
+    p_attempt int, p_phone text, p_payload text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM whatsapp_message m
+                WHERE m.id = p_id AND m.attempts = p_attempt
+                  AND (m.phone IS DISTINCT FROM p_phone
+                       OR m.payload IS DISTINCT FROM p_payload::jsonb))
+    THEN
+        RAISE EXCEPTION 'local id % collision: a stored send has this id '
+                        'with another phone or request', p_local_id
+              USING ERRCODE = 'unique_violation';
+    END IF;
+END
+$$;
+
+
 CREATE OR REPLACE FUNCTION wa_ingest_out_pending(p_local_id text,
     p_business text, p_phone_number_id text, p_phone text, p_lead_id text,
     p_source text, p_client_ref text, p_type text, p_body text,
@@ -91,6 +115,9 @@ BEGIN
             END IF;
         END IF;
 
+        PERFORM wa_send_collision(v_id, p_local_id, v_attempt, v_phone,
+                                  p_payload);
+
         RETURN 'duplicate';
     END IF;
 
@@ -122,10 +149,12 @@ BEGIN
 
         EXIT WHEN v_id IS NOT NULL;
 
-        IF EXISTS (SELECT 1 FROM whatsapp_message m
-                    WHERE m.business_id = v_business
-                      AND m.local_id = p_local_id)
-        THEN
+        SELECT m.id INTO v_id FROM whatsapp_message m
+         WHERE m.business_id = v_business AND m.local_id = p_local_id;
+
+        IF v_id IS NOT NULL THEN
+            PERFORM wa_send_collision(v_id, p_local_id, v_attempt, v_phone,
+                                      p_payload);
             RETURN 'duplicate';    -- a concurrent replay
         END IF;
 
@@ -389,13 +418,23 @@ BEGIN
         RETURN wa_ingest_sends_one_by_one(NULL, v_out, p_recs);
     END IF;
 
-    -- replays of sends already stored
+    -- replays of sends already stored; a stored id with other content is
+    -- another send's (wa_send_collision): one by one, so only that record
+    -- is refused
     SELECT array_agg(CASE WHEN x.kind = 'p' AND m.id IS NOT NULL
-                          THEN 'duplicate' END ORDER BY x.ordinality)
-      INTO v_out
-      FROM unnest(v_biz, p_recs) WITH ORDINALITY AS x(b)
+                          THEN 'duplicate' END ORDER BY x.ordinality),
+           coalesce(bool_or(m.id IS NOT NULL
+                            AND (m.phone IS DISTINCT FROM x.ph
+                                 OR m.payload IS DISTINCT FROM
+                                    x.payload::jsonb)), false)
+      INTO v_out, v_slow
+      FROM unnest(v_biz, v_phone, p_recs) WITH ORDINALITY AS x(b, ph)
       LEFT JOIN whatsapp_message m
         ON x.kind = 'p' AND m.local_id = x.local_id AND m.business_id = x.b;
+
+    IF v_slow THEN
+        RETURN wa_ingest_sends_one_by_one(NULL, v_none, p_recs);
+    END IF;
 
     -- receipts parked for a send of the run (rare: look once)
     v_parked := EXISTS (

@@ -39,10 +39,14 @@ our $PHONE_ID = '106540352242922';
 
 my @live;
 
+# new(%o): writer_bin => PATH runs another wa-writer (an installed one),
+# load_module => LINES loads the module another way (an installed
+# package's modules-enabled file) than the built .so
 sub new {
     my ($class, %o) = @_;
 
-    for my $f ("$BUILD/nginx/ngx_http_wa_module.so", "$BUILD/wa-writer") {
+    for my $f ($o{load_module} ? () : "$BUILD/nginx/ngx_http_wa_module.so",
+               $o{writer_bin} // "$BUILD/wa-writer") {
         die "$f is missing: run make first\n" unless -e $f;
     }
 
@@ -73,6 +77,7 @@ sub new {
 }
 
 sub dir  { $_[0]{dir} }
+sub writer_bin { $_[0]{writer_bin} // "$BUILD/wa-writer" }
 sub port { $_[0]{port} }
 sub ring { "$_[0]{dir}/ring" }
 
@@ -175,7 +180,7 @@ sub send_row {
 
 sub migrate {
     my ($self) = @_;
-    my ($rc, $out) = $self->run_quiet("$BUILD/wa-writer", 'migrate',
+    my ($rc, $out) = $self->run_quiet($self->writer_bin, 'migrate',
                                       '--db', $self->dsn);
     die "migrate failed: $out" if $rc;
     return $out;
@@ -185,17 +190,24 @@ sub migrate {
 
 sub start_writer {
     my ($self, @extra) = @_;
+    return $self->start_writer_exec($self->as_user(
+        @{ $self->{writer_prefix} // [] }, $self->writer_bin,
+        '--ring', $self->ring, '--db', $self->dsn, '--batch-delay-ms', '5',
+        @extra));
+}
+
+# the writer as a whole command line of the caller's (another user, its
+# settings from the environment), logging and stopped as start_writer's
+sub start_writer_exec {
+    my ($self, @cmd) = @_;
     die "writer already running" if $self->{writer};
 
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/writer.log" or die;
         open STDERR, '>>', "$self->{dir}/writer.log" or die;
-        { exec $self->as_user(@{ $self->{writer_prefix} // [] },
-                              "$BUILD/wa-writer", '--ring', $self->ring,
-                              '--db', $self->dsn, '--batch-delay-ms', '5',
-                              @extra) }
-        print STDERR "exec wa-writer: $!\n";
+        { exec @cmd }
+        print STDERR "exec $cmd[0]: $!\n";
         POSIX::_exit(127);
     }
     $self->{writer} = $pid;
@@ -205,14 +217,20 @@ sub start_writer {
 # wa-writer media, the fetcher of inbound media, logging to media.log
 sub start_media {
     my ($self, @args) = @_;
+    return $self->start_media_exec($self->as_user($self->writer_bin, 'media',
+                                                  '--db', $self->dsn, @args));
+}
+
+# the fetcher as a whole command line of the caller's
+sub start_media_exec {
+    my ($self, @cmd) = @_;
     die "fetcher already running" if $self->{media_pid};
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/media.log" or die;
         open STDERR, '>>', "$self->{dir}/media.log" or die;
-        { exec $self->as_user("$BUILD/wa-writer", 'media', '--db', $self->dsn,
-                              @args) }
-        print STDERR "exec wa-writer media: $!\n";
+        { exec @cmd }
+        print STDERR "exec $cmd[0]: $!\n";
         POSIX::_exit(127);
     }
     return $self->{media_pid} = $pid;
@@ -257,7 +275,7 @@ sub writer_log { slurp("$_[0]{dir}/writer.log") }
 sub wait_drained {
     my ($self, $timeout) = @_;
     return $self->wait_for(sub {
-        my (undef, $out) = $self->run_quiet("$BUILD/wa-writer", 'status',
+        my (undef, $out) = $self->run_quiet($self->writer_bin, 'status',
                                             '--ring', $self->ring);
         $out =~ /^bytes_waiting 0$/m;
     }, $timeout, 'the writer to drain the ring');
@@ -268,7 +286,9 @@ sub wait_drained {
 sub nginx_conf {
     my ($self, %o) = @_;
     my $d = $self->{dir};
-    my $user = $self->{root} ? 'user nobody nogroup;' : '';
+    # new(nginx_user => 'USER GROUP'): workers as another user than nobody
+    my $user = $self->{root}
+        ? 'user ' . ($self->{nginx_user} // 'nobody nogroup') . ';' : '';
     my $workers = $o{workers} // 2;
     my $size = $o{ring_size} // '1m';
     $o{ring_args} //= '';
@@ -285,8 +305,11 @@ sub nginx_conf {
 
     my $paths = files_in($d);
 
+    my $load = $self->{load_module}
+        // "load_module $BUILD/nginx/ngx_http_wa_module.so;";
+
     return <<EOF;
-load_module $BUILD/nginx/ngx_http_wa_module.so;
+$load
 $user
 worker_processes $workers;
 pid $d/nginx.pid;
