@@ -470,7 +470,7 @@ ngx_http_wa_media_open(ngx_http_wa_media_ctx_t *ctx)
         /* the first fetch into a new directory */
         *(ctx->rel.data + sizeof(NGX_HTTP_WA_MEDIA_TMP) - 2) = '\0';
 
-        if (ngx_create_dir(ctx->path.data, 0750) == NGX_FILE_ERROR
+        if (ngx_create_dir(ctx->path.data, 0770) == NGX_FILE_ERROR
             && ngx_errno != NGX_EEXIST)
         {
             ctx->write_err = ngx_errno;

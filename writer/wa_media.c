@@ -110,7 +110,7 @@ wa_media(wa_conf_t *conf)
 
     snprintf(tmp, sizeof(tmp), "%s/tmp", conf->media_dir);
 
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(tmp, 0770) != 0 && errno != EEXIST) {
         wa_log(WA_LOG_ERROR, "media: cannot create %s: %s", tmp,
                strerror(errno));
         return WA_EXIT_FAIL;
@@ -376,7 +376,7 @@ wa_media_store(wa_fetcher_t *f, wa_media_job_t *job, const char *tmp,
 
     close(fd);
 
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+    if (mkdir(dir, 0770) != 0 && errno != EEXIST) {
         snprintf(why, sizeof(why), "cannot create %.400s: %s", dir,
                  strerror(errno));
         unlink(src);
