@@ -45,7 +45,7 @@ FUZZ_TIME   ?= 600
 FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
-.PHONY: all deps module writer tools unit test test-asan valgrind bench run fuzz fuzz-deps deb deb-deps clean
+.PHONY: all deps module writer tools unit test test-asan valgrind bench bench-pacing run fuzz fuzz-deps deb deb-deps clean
 
 all: module writer tools unit
 
@@ -137,9 +137,17 @@ valgrind: deps all
 
 # benchmarks against their references, one run, a table (not a test)
 BENCH_SECS ?= 8
-bench: deps all
+bench: deps all bench-pacing
 	@sh scripts/deps.sh bench
 	perl bench/run.pl $(BENCH_SECS) < /dev/null
+
+# the send limiter's own cost, timed inside a build of the module made for
+# it (build-bench/, NGX_HTTP_WA_PACE_BENCH); see bench/pacing.pl
+BENCH_BUILD := $(CURDIR)/build-bench
+bench-pacing: deps
+	@sh scripts/deps.sh bench
+	$(MAKE) BUILD=$(BENCH_BUILD) SAN_FLAGS=-DNGX_HTTP_WA_PACE_BENCH module writer
+	WA_BUILD=$(BENCH_BUILD) perl bench/pacing.pl < /dev/null
 
 run: deps all
 	sh scripts/run.sh
@@ -195,4 +203,4 @@ $(BUILD)/fuzz/%: fuzz/%.c $(SHARED_SRCS) $(SHARED_HDRS) $(PARSE_SRCS)
 	    $(SHARED_SRCS) $(PARSE_SRCS) -lcjson
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(BENCH_BUILD)

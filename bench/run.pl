@@ -78,16 +78,18 @@ EOF
             wa_app_secret $WaTest::SECRET;
             wa_channel $PHONE business=1 token=$TOKEN;
         }
+        # the gateway's throughput, not Meta's: a rate above the load
+        # (the limiter's own cost is bench/pacing.pl's)
         location /send {
             wa_send;
             wa_api_base http://127.0.0.1:$mock_port;
-            wa_channel $PHONE business=1 token=$TOKEN;
+            wa_channel $PHONE business=1 token=$TOKEN rate=1000000r/s;
             wa_send_concurrency 2000;
         }
         location /send_slow {
             wa_send;
             wa_api_base http://127.0.0.1:$slow_port;
-            wa_channel $PHONE business=1 token=$TOKEN;
+            wa_channel $PHONE business=1 token=$TOKEN rate=1000000r/s;
             wa_send_concurrency 2000;
             wa_send_timeout 60s;
         }

@@ -66,7 +66,7 @@ typedef struct {
     ngx_uint_t                  end;        /* the end of a claimed send */
     const char                 *sql;
     int                         nparams;
-    char                       *params[6];
+    char                       *params[7];   /* NULL: an SQL NULL */
     PGresult                   *res;
 } ngx_http_wa_claim_op_t;
 
@@ -76,7 +76,8 @@ static const char  ngx_http_wa_claim_sql[] =
     "FROM wa_send_claim($1::bigint, $2, $3, $4, $5::integer)";
 
 static const char  ngx_http_wa_claim_end_sql[] =
-    "SELECT wa_send_claim_end($1::bigint, $2, $3, $4::integer, $5, $6)";
+    "SELECT wa_send_claim_end($1::bigint, $2, $3, $4::integer, $5, $6, "
+    "$7::integer)";
 
 
 static ngx_int_t ngx_http_wa_claimdb_connect(ngx_http_wa_claimdb_t *db);
@@ -320,15 +321,16 @@ ngx_http_wa_claim_begin(ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_claim_t *cl)
 void
 ngx_http_wa_claim_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *business,
     ngx_str_t *client_ref, const char *local_id, ngx_uint_t status,
-    ngx_str_t *answer, u_char verdict, ngx_http_wa_claim_t *cl)
+    ngx_str_t *answer, u_char verdict, ngx_uint_t attempt,
+    ngx_http_wa_claim_t *cl)
 {
-    u_char                   st[NGX_INT_T_LEN];
+    u_char                   st[NGX_INT_T_LEN], at[NGX_INT_T_LEN];
     ngx_http_wa_claimdb_t   *db;
     ngx_http_wa_claim_op_t  *op;
 
     db = wmcf->claimdb;
 
-    op = ngx_http_wa_claim_op(6, ngx_http_wa_claim_end_sql, db->log);
+    op = ngx_http_wa_claim_op(7, ngx_http_wa_claim_end_sql, db->log);
     if (op == NULL) {
         goto lost;
     }
@@ -349,7 +351,11 @@ ngx_http_wa_claim_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *business,
             && ngx_http_wa_claim_param(op, 4, answer->data, answer->len,
                                        db->log) != NGX_OK)
         || ngx_http_wa_claim_param(op, 5, &verdict, verdict ? 1 : 0,
-                                   db->log) != NGX_OK)
+                                   db->log) != NGX_OK
+        || (attempt
+            && ngx_http_wa_claim_param(op, 6, at,
+                                       ngx_sprintf(at, "%ui", attempt) - at,
+                                       db->log) != NGX_OK))
     {
         ngx_http_wa_claim_op_free(op);
         goto lost;
@@ -898,7 +904,7 @@ ngx_http_wa_claim_op_free(ngx_http_wa_claim_op_t *op)
 {
     ngx_uint_t  i;
 
-    for (i = 0; i < 6; i++) {
+    for (i = 0; i < sizeof(op->params) / sizeof(op->params[0]); i++) {
         if (op->params[i]) {
             ngx_free(op->params[i]);
         }

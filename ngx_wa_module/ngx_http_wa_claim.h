@@ -60,11 +60,12 @@ ngx_int_t ngx_http_wa_claim_begin(ngx_http_wa_main_conf_t *wmcf,
 
 /* a claimed send ended: status 0 when nothing was sent (the claim is
  * released for the next attempt), else its answer (verdict 's', 'u',
- * 'f'); the arguments are copied. With cl, cl->done() is called once the
+ * 'f') and its last attempt (nginx's own retries included; 0: unknown);
+ * the arguments are copied. With cl, cl->done() is called once the
  * end is recorded (cl->result OURS) or could not be (ERROR, logged) */
 void ngx_http_wa_claim_end(ngx_http_wa_main_conf_t *wmcf,
     ngx_str_t *business, ngx_str_t *client_ref, const char *local_id,
-    ngx_uint_t status, ngx_str_t *answer, u_char verdict,
+    ngx_uint_t status, ngx_str_t *answer, u_char verdict, ngx_uint_t attempt,
     ngx_http_wa_claim_t *cl);
 
 #endif /* NGX_HTTP_WA_CLAIM_H */

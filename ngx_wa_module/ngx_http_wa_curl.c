@@ -83,6 +83,8 @@ static void ngx_http_wa_curl_timer_handler(ngx_event_t *ev);
 static void ngx_http_wa_curl_done(ngx_http_wa_curl_t *curl);
 static size_t ngx_http_wa_curl_write(char *ptr, size_t size, size_t n,
     void *data);
+static size_t ngx_http_wa_curl_header(char *ptr, size_t size, size_t n,
+    void *data);
 static ngx_int_t ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want,
     ngx_int_t type);
 static void ngx_http_wa_curl_release(ngx_http_wa_curl_t *curl, CURL *easy);
@@ -313,6 +315,7 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
     x->body_cap = 0;
     x->status = 0;
     x->error[0] = '\0';
+    x->retry_after = -1;
     x->sent = 0;
     x->aborted = 0;
     x->exiting = 0;
@@ -346,6 +349,8 @@ ngx_http_wa_curl_start(ngx_http_wa_curl_t *curl, ngx_http_wa_xfer_t *x,
 
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ngx_http_wa_curl_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, ngx_http_wa_curl_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, x->error);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) conf->timeout);
@@ -959,6 +964,46 @@ ngx_http_wa_curl_write(char *ptr, size_t size, size_t n, void *data)
 
     ngx_memcpy(x->body + x->body_len, ptr, len);
     x->body_len += len;
+
+    return len;
+}
+
+
+/* the answer's Retry-After, in seconds (an HTTP date is not read: the
+ * backoff applies) */
+
+static size_t
+ngx_http_wa_curl_header(char *ptr, size_t size, size_t n, void *data)
+{
+    ngx_http_wa_xfer_t *x = data;
+
+    size_t     len, i;
+    ngx_int_t  v;
+
+    len = size * n;
+
+    if (len > sizeof("Retry-After:") - 1
+        && ngx_strncasecmp((u_char *) ptr, (u_char *) "Retry-After:",
+                           sizeof("Retry-After:") - 1) == 0)
+    {
+        i = sizeof("Retry-After:") - 1;
+
+        while (i < len && ptr[i] == ' ') {
+            i++;
+        }
+
+        n = i;
+
+        while (n < len && ptr[n] >= '0' && ptr[n] <= '9') {
+            n++;
+        }
+
+        v = ngx_atoi((u_char *) ptr + i, n - i);
+
+        if (v >= 0) {
+            x->retry_after = v;
+        }
+    }
 
     return len;
 }

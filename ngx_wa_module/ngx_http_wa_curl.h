@@ -59,6 +59,8 @@ struct ngx_http_wa_xfer_s {
     u_char                    *body;
     size_t                     body_len;
     char                       error[CURL_ERROR_SIZE];
+    ngx_int_t                  retry_after; /* s, the answer's Retry-After;
+                                               -1: none */
     unsigned                   sent:1;      /* the request went out: the
                                                provider may have it */
     unsigned                   resent:1;    /* libcurl's re-send refused */

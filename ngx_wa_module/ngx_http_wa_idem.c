@@ -310,7 +310,7 @@ ngx_http_wa_idem_delete(ngx_http_wa_idem_t *idem, ngx_http_wa_idem_node_t *in)
 
 void
 ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    ngx_uint_t status, ngx_str_t *answer, u_char verdict)
+    ngx_uint_t status, ngx_str_t *answer, u_char verdict, ngx_uint_t attempt)
 {
     uint32_t                  hash;
     ngx_http_wa_idem_t       *idem;
@@ -328,6 +328,11 @@ ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
 
     if (in != NULL) {
         in->verdict = verdict;
+
+        /* the next attempt of a refused send comes after the retries */
+        if (status != 0 && attempt > in->attempts && attempt <= 0xffff) {
+            in->attempts = (u_short) attempt;
+        }
 
         if (status == 0 && in->attempts > 1) {
             in->status = in->prev_status;

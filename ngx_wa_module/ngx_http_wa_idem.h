@@ -34,8 +34,9 @@ ngx_int_t ngx_http_wa_idem_begin(ngx_http_wa_main_conf_t *wmcf,
     ngx_str_t *key, time_t life, char *local_id, ngx_uint_t *attempt,
     ngx_uint_t *status, ngx_str_t *answer, ngx_pool_t *pool);
 
-/* After it: status 0 when nothing was sent; verdict 's', 'u' or 'f'. */
+/* After it: status 0 when nothing was sent; verdict 's', 'u' or 'f';
+ * attempt the send's last (automatic retries count up from the first) */
 void ngx_http_wa_idem_end(ngx_http_wa_main_conf_t *wmcf, ngx_str_t *key,
-    ngx_uint_t status, ngx_str_t *answer, u_char verdict);
+    ngx_uint_t status, ngx_str_t *answer, u_char verdict, ngx_uint_t attempt);
 
 #endif /* NGX_HTTP_WA_IDEM_H */

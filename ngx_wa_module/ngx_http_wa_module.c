@@ -7,6 +7,7 @@
 #include "ngx_http_wa_module.h"
 #include "ngx_http_wa_claim.h"
 #include "ngx_http_wa_idem.h"
+#include "ngx_http_wa_pace.h"
 
 
 
@@ -20,6 +21,8 @@ static char *ngx_http_wa_ring_size_check(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_wa_main_conf_t *wmcf);
 static char *ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_wa_channel_rate(ngx_str_t *v,
+    ngx_http_wa_channel_t *ch);
 static char *ngx_http_wa_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_wa_digits(ngx_str_t *s);
@@ -37,6 +40,8 @@ static char *ngx_http_wa_business_check(ngx_conf_t *cf, void *post,
 static char *ngx_http_wa_url_check(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_http_wa_media_path_check(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_wa_attempts_check(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 /* 0 would mean "wait forever" to libcurl: a send must always end */
@@ -53,6 +58,10 @@ static ngx_conf_post_t  ngx_http_wa_media_path =
     { ngx_http_wa_media_path_check };
 static ngx_conf_post_t  ngx_http_wa_url =
     { ngx_http_wa_url_check };
+
+/* one call (no retry) to ten */
+static ngx_conf_post_t  ngx_http_wa_attempts_bounds =
+    { ngx_http_wa_attempts_check };
 
 
 static ngx_command_t  ngx_http_wa_commands[] = {
@@ -86,7 +95,7 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       NULL },
 
     { ngx_string("wa_channel"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_wa_channel,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -246,6 +255,34 @@ static ngx_command_t  ngx_http_wa_commands[] = {
       offsetof(ngx_http_wa_main_conf_t, claim_timeout),
       &ngx_http_wa_positive_msec },
 
+    { ngx_string("wa_send_queue_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_queue_timeout),
+      NULL },
+
+    { ngx_string("wa_send_attempts"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_attempts),
+      &ngx_http_wa_attempts_bounds },
+
+    { ngx_string("wa_send_retry_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_wa_loc_conf_t, send_retry_backoff),
+      &ngx_http_wa_positive_msec },
+
+    { ngx_string("wa_send_pacing_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_wa_main_conf_t, pace_size),
+      NULL },
+
     { ngx_string("wa_send_idempotency_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -310,6 +347,8 @@ ngx_http_wa_create_main_conf(ngx_conf_t *cf)
     wmcf->ring_gid = (ngx_gid_t) NGX_CONF_UNSET_UINT;
     wmcf->idem_size = NGX_CONF_UNSET_SIZE;
     wmcf->claim_timeout = NGX_CONF_UNSET_MSEC;
+    wmcf->pace_size = NGX_CONF_UNSET_SIZE;
+    ngx_queue_init(&wmcf->send_waiting);
 
     return wmcf;
 }
@@ -336,7 +375,11 @@ ngx_http_wa_postconfiguration(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    return ngx_http_wa_idem_init_conf(cf, wmcf);
+    if (ngx_http_wa_idem_init_conf(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_wa_pace_init_conf(cf, wmcf);
 }
 
 
@@ -372,6 +415,9 @@ ngx_http_wa_create_loc_conf(ngx_conf_t *cf)
     wlcf->media_max_size = NGX_CONF_UNSET;
     wlcf->media_timeout = NGX_CONF_UNSET_MSEC;
     wlcf->upload_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send_queue_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->send_attempts = NGX_CONF_UNSET_UINT;
+    wlcf->send_retry_backoff = NGX_CONF_UNSET_MSEC;
 
     return wlcf;
 }
@@ -411,6 +457,11 @@ ngx_http_wa_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               64 * 1024);
     ngx_conf_merge_msec_value(conf->upload_timeout, prev->upload_timeout,
                               120000);
+    ngx_conf_merge_msec_value(conf->send_queue_timeout,
+                              prev->send_queue_timeout, 5000);
+    ngx_conf_merge_uint_value(conf->send_attempts, prev->send_attempts, 3);
+    ngx_conf_merge_msec_value(conf->send_retry_backoff,
+                              prev->send_retry_backoff, 500);
 
     ngx_conf_merge_str_value(conf->media_path, prev->media_path, "");
     ngx_conf_merge_off_value(conf->media_max_size, prev->media_max_size,
@@ -532,6 +583,22 @@ ngx_http_wa_positive_msec_check(ngx_conf_t *cf, void *post, void *data)
 
     if (*ms == 0) {
         return "must be greater than 0";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_wa_attempts_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t *n = data;
+
+    if (*n < 1 || *n > 10) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"wa_send_attempts\" must be between 1 (no "
+                           "retry) and 10");
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -756,16 +823,26 @@ ngx_http_wa_ring_size_check(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* wa_channel PHONE_NUMBER_ID business=ID token=TOKEN; */
+/*
+ * wa_channel PHONE_NUMBER_ID business=ID token=TOKEN [rate=80r/s|off]
+ *     [pair=TIME];
+ *
+ * rate: sends a second (r/s) or a minute (r/m) through this number, for
+ * all workers together; Meta's default throughput, 80/s, unless set.
+ * pair: the least time between two sends to one recipient (Meta's pair
+ * limit, error 131056); none unless set.
+ */
 
 static char *
 ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_wa_loc_conf_t *wlcf = conf;
 
-    ngx_str_t              *value;
-    ngx_uint_t              i;
-    ngx_http_wa_channel_t  *ch;
+    ngx_str_t                *value, s;
+    ngx_uint_t                i;
+    ngx_array_t             **set;
+    ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_main_conf_t  *wmcf;
 
     value = cf->args->elts;
 
@@ -775,6 +852,24 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (wlcf->channels == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        /* the pacing zone gives each channel its node */
+        wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_wa_module);
+
+        if (wmcf->channel_sets == NULL) {
+            wmcf->channel_sets = ngx_array_create(cf->pool, 4,
+                                                  sizeof(ngx_array_t *));
+            if (wmcf->channel_sets == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        set = ngx_array_push(wmcf->channel_sets);
+        if (set == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *set = wlcf->channels;
     }
 
     if (ngx_http_wa_digits(&value[1]) != NGX_OK) {
@@ -798,6 +893,7 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_memzero(ch, sizeof(ngx_http_wa_channel_t));
     ch->phone_number_id = value[1];
+    ch->interval_us = 1000000 / 80;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -822,10 +918,40 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            if (ngx_http_wa_channel_rate(&value[i], ch) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": invalid \"%V\", a rate such as "
+                                   "\"80r/s\" or \"600r/m\", or \"off\", is "
+                                   "expected", &cmd->name, &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "pair=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            ch->pair_gap = ngx_parse_time(&s, 0);
+
+            if (ch->pair_gap == (ngx_msec_t) NGX_ERROR || ch->pair_gap == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": invalid \"%V\", a time such as "
+                                   "\"6s\" is expected", &cmd->name,
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         /* the parameter may hold a token: name its key only */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\": invalid parameter number %ui, "
-                           "\"business=\" or \"token=\" expected",
+                           "\"business=\", \"token=\", \"rate=\" or "
+                           "\"pair=\" expected",
                            &cmd->name, i);
         return NGX_CONF_ERROR;
     }
@@ -841,6 +967,48 @@ ngx_http_wa_channel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+
+
+/* rate=NNr/s, rate=NNr/m (as limit_req_zone's) or rate=off */
+
+static ngx_int_t
+ngx_http_wa_channel_rate(ngx_str_t *v, ngx_http_wa_channel_t *ch)
+{
+    size_t     len;
+    u_char    *p;
+    ngx_int_t  rate, scale;
+
+    p = v->data + 5;
+    len = v->len - 5;
+
+    if (len == 3 && ngx_strncmp(p, "off", 3) == 0) {
+        ch->interval_us = 0;
+        return NGX_OK;
+    }
+
+    if (len < 4) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_strncmp(p + len - 3, "r/s", 3) == 0) {
+        scale = 1;
+
+    } else if (ngx_strncmp(p + len - 3, "r/m", 3) == 0) {
+        scale = 60;
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    rate = ngx_atoi(p, len - 3);
+    if (rate <= 0 || rate > 1000000) {
+        return NGX_ERROR;
+    }
+
+    ch->interval_us = (uint64_t) scale * 1000000 / (uint64_t) rate;
+
+    return NGX_OK;
+}
 
 
 static char *

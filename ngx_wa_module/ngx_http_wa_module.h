@@ -26,6 +26,12 @@ typedef struct {
     ngx_str_t                 phone_number_id;
     ngx_str_t                 business;        /* decimal */
     ngx_str_t                 token;           /* never logged */
+    uint64_t                  interval_us;     /* rate=: µs between two
+                                                  sends; 0: rate=off */
+    ngx_msec_t                pair_gap;        /* pair=: ms between two
+                                                  sends to one recipient */
+    void                     *pace;            /* its node in the pacing
+                                                  zone, once mapped */
 } ngx_http_wa_channel_t;
 
 
@@ -127,6 +133,13 @@ typedef struct {
     void                     *curl;            /* per worker */
     ngx_uint_t                send_seq;        /* per worker, for local ids */
     uint64_t                  send_nonce;      /* per worker, random */
+    size_t                    pace_size;       /* wa_send_pacing_zone */
+    ngx_shm_zone_t           *pace_zone;
+    ngx_array_t              *channel_sets;    /* every wa_channel list
+                                                  (ngx_array_t *), for the
+                                                  pacing zone */
+    ngx_queue_t               send_waiting;    /* per worker: sends waiting
+                                                  for their turn */
 
     /* client_ref across hosts: wa_send_idempotency_db */
     ngx_str_t                 claim_conninfo;  /* empty: off */
@@ -155,6 +168,10 @@ typedef struct {
                                                   transfers take them */
     ngx_uint_t                send_concurrency;
     ngx_uint_t                send_active;     /* per worker, in flight */
+    ngx_msec_t                send_queue_timeout; /* longest wait for a
+                                                     turn of the rate */
+    ngx_uint_t                send_attempts;   /* calls per send, at most */
+    ngx_msec_t                send_retry_backoff; /* before the 2nd call */
     size_t                    send_max_body;
 
     ngx_str_t                 media_path;      /* wa_media_path */

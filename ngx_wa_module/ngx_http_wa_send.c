@@ -3,9 +3,15 @@
  *
  *   1. validate (400 names the field; nothing sent, nothing recorded)
  *   2. client_ref seen before: replay its answer (409 while in flight)
- *   3. publish the pending record; no room: 503 and no provider call
- *   4. POST to the Cloud API on this worker's libcurl multi handle
- *   5. publish the outcome, answer 200 / 502 / 504
+ *   3. take a turn of the channel's rate (ngx_http_wa_pace.c): wait for it
+ *      on a timer, or 503 when it is further than wa_send_queue_timeout
+ *      (nothing sent, nothing recorded)
+ *   4. publish the pending record; no room: 503 and no provider call
+ *   5. POST to the Cloud API on this worker's libcurl multi handle
+ *   6. a transient refusal, with attempts and time left: record its
+ *      outcome, wait a backoff and a turn of the rate, go to 4 as the next
+ *      attempt of the same local id
+ *   7. publish the outcome, answer 200 / 502 / 504
  *
  * The outcome is "sent" (a wamid), "failed" (the provider refused, or no
  * byte of the request left: safe to send again) or "unknown" (the request
@@ -14,17 +20,23 @@
  *
  * A mark-as-read ({"status": "read", "message_id": ...}, Meta's shape) takes
  * the same road with its own record type (WA_REC_MARK_READ, "pending" then
- * "read", "failed" or "unknown") and no client_ref: marking twice is
- * harmless, and the database stamps the message once.
+ * "read", "failed" or "unknown"), no client_ref, no pacing and no retry:
+ * marking twice is harmless, and the database stamps the message once.
+ *
+ * Only "failed" is retried, and only for the transient refusals (rate
+ * limits, 131000, 5xx, no byte of the request sent): "unknown" never is.
  *
  * The transfer owns its memory (its own pool): a client that goes away
  * does not cancel the send, whose outcome is still recorded. A worker that
- * exits records an outcome for every send still in flight.
+ * exits records an outcome for every send still in flight, and for every
+ * send waiting for a retry; a send waiting for its first call was not
+ * recorded and goes with the worker.
  */
 
 #include "ngx_http_wa_module.h"
 #include "ngx_http_wa_curl.h"
 #include "ngx_http_wa_idem.h"
+#include "ngx_http_wa_pace.h"
 #include "ngx_http_wa_claim.h"
 #include "wa_send_parse.h"
 
@@ -47,14 +59,17 @@ typedef struct {
     ngx_uint_t                 status;
     ngx_pool_cleanup_t        *cln;          /* in the request's pool */
     ngx_uint_t                 attempt;      /* of this local id, from 1 */
+    ngx_uint_t                 calls;        /* made by this request */
     char                       attempt_text[NGX_INT_T_LEN + 1];
     u_char                     verdict;      /* 's', 'u' or 'f' */
     char                       now[NGX_INT64_LEN + 1];  /* unix ms */
     unsigned                   counted:1;    /* in wlcf->send_active */
+    unsigned                   pending_in:1; /* a pending record is in */
+    unsigned                   outcome_recorded:1; /* the last call's */
+    unsigned                   unsent:1;     /* ended before any record */
+    unsigned                   waiting:1;    /* in wmcf->send_waiting */
     unsigned                   claimed:1;    /* holds its client_ref in
                                                 wa_send_idempotency_db */
-    ngx_http_wa_channel_t     *ch;
-    u_char                     received_ms[NGX_INT64_LEN + 1];
     ngx_http_wa_claim_t        claim;
 
     unsigned                   recorded:1;   /* the outcome is in the ring */
@@ -62,11 +77,51 @@ typedef struct {
     char                       wamid[sizeof(((wa_send_res_t *) 0)->wamid)];
     char                       error_code[
                                    sizeof(((wa_send_res_t *) 0)->error_code)];
+
+    ngx_http_wa_channel_t     *ch;
+    ngx_http_wa_curl_conf_t    conf;         /* the location's, the timeout
+                                                cut to what is left */
+    char                       received_ms[NGX_INT64_LEN + 1];
+    u_char                    *url;
+    u_char                    *auth;
+    u_char                    *api_body;
+    size_t                     api_body_len;
+    ngx_msec_t                 deadline;     /* first call + timeout */
+    ngx_uint_t                 retry_after;  /* s, for a 503 */
+
+    wa_send_res_t              res;          /* the last call's outcome */
+    const char                *last_verdict;
+
+    ngx_event_t                wait;         /* a turn, or a backoff */
+    ngx_connection_t           wait_conn;    /* ev->data for debug logs */
+    ngx_queue_t                queue;        /* in wmcf->send_waiting */
 } ngx_http_wa_send_ctx_t;
+
+
+/* a retry starts only with half of wa_send_timeout left: a retry cut short
+ * by the timeout after its request left would turn a known refusal into
+ * an unknown outcome */
+#define NGX_HTTP_WA_SEND_RETRY_LEFT(timeout)  ((timeout) / 2)
+
+/* the longest backoff, in multiples of wa_send_retry_backoff */
+#define NGX_HTTP_WA_SEND_BACKOFF_MAX  16
 
 
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
+static ngx_int_t ngx_http_wa_send_prepare(ngx_http_wa_send_ctx_t *ctx,
+    ngx_http_wa_channel_t *ch);
+static void ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_wait(ngx_http_wa_send_ctx_t *ctx,
+    ngx_msec_t delay);
+static void ngx_http_wa_send_wake(ngx_event_t *ev);
+static void ngx_http_wa_send_unwait(ngx_http_wa_send_ctx_t *ctx);
+static ngx_int_t ngx_http_wa_send_retry(ngx_http_wa_send_ctx_t *ctx,
+    const char *verdict);
+static ngx_int_t ngx_http_wa_send_transient(ngx_http_wa_xfer_t *x,
+    wa_send_res_t *res);
+static void ngx_http_wa_send_unrecorded(ngx_http_wa_send_ctx_t *ctx,
+    const char *why);
 static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
 static void ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx,
     wa_send_res_t *res, const char *verdict, long http_status);
@@ -127,9 +182,42 @@ ngx_http_wa_send_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
 {
+    ngx_queue_t             *q;
+    ngx_http_wa_send_ctx_t  *ctx;
+
     if (wmcf->curl) {
         ngx_http_wa_curl_destroy(wmcf->curl);
         wmcf->curl = NULL;
+    }
+
+    /*
+     * Sends waiting for a turn (a fast stop: a graceful one waits for
+     * their timers). One waiting for a retry has its last refusal
+     * recorded: that is its outcome. One waiting for its first call was
+     * not recorded and nothing was sent: its client_ref is let go.
+     */
+    while (!ngx_queue_empty(&wmcf->send_waiting)) {
+        q = ngx_queue_head(&wmcf->send_waiting);
+        ctx = ngx_queue_data(q, ngx_http_wa_send_ctx_t, queue);
+
+        ngx_http_wa_send_unwait(ctx);
+        ctx->xfer.exiting = 1;
+
+        if (!ctx->pending_in) {
+            ctx->unsent = 1;
+            ngx_http_wa_send_finish(ctx);
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ctx->log, 0,
+                      "wa send %s: nginx stopped before its retry, recorded "
+                      "as its last attempt's \"%s\"", ctx->local_id,
+                      ctx->last_verdict);
+
+        ctx->attempt--;
+
+        ngx_http_wa_send_answer(ctx, &ctx->res, ctx->last_verdict);
+        ngx_http_wa_send_finish(ctx);
     }
 }
 
@@ -305,7 +393,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
     ctx->channel = ch->phone_number_id;
 
     ctx->attempt = 1;
-    ngx_http_wa_local_id(wmcf, ctx->local_id, ctx->received_ms);
+    ngx_http_wa_local_id(wmcf, ctx->local_id, (u_char *) ctx->received_ms);
 
     /* $wa_channel and $wa_business, whatever comes of the send */
     vars = ngx_http_wa_vars(r);
@@ -335,8 +423,10 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
                                         &ch->business, ctx->req.client_ref)
                             - ctx->idem_key.data;
 
+        /* its longest life: its wait for a turn, then its calls */
         rc = ngx_http_wa_idem_begin(wmcf, &ctx->idem_key,
-                                    (time_t) ((wlcf->send.timeout
+                                    (time_t) ((wlcf->send_queue_timeout
+                                               + wlcf->send.timeout
                                                + wlcf->send.shutdown_timeout)
                                               / 1000),
                                     ctx->local_id, &ctx->attempt, &status,
@@ -383,28 +473,25 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 }
 
 
-/* record it, then call the provider: NGX_DONE, or an answer's status */
+/*
+ * The send may go (its client_ref is its own): a turn of its channel's
+ * rate, now or on a timer, then its calls. NGX_DONE, or an answer's status.
+ */
 
 static ngx_int_t
 ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
 {
-    u_char                   *auth, *url;
-    char                     *api_body;
     ngx_int_t                 rc;
-    ngx_pool_t               *pool;
-    wa_record_t               rec;
+    ngx_msec_t                delay;
+    ngx_table_elt_t          *h;
     ngx_pool_cleanup_t       *cln;
-    ngx_http_wa_vars_t       *vars;
     ngx_http_wa_channel_t    *ch;
     ngx_http_wa_loc_conf_t   *wlcf;
     ngx_http_wa_main_conf_t  *wmcf;
 
-    vars = ngx_http_wa_vars(r);
     wlcf = ctx->wlcf;
     wmcf = ctx->wmcf;
     ch = ctx->ch;
-    pool = ctx->xfer.pool;
-    api_body = NULL;
 
     /* the location's own limit, in this worker */
     if (wlcf->send_active >= wlcf->send_concurrency) {
@@ -415,8 +502,183 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
         goto unavailable;
     }
 
+    if (ngx_http_wa_send_prepare(ctx, ch) != NGX_OK) {
+        ngx_http_wa_send_end(ctx, 0, NULL, 0);
+        ngx_http_wa_send_free(ctx);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    /* recorded before sent */
+    /* the channel's rate, for all workers: a turn now, later, or too late */
+
+    /* a mark-as-read is no message: Meta's throughput is of messages */
+    if (ctx->req.read) {
+        rc = NGX_OK;
+        delay = 0;
+
+    } else {
+        rc = ngx_http_wa_pace_reserve(wmcf, ch, ctx->req.to, 0,
+                                      wlcf->send_queue_timeout, &delay);
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_http_wa_pace_count(ch, NGX_HTTP_WA_PACE_REJECTED, 1);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "wa send: channel %V is paced, its next turn is %M ms "
+                      "past wa_send_queue_timeout, answering 503",
+                      &ch->phone_number_id, delay);
+
+        ngx_http_wa_send_end(ctx, 0, NULL, 0);
+        ngx_http_wa_send_free(ctx);
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h != NULL) {
+            h->hash = 1;
+            ngx_str_set(&h->key, "Retry-After");
+            h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+            h->value.len = h->value.data
+                           ? (size_t) (ngx_sprintf(h->value.data, "%M",
+                                                   (delay + 999) / 1000)
+                                       - h->value.data)
+                           : 0;
+
+            if (h->value.len == 0 || delay < 1000) {
+                ngx_str_set(&h->value, "1");
+            }
+        }
+
+        return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "the channel's rate is reached and "
+                                       "its queue is longer than "
+                                       "wa_send_queue_timeout: nothing was "
+                                       "sent, retry");
+    }
+
+    if (!ctx->req.read) {
+        ngx_http_wa_pace_count(ch, NGX_HTTP_WA_PACE_SENDS, 1);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln != NULL) {
+        cln->handler = ngx_http_wa_send_cleanup;
+        cln->data = ctx;
+        ctx->cln = cln;
+        ctx->request = r;
+
+    } else {
+        /* the send goes on; its client gets no answer */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "wa send %s: no memory to keep its client",
+                      ctx->local_id);
+    }
+
+    if (delay) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "wa send %s: waits %M ms for its turn",
+                       ctx->local_id, delay);
+        ngx_http_wa_send_wait(ctx, delay);
+
+    } else {
+        ngx_http_wa_send_call(ctx);
+    }
+
+    /* the answer comes later, or came already (finalized in there) */
+    return (cln != NULL) ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+unavailable:
+
+    ngx_http_wa_send_end(ctx, 0, NULL, 0);
+    ngx_http_wa_send_free(ctx);
+
+    return ngx_http_wa_send_unavailable(r, "ring full, ring unavailable or "
+                                        "too many sends in flight: nothing "
+                                        "was sent, retry");
+}
+
+
+/* what every call of the send takes: the URL, the token's header, the
+ * Cloud API body (biz_opaque_callback_data is the local id) */
+
+static ngx_int_t
+ngx_http_wa_send_prepare(ngx_http_wa_send_ctx_t *ctx,
+    ngx_http_wa_channel_t *ch)
+{
+    char                    *body;
+    ngx_pool_t              *pool;
+    ngx_http_wa_loc_conf_t  *wlcf;
+
+    wlcf = ctx->wlcf;
+    pool = ctx->xfer.pool;
+
+    ctx->ch = ch;
+    ctx->conf = wlcf->send;
+
+    ctx->url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
+                                 + sizeof("//messages"));
+    ctx->auth = ngx_pnalloc(pool, sizeof("Authorization: Bearer ")
+                                  + ch->token.len);
+
+    body = ctx->req.read ? wa_send_build_read_body(&ctx->req)
+                         : wa_send_build_body(&ctx->req, ctx->local_id);
+
+    if (ctx->url == NULL || ctx->auth == NULL || body == NULL) {
+        free(body);
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->url, "%V/%V/messages%Z", &wlcf->api_base,
+                &ch->phone_number_id);
+    ngx_sprintf(ctx->auth, "Authorization: Bearer %V%Z", &ch->token);
+
+    ctx->api_body_len = ngx_strlen(body);
+    ctx->api_body = ngx_pnalloc(pool, ctx->api_body_len);
+
+    if (ctx->api_body != NULL) {
+        ngx_memcpy(ctx->api_body, body, ctx->api_body_len);
+    }
+
+    free(body);
+
+    return ctx->api_body ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * One call: recorded before sent (the pending record of this attempt),
+ * then the POST. Answers through ngx_http_wa_send_done(), or here when
+ * nothing could be recorded.
+ */
+
+static void
+ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_msec_t                now;
+    wa_record_t               rec;
+    ngx_http_wa_vars_t       *vars;
+    ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_loc_conf_t   *wlcf;
+
+    ch = ctx->ch;
+    wlcf = ctx->wlcf;
+
+    /* a retry whose turn came late (late timers, the channel's spacing)
+     * with too little of wa_send_timeout left is not made: the last
+     * attempt's refusal, recorded, is the outcome */
+    if (ctx->pending_in
+        && (ngx_msec_int_t) (ctx->deadline - ngx_current_msec)
+           < (ngx_msec_int_t) NGX_HTTP_WA_SEND_RETRY_LEFT(wlcf->send.timeout)
+             / 2)
+    {
+        ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                      "wa send %s: attempt %ui not made, its turn came too "
+                      "late in wa_send_timeout; the last attempt's \"%s\" "
+                      "stands", ctx->local_id, ctx->attempt,
+                      ctx->last_verdict);
+        ctx->attempt--;
+        ngx_http_wa_send_answer(ctx, &ctx->res, ctx->last_verdict);
+        ngx_http_wa_send_finish(ctx);
+        return;
+    }
 
     ngx_memzero(&rec, sizeof(wa_record_t));
 
@@ -431,7 +693,7 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
         wa_record_set(&rec, WA_F_WAMID, ctx->req.message_id);
         wa_record_set(&rec, WA_F_STATUS, "pending");
         wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
-        wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ctx->received_ms);
+        wa_record_set(&rec, WA_F_RECEIVED_MS, ctx->received_ms);
 
         goto publish;
     }
@@ -454,98 +716,164 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     wa_record_set(&rec, WA_F_BODY, ctx->req.summary);
     /* the whole request: the message object and its reply context too */
     wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
-    wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ctx->received_ms);
+    wa_record_set(&rec, WA_F_RECEIVED_MS, ctx->received_ms);
     ngx_http_wa_send_attempt(ctx, &rec);
 
 publish:
 
-    if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
-        goto unavailable;
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+
+        if (!ctx->pending_in) {
+            ngx_http_wa_send_unrecorded(ctx, "ring full or unavailable: "
+                                         "nothing was sent, retry");
+            return;
+        }
+
+        /* a retry that cannot be recorded is not made: the last
+         * attempt's refusal, recorded, is the outcome */
+        ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
+                      "wa send %s: attempt %ui not made, the ring refused "
+                      "its record; the last attempt's \"%s\" stands",
+                      ctx->local_id, ctx->attempt, ctx->last_verdict);
+        ctx->attempt--;
+        ngx_http_wa_send_answer(ctx, &ctx->res, ctx->last_verdict);
+        ngx_http_wa_send_finish(ctx);
+        return;
     }
 
-    if (vars != NULL) {
-        vars->records++;
+    ctx->pending_in = 1;
+    ctx->outcome_recorded = 0;
+    ctx->calls++;
+
+    /* $wa_local_id and $wa_records, if its client still waits: the local
+     * id is final here (a retried client_ref took its own) */
+    if (ctx->request != NULL) {
+        vars = ngx_http_wa_vars(ctx->request);
+
+        if (vars != NULL) {
+            vars->records++;
+        }
+
+        ngx_http_wa_send_vars(ctx->request, ctx);
     }
 
-    /* the local id is final here (a retried client_ref took its own) */
-    ngx_http_wa_send_vars(r, ctx);
-
-    /* a mark-as-read is no message: the channel's send counters skip it */
+    /* the channel's counters count calls, as their outcomes; a
+     * mark-as-read is no message: they skip it */
     if (!ctx->req.read) {
-        ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
+        ngx_http_wa_channels_count(ctx->wmcf, &ctx->channel, &ctx->business,
                                    ngx_http_wa_chan_offset(sends), 1);
     }
 
-    /* the provider call */
+    now = ngx_current_msec;
 
-    api_body = ctx->req.read ? wa_send_build_read_body(&ctx->req)
-                             : wa_send_build_body(&ctx->req, ctx->local_id);
+    if (ctx->calls == 1) {
+        ctx->deadline = now + wlcf->send.timeout;
+        ctx->conf.timeout = wlcf->send.timeout;
 
-    url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
-                            + sizeof("//messages"));
-    auth = ngx_pnalloc(pool, sizeof("Authorization: Bearer ")
-                             + ch->token.len);
-
-    if (api_body == NULL || url == NULL || auth == NULL) {
-        goto failed;
+    } else {
+        /* retries live inside the first call's wa_send_timeout */
+        ctx->conf.timeout = ngx_max((ngx_msec_int_t) (ctx->deadline - now),
+                                    1);
     }
 
-    ngx_sprintf(url, "%V/%V/messages%Z", &wlcf->api_base,
-                &ch->phone_number_id);
-    ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
-
-    rc = ngx_http_wa_curl_post(wmcf->curl, &ctx->xfer, (char *) url,
-                               (char *) auth, api_body, ngx_strlen(api_body),
-                               &wlcf->send);
-    free(api_body);
-    api_body = NULL;
+    rc = ngx_http_wa_curl_post(ctx->wmcf->curl, &ctx->xfer,
+                               (char *) ctx->url, (char *) ctx->auth,
+                               (char *) ctx->api_body, ctx->api_body_len,
+                               &ctx->conf);
 
     if (rc != NGX_OK) {
-        goto failed;
+        /* pending is recorded and nothing was sent: say so in the ring */
+        ngx_log_error(NGX_LOG_ALERT, ctx->log, 0,
+                      "wa send %s: could not start the provider call",
+                      ctx->local_id);
+
+        ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
+        ctx->xfer.result = CURLE_FAILED_INIT;
+        ctx->xfer.sent = 0;
+        ctx->xfer.aborted = 1;       /* ours: no retry */
+        ngx_http_wa_send_done(&ctx->xfer);
+        return;
     }
 
     wlcf->send_active++;
     ctx->counted = 1;
+}
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        /* the transfer runs on; only the early-exit notice is lost */
-        ctx->request = NULL;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+/* nothing recorded, nothing sent: 503, the client_ref let go */
+
+static void
+ngx_http_wa_send_unrecorded(ngx_http_wa_send_ctx_t *ctx, const char *why)
+{
+    u_char  *p;
+
+    ctx->unsent = 1;
+    ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    ctx->retry_after = 1;
+
+    p = ngx_pnalloc(ctx->xfer.pool, ngx_strlen(why) + sizeof("{\"error\":\"\"}"));
+    if (p != NULL) {
+        ctx->answer.data = p;
+        ctx->answer.len = ngx_sprintf(p, "{\"error\":\"%s\"}", why) - p;
     }
 
-    cln->handler = ngx_http_wa_send_cleanup;
-    cln->data = ctx;
-    ctx->cln = cln;
-    ctx->request = r;
+    ngx_http_wa_send_finish(ctx);
+}
 
-    return NGX_DONE;
 
-unavailable:
+/*
+ * Wait for a turn (or a backoff) on a timer of the send's own: a retry's
+ * wait may outlive its client's request. Not cancelable: a worker that
+ * shuts down gracefully keeps its waiting sends until they are made.
+ */
 
-    ngx_http_wa_send_end(ctx, 0, NULL, 0);
-    ngx_http_wa_send_free(ctx);
+static void
+ngx_http_wa_send_wait(ngx_http_wa_send_ctx_t *ctx, ngx_msec_t delay)
+{
+    ctx->wait_conn.fd = (ngx_socket_t) -1;
+    ctx->wait_conn.data = ctx;
+    ctx->wait.data = &ctx->wait_conn;
+    ctx->wait.handler = ngx_http_wa_send_wake;
+    ctx->wait.log = ctx->log;
 
-    return ngx_http_wa_send_unavailable(r, "ring full, ring unavailable or "
-                                        "too many sends in flight: nothing "
-                                        "was sent, retry");
+    ngx_add_timer(&ctx->wait, delay);
 
-failed:
+    ngx_queue_insert_tail(&ctx->wmcf->send_waiting, &ctx->queue);
+    ctx->waiting = 1;
+    ngx_http_wa_pace_count(ctx->ch, -1, 1);
+}
 
-    /* pending is recorded and nothing was sent: say so in the ring too */
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "wa send %s: could not start the provider call",
-                  ctx->local_id);
 
-    free(api_body);
+static void
+ngx_http_wa_send_wake(ngx_event_t *ev)
+{
+    ngx_msec_t               delay;
+    ngx_http_wa_send_ctx_t  *ctx;
 
-    ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
-    ctx->xfer.result = CURLE_FAILED_INIT;
-    ctx->xfer.sent = 0;
-    ctx->request = r;
-    ngx_http_wa_send_done(&ctx->xfer);
+    ctx = ((ngx_connection_t *) ev->data)->data;
 
-    return NGX_DONE;
+    if (ngx_http_wa_pace_go(ctx->wmcf, ctx->ch, &delay) == NGX_AGAIN) {
+        ngx_add_timer(&ctx->wait, delay);
+        return;
+    }
+
+    ngx_http_wa_send_unwait(ctx);
+    ngx_http_wa_send_call(ctx);
+}
+
+
+static void
+ngx_http_wa_send_unwait(ngx_http_wa_send_ctx_t *ctx)
+{
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+
+    if (ctx->waiting) {
+        ngx_queue_remove(&ctx->queue);
+        ctx->waiting = 0;
+        ngx_http_wa_pace_count(ctx->ch, -1, -1);
+    }
 }
 
 
@@ -564,32 +892,42 @@ ngx_http_wa_send_now(ngx_http_wa_send_ctx_t *ctx)
 }
 
 
-/* the provider answered (or did not): record it, then answer the client */
+/* the provider answered (or did not): retry, or record it and answer */
 
 static void
 ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
 {
+    long                     code;
     const char              *verdict;
-    wa_send_res_t            res;
+    wa_send_res_t           *res;
     ngx_http_wa_send_ctx_t  *ctx;
 
     ctx = x->data;
+    res = &ctx->res;
 
     if (ctx->counted) {
         ctx->wlcf->send_active--;
         ctx->counted = 0;
     }
 
-    ngx_memzero(&res, sizeof(wa_send_res_t));
+    ngx_memzero(res, sizeof(wa_send_res_t));
 
     if (x->result == CURLE_OK) {
         wa_send_parse_answer(ctx->req.read ? WA_SEND_ANSWER_SUCCESS
                                            : WA_SEND_ANSWER_MESSAGE,
-                             x->status, (char *) x->body, x->body_len, &res);
+                             x->status, (char *) x->body, x->body_len, res);
 
-        verdict = res.ok ? (ctx->req.read ? "read" : "sent")
-                         : (res.unknown ? "unknown" : "failed");
-        ctx->status = res.ok ? NGX_HTTP_OK : NGX_HTTP_BAD_GATEWAY;
+        verdict = res->ok ? (ctx->req.read ? "read" : "sent")
+                          : (res->unknown ? "unknown" : "failed");
+        ctx->status = res->ok ? NGX_HTTP_OK : NGX_HTTP_BAD_GATEWAY;
+
+        code = ngx_atoi((u_char *) res->error_code,
+                        ngx_strlen(res->error_code));
+
+        if (code == 130429 || code == 131056 || code == 80007) {
+            ngx_http_wa_pace_count(ctx->ch,
+                                   NGX_HTTP_WA_PACE_RATE_LIMITED, 1);
+        }
 
     } else {
         /*
@@ -600,9 +938,9 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
          * retried; a receipt will tell, by biz_opaque_callback_data.
          */
         verdict = x->sent ? "unknown" : "failed";
-        res.retryable = !x->sent;
+        res->retryable = !x->sent;
 
-        ngx_snprintf((u_char *) res.error_title, sizeof(res.error_title),
+        ngx_snprintf((u_char *) res->error_title, sizeof(res->error_title),
                      "%s %s: %s%Z",
                      x->result == CURLE_OPERATION_TIMEDOUT
                      ? "provider timed out"
@@ -618,14 +956,124 @@ ngx_http_wa_send_done(ngx_http_wa_xfer_t *x)
                       ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
     }
 
+    ctx->last_verdict = verdict;
+
     if (x->aborted || x->exiting) {
         ngx_log_error(NGX_LOG_WARN, ctx->log, 0,
                       "wa send %s: %s, recorded as %s", ctx->local_id,
                       x->error, verdict);
     }
 
-    ngx_http_wa_send_answer(ctx, &res, verdict);
+    if (ngx_http_wa_send_retry(ctx, verdict) == NGX_OK) {
+        return;
+    }
+
+    ngx_http_wa_send_answer(ctx, res, verdict);
     ngx_http_wa_send_finish(ctx);
+}
+
+
+/*
+ * A transient refusal with attempts and time left: its outcome recorded,
+ * the next attempt waits a backoff (doubling, with jitter; longer if the
+ * provider said Retry-After) and a turn of the channel's rate. NGX_OK: it
+ * waits; NGX_DECLINED: this outcome is the send's.
+ */
+
+static ngx_int_t
+ngx_http_wa_send_retry(ngx_http_wa_send_ctx_t *ctx, const char *verdict)
+{
+    ngx_int_t                rc;
+    ngx_uint_t               shift;
+    ngx_msec_t               backoff, delay, now;
+    ngx_msec_int_t           left;
+    ngx_http_wa_xfer_t      *x;
+    ngx_http_wa_loc_conf_t  *wlcf;
+
+    x = &ctx->xfer;
+    wlcf = ctx->wlcf;
+
+    if (ctx->calls >= wlcf->send_attempts || ctx->req.read
+        || x->aborted || x->exiting
+        || ngx_exiting || ngx_quit || ngx_terminate
+        || !ngx_http_wa_send_transient(x, &ctx->res))
+    {
+        return NGX_DECLINED;
+    }
+
+    shift = ngx_min(ctx->calls - 1, 4);
+    backoff = ngx_min(wlcf->send_retry_backoff << shift,
+                      wlcf->send_retry_backoff * NGX_HTTP_WA_SEND_BACKOFF_MAX);
+
+    /* half fixed, half random: workers that failed together spread out */
+    backoff = backoff / 2 + (ngx_msec_t) ngx_random() % (backoff / 2 + 1);
+
+    if (x->retry_after > 0) {
+        backoff = ngx_max(backoff, (ngx_msec_t) x->retry_after * 1000);
+    }
+
+    now = ngx_current_msec;
+    left = (ngx_msec_int_t) (ctx->deadline - now)
+           - (ngx_msec_int_t) NGX_HTTP_WA_SEND_RETRY_LEFT(wlcf->send.timeout);
+
+    rc = NGX_BUSY;
+
+    if (left > (ngx_msec_int_t) backoff) {
+        rc = ngx_http_wa_pace_reserve(ctx->wmcf, ctx->ch, ctx->req.to,
+                                      backoff, (ngx_msec_t) left, &delay);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                      "wa send %s: attempt %ui %s (%s), not retried: no "
+                      "turn within wa_send_timeout", ctx->local_id,
+                      ctx->attempt, verdict, ctx->res.error_title);
+        return NGX_DECLINED;
+    }
+
+    /* this attempt's outcome, then the next attempt's own records */
+    ngx_http_wa_send_outcome(ctx, &ctx->res, verdict, x->status);
+    ctx->outcome_recorded = 1;
+
+    ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
+                  "wa send %s: attempt %ui %s (%s%s%s), attempt %ui in "
+                  "%M ms", ctx->local_id, ctx->attempt, verdict,
+                  ctx->res.error_code[0] ? ctx->res.error_code : "",
+                  ctx->res.error_code[0] ? " " : "", ctx->res.error_title,
+                  ctx->attempt + 1, delay);
+
+    ngx_http_wa_pace_count(ctx->ch, NGX_HTTP_WA_PACE_RETRIES, 1);
+
+    ctx->attempt++;
+    ngx_http_wa_send_wait(ctx, delay);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Worth another call: Meta's rate limits (130429, 131056), its "service
+ * unavailable" (131000), any 5xx, and a connection that failed before any
+ * byte of the request left. Never a call whose request may have arrived.
+ */
+
+static ngx_int_t
+ngx_http_wa_send_transient(ngx_http_wa_xfer_t *x, wa_send_res_t *res)
+{
+    ngx_int_t  code;
+
+    if (x->result != CURLE_OK) {
+        return !x->sent;
+    }
+
+    if (res->ok || res->unknown) {
+        return 0;
+    }
+
+    code = ngx_atoi((u_char *) res->error_code, ngx_strlen(res->error_code));
+
+    return code == 130429 || code == 131056 || code == 131000
+           || x->status >= 500;
 }
 
 
@@ -755,7 +1203,10 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     x = &ctx->xfer;
     ctx->verdict = (u_char) verdict[0];
 
-    ngx_http_wa_send_outcome(ctx, res, verdict, x->status);
+    if (!ctx->outcome_recorded) {
+        ngx_http_wa_send_outcome(ctx, res, verdict, x->status);
+        ctx->outcome_recorded = 1;
+    }
 
     /* the client's answer, kept for client_ref replays too */
 
@@ -833,24 +1284,29 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
 static void
 ngx_http_wa_send_finish(ngx_http_wa_send_ctx_t *ctx)
 {
+    if (ctx->waiting) {
+        ngx_http_wa_send_unwait(ctx);
+    }
+
     /*
      * A claimed key's answer is in the database before the caller has it:
      * whoever asks another host next gets it too, never a 409 after a 200.
      * The caller waits one more query for that (its timeout bounded).
      */
-    if (ctx->claimed && !ctx->xfer.exiting) {
+    if (ctx->claimed && !ctx->xfer.exiting && !ctx->unsent) {
         ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, ctx->status,
-                             &ctx->answer, ctx->verdict);
+                             &ctx->answer, ctx->verdict, ctx->attempt);
         ctx->claimed = 0;
         ctx->claim.done = ngx_http_wa_send_ended;
         ngx_http_wa_claim_end(ctx->wmcf, &ctx->business,
                               &ctx->claim.client_ref, ctx->local_id,
                               ctx->status, &ctx->answer, ctx->verdict,
-                              &ctx->claim);
+                              ctx->attempt, &ctx->claim);
         return;
     }
 
-    ngx_http_wa_send_end(ctx, ctx->status, &ctx->answer, ctx->verdict);
+    ngx_http_wa_send_end(ctx, ctx->unsent ? 0 : ctx->status, &ctx->answer,
+                         ctx->verdict);
     ngx_http_wa_send_deliver(ctx);
 }
 
@@ -869,6 +1325,7 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
 {
     u_char              *answer;
     ngx_int_t            rc;
+    ngx_table_elt_t     *h;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
@@ -913,6 +1370,15 @@ ngx_http_wa_send_deliver(ngx_http_wa_send_ctx_t *ctx)
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     } else {
+        if (ctx->retry_after) {
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h != NULL) {
+                h->hash = 1;
+                ngx_str_set(&h->key, "Retry-After");
+                ngx_str_set(&h->value, "1");
+            }
+        }
+
         ngx_memcpy(answer, ctx->answer.data, ctx->answer.len);
         rc = ngx_http_wa_reply_json(r, ctx->status, answer, ctx->answer.len);
     }
@@ -994,11 +1460,13 @@ ngx_http_wa_send_end(ngx_http_wa_send_ctx_t *ctx, ngx_uint_t status,
         return;
     }
 
-    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, status, answer, verdict);
+    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, status, answer, verdict,
+                         ctx->attempt);
 
     if (ctx->claimed) {
         ngx_http_wa_claim_end(ctx->wmcf, &ctx->business, &ctx->claim.client_ref,
-                              ctx->local_id, status, answer, verdict, NULL);
+                              ctx->local_id, status, answer, verdict,
+                              status ? ctx->attempt : 0, NULL);
         ctx->claimed = 0;
     }
 }
@@ -1058,7 +1526,9 @@ ngx_http_wa_send_claim(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     cl->client_ref.data = (u_char *) ctx->req.client_ref;
     cl->client_ref.len = ngx_strlen(ctx->req.client_ref);
     cl->local_id = ctx->local_id;
-    cl->life = (time_t) ((ctx->wlcf->send.timeout
+    /* its longest life: its wait for a turn, then its calls */
+    cl->life = (time_t) ((ctx->wlcf->send_queue_timeout
+                          + ctx->wlcf->send.timeout
                           + ctx->wlcf->send.shutdown_timeout) / 1000)
                + NGX_HTTP_WA_IDEM_SLACK;
     cl->done = ngx_http_wa_send_claimed;
@@ -1085,7 +1555,7 @@ ngx_http_wa_send_claim(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
 
 unavailable:
 
-    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+    ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0, 0);
     ngx_http_wa_send_free(ctx);
 
     return ngx_http_wa_send_unavailable(r, "client_ref: "
@@ -1142,7 +1612,7 @@ ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl)
                       "wa send: client_ref answered by send %s, answer "
                       "replayed", ctx->local_id);
         ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, cl->status,
-                             &cl->answer, 's');
+                             &cl->answer, 's', 0);
         ngx_http_wa_send_reply(ctx, r, cl->status, cl->answer.data,
                                cl->answer.len);
         return;
@@ -1150,7 +1620,7 @@ ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl)
     case NGX_HTTP_WA_CLAIM_INTERRUPTED:
         /* as a local replay of an interrupted send: its row "unknown" */
         ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, cl->status,
-                             &cl->answer, 'u');
+                             &cl->answer, 'u', 0);
         ctx->attempt = cl->attempt;
 
         answer.len = cl->answer.len;
@@ -1180,7 +1650,7 @@ ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl)
         ngx_log_error(NGX_LOG_INFO, ctx->log, 0,
                       "wa send: client_ref held by send %s in flight, "
                       "answering 409", ctx->local_id);
-        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0, 0);
         ngx_http_wa_send_reply(ctx, r, NGX_HTTP_CONFLICT,
                                (u_char *) "{\"error\":\"client_ref: a send "
                                "with this client_ref is in progress\"}",
@@ -1190,7 +1660,7 @@ ngx_http_wa_send_claimed(ngx_http_wa_claim_t *cl)
         return;
 
     default:
-        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0);
+        ngx_http_wa_idem_end(ctx->wmcf, &ctx->idem_key, 0, NULL, 0, 0);
         ngx_http_wa_send_free(ctx);
 
         if (r != NULL) {

@@ -9,6 +9,7 @@
  */
 
 #include "ngx_http_wa_module.h"
+#include "ngx_http_wa_pace.h"
 
 
 #define NGX_HTTP_WA_STATUS_BUF   8192
@@ -74,7 +75,18 @@ typedef struct {
                            ngx_uint_t n);
 } ngx_http_wa_status_section_t;
 
+static u_char *ngx_http_wa_status_pacing_json(u_char *p,
+    ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_chan_slot_t *ch);
+static u_char *ngx_http_wa_status_pacing_prometheus(u_char *p,
+    ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_chan_shctx_t *sh,
+    ngx_uint_t *chans, ngx_uint_t n);
+
+/* wa_send's pacing (ngx_http_wa_pace.c): 9 metrics a channel */
+#define NGX_HTTP_WA_STATUS_PACING_BUF   2048
+
 static const ngx_http_wa_status_section_t  ngx_http_wa_status_sections[] = {
+    { NGX_HTTP_WA_STATUS_PACING_BUF, ngx_http_wa_status_pacing_json,
+      ngx_http_wa_status_pacing_prometheus },
     { 0, NULL, NULL }
 };
 
@@ -720,4 +732,134 @@ ngx_http_wa_status_channels_prometheus(u_char *p, ngx_http_wa_status_t *st)
             "wa_channel_dropped_total{table=\"error_codes\"} %uL\n",
             __atomic_load_n(&st->chan->channels_dropped, __ATOMIC_RELAXED),
             __atomic_load_n(&st->chan->codes_dropped, __ATOMIC_RELAXED));
+}
+
+
+/*
+ * A channel's pacing, from the pacing zone (ngx_http_wa_pace.c), inside
+ * its object: ,"pacing":{...}: its rate (sends a second; null: rate=off),
+ * its pair spacing, what its counters counted since the zone was made (a
+ * restart; a reload keeps them), the sends waiting for a turn now and how
+ * far ahead its schedule is booked. Nothing for a channel that is not a
+ * sending one.
+ */
+
+static u_char *
+ngx_http_wa_status_pacing_json(u_char *p, ngx_http_wa_main_conf_t *wmcf,
+    ngx_http_wa_chan_slot_t *ch)
+{
+    ngx_http_wa_pace_stat_t  st;
+
+    if (ngx_http_wa_pace_stat(wmcf, ch->id, ch->id_len, &st) != NGX_OK) {
+        return p;
+    }
+
+    p = ngx_sprintf(p, ",\"pacing\":{\"rate\":");
+
+    if (st.interval_us) {
+        p = ngx_sprintf(p, "%uL.%03uL", 1000000 / st.interval_us,
+                        1000000000 / st.interval_us % 1000);
+
+    } else {
+        p = ngx_sprintf(p, "null");
+    }
+
+    p = ngx_sprintf(p,
+            ",\"pair_ms\":%uL,\"sends\":%uL,\"waits\":%uL,"
+            "\"waited_ms\":%uL,\"queue\":%L,\"backlog_ms\":%uL,"
+            "\"retries\":%uL,\"rate_limited\":%uL,\"rejected\":%uL",
+            st.pair_gap_us / 1000,
+            st.counters[NGX_HTTP_WA_PACE_SENDS],
+            st.counters[NGX_HTTP_WA_PACE_WAITS],
+            st.counters[NGX_HTTP_WA_PACE_WAITED_MS],
+            st.queue > 0 ? st.queue : 0, st.backlog_ms,
+            st.counters[NGX_HTTP_WA_PACE_RETRIES],
+            st.counters[NGX_HTTP_WA_PACE_RATE_LIMITED],
+            st.counters[NGX_HTTP_WA_PACE_REJECTED]);
+
+#if (NGX_HTTP_WA_PACE_BENCH)
+    /* make bench's build: the limiter's own time */
+    p = ngx_sprintf(p, ",\"bench_ns\":%uL,\"bench_calls\":%uL",
+                    st.bench_ns, st.bench_calls);
+#endif
+
+    return ngx_sprintf(p, "}");
+}
+
+
+static u_char *
+ngx_http_wa_status_pacing_prometheus(u_char *p,
+    ngx_http_wa_main_conf_t *wmcf, ngx_http_wa_chan_shctx_t *sh,
+    ngx_uint_t *chans, ngx_uint_t n)
+{
+    int64_t                   v;
+    ngx_uint_t                i, m;
+    ngx_http_wa_chan_slot_t  *ch;
+    ngx_http_wa_pace_stat_t   st;
+
+    static const struct {
+        const char  *name;
+        const char  *type;
+        ngx_int_t    counter;     /* -1: the queue, -2: backlog, -3: rate */
+    } metric[] = {
+        { "wa_send_channel_sends_total", "counter",
+          NGX_HTTP_WA_PACE_SENDS },
+        { "wa_send_channel_waits_total", "counter",
+          NGX_HTTP_WA_PACE_WAITS },
+        { "wa_send_channel_waited_ms_total", "counter",
+          NGX_HTTP_WA_PACE_WAITED_MS },
+        { "wa_send_channel_retries_total", "counter",
+          NGX_HTTP_WA_PACE_RETRIES },
+        { "wa_send_channel_rate_limited_total", "counter",
+          NGX_HTTP_WA_PACE_RATE_LIMITED },
+        { "wa_send_channel_rejected_total", "counter",
+          NGX_HTTP_WA_PACE_REJECTED },
+        { "wa_send_channel_queue", "gauge", -1 },
+        { "wa_send_channel_backlog_ms", "gauge", -2 },
+        { "wa_send_channel_rate", "gauge", -3 },
+    };
+
+    for (m = 0; m < sizeof(metric) / sizeof(metric[0]); m++) {
+        p = ngx_sprintf(p, "# TYPE %s %s\n", metric[m].name, metric[m].type);
+
+        for (i = 0; i < n; i++) {
+            ch = &sh->channels[chans[i]];
+
+            if (chans[i] == 0
+                || ngx_http_wa_pace_stat(wmcf, ch->id, ch->id_len, &st)
+                   != NGX_OK)
+            {
+                continue;           /* "other", or not a sending channel */
+            }
+
+            p = ngx_sprintf(p, "%s{phone_number_id=\"%*s\",business=\"%*s\"} ",
+                            metric[m].name, (size_t) ch->id_len, ch->id,
+                            (size_t) ch->business_len, ch->business);
+
+            switch (metric[m].counter) {
+
+            case -1:
+                v = st.queue > 0 ? st.queue : 0;
+                p = ngx_sprintf(p, "%L\n", v);
+                break;
+
+            case -2:
+                p = ngx_sprintf(p, "%uL\n", st.backlog_ms);
+                break;
+
+            case -3:
+                /* 0: not paced */
+                p = st.interval_us
+                    ? ngx_sprintf(p, "%uL.%03uL\n", 1000000 / st.interval_us,
+                                  1000000000 / st.interval_us % 1000)
+                    : ngx_sprintf(p, "0\n");
+                break;
+
+            default:
+                p = ngx_sprintf(p, "%uL\n", st.counters[metric[m].counter]);
+            }
+        }
+    }
+
+    return p;
 }

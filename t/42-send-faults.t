@@ -21,7 +21,10 @@ my $url = $mock->url;
 my $phone = '972501234567';
 my $closed = WaTest::free_port();     # nobody listens there
 
-my $locations = $t->default_locations . <<EOF;
+# one call per request: these are the answers a refusal gives the caller,
+# and the attempts the caller makes again with its client_ref (automatic
+# retries are t/46's)
+my $locations = "wa_send_attempts 1;\n" . $t->default_locations . <<EOF;
         location /send_short {
             wa_send;
             wa_api_base $url;

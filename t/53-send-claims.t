@@ -29,8 +29,19 @@ $b->{mock} = $mock;
 my $db = "wa_send_idempotency_db \"host=127.0.0.1 port=$a->{pg_port} "
        . "dbname=postgres user=wa\";\n    wa_send_idempotency_db_timeout 3s;";
 
+# one call per request: the attempts here are the callers' (automatic
+# retries are t/46's), but in /send_auto (3 calls, 100 ms apart)
 for my $h ($a, $b) {
-    $h->start_nginx(http => $db);
+    $h->start_nginx(http => "$db\n    wa_send_attempts 1;",
+                    server => $h->default_locations . <<EOF);
+        location /send_auto {
+            wa_send;
+            ${\ $mock->api_conf }
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+            wa_send_attempts 3;
+            wa_send_retry_backoff 100ms;
+        }
+EOF
     $h->start_writer;
 }
 
@@ -147,6 +158,25 @@ sub rows_of {
     is $row->{status}, 'sent', 'attempt 1 failed after attempt 2 was sent: still sent';
     is $row->{attempts}, 2, 'at attempt 2';
     is $row->{provider_message_id}, "wamid.order$tag", 'with its wamid';
+}
+
+# ---- retried by nginx on host a, attempted again on host b ----------------
+
+{
+    my $ref = "k5-$tag";
+    my $text = "FAILTIMES_3_131000_auto-$tag";
+    my %req = (to => '+972501234567', text => $text, client_ref => $ref);
+    my $r1 = $a->send_message(\%req, path => '/send_auto');
+    is $r1->{status}, 502, 'host a: refused 3 times, its own retries included';
+    is $r1->{json}{attempt}, 3, 'at attempt 3';
+    my $r2 = send_to($b, $text, ref => $ref);
+    is $r2->{status}, 200, 'host b attempts it again: 200' or diag "$r2->{status} $r2->{content}";
+    is $r2->{json}{attempt}, 4, 'as attempt 4: the claim counted host a\'s retries';
+    is mock_count($text), 4, 'four provider calls';
+    ok($a->wait_for(sub {
+        my $row = rows_of($ref)->[0];
+        $row && $row->{status} eq 'sent' && $row->{attempts} == 4 }, 15, 'the row'),
+       'the row ends sent, at attempt 4 (not left failed by a stale attempt 2)');
 }
 
 # ---- a holder that died: unknown for everyone ----------------------------

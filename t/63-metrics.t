@@ -23,7 +23,9 @@ $t->start_pg;
 $t->migrate;
 $t->start_mock;
 $t->start_writer;
-$t->start_nginx;
+# one call per send: a refusal counted once (automatic retries make a call,
+# and count one, each; t/46)
+$t->start_nginx(http => 'wa_send_attempts 1;');
 
 my $phone = $WaTest::PHONE_ID;
 

@@ -79,11 +79,13 @@ $$;
 
 -- A claimed send ended. p_http_status 0: nothing was sent; a first
 -- attempt gives the key back, a later one leaves the last answer as it
--- was. Else its answer and verdict, for every later call. Only the claim
--- still held by p_local_id moves.
+-- was. Else its answer and verdict, for every later call, and its last
+-- attempt (nginx retries a refused send by itself, under the same claim:
+-- the next claim's attempt comes after them). Only the claim still held
+-- by p_local_id moves.
 CREATE OR REPLACE FUNCTION wa_send_claim_end(p_business bigint,
     p_client_ref text, p_local_id text, p_http_status integer,
-    p_answer text, p_verdict text)
+    p_answer text, p_verdict text, p_attempt integer)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -103,8 +105,21 @@ BEGIN
     UPDATE wa_send_claim c
        SET state = 'answered', verdict = p_verdict,
            http_status = p_http_status, answer = p_answer,
+           attempts = greatest(c.attempts, coalesce(p_attempt, 0)),
            answered_at = now()
      WHERE c.business_id = p_business AND c.client_ref = p_client_ref
        AND c.local_id = p_local_id AND c.state = 'claimed';
 END
+$$;
+
+
+-- as nginx called it before its own retries (a module not yet reloaded
+-- after the migration)
+CREATE OR REPLACE FUNCTION wa_send_claim_end(p_business bigint,
+    p_client_ref text, p_local_id text, p_http_status integer,
+    p_answer text, p_verdict text)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT wa_send_claim_end(p_business, p_client_ref, p_local_id,
+                             p_http_status, p_answer, p_verdict, NULL);
 $$;

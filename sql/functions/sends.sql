@@ -3,7 +3,8 @@
 --
 -- A send refused by the provider may be attempted again under the same
 -- local id (the record's attempt, absent = 1): the failed row becomes the
--- new attempt, and an outcome of an earlier attempt is stale.
+-- new attempt, the refused one is kept in whatsapp_send_attempt, and an
+-- outcome of an earlier attempt is stale.
 
 DROP FUNCTION IF EXISTS wa_ingest_out_pending(text, text, text, text, text,
     text, text, text, text, text, text);
@@ -60,6 +61,17 @@ CREATE OR REPLACE FUNCTION wa_send_stored(p_id bigint, p_business bigint,
 RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- the refused attempt, kept (017); a row still pending has no outcome
+    -- here to keep
+    INSERT INTO whatsapp_send_attempt AS a
+           (message_id, attempt, status, error_code, error_title,
+            error_detail, fbtrace_id, retryable, ended_at)
+    SELECT m.id, m.attempts, m.status, m.error_code, m.error_title,
+           m.error_detail, m.fbtrace_id, m.retryable, m.updated_at
+      FROM whatsapp_message m
+     WHERE m.id = p_id AND m.status = 'failed' AND m.attempts < p_attempt
+    ON CONFLICT DO NOTHING;
+
     -- the trace of the failed call goes with its error (the new call's
     -- outcome brings its own)
     UPDATE whatsapp_message m

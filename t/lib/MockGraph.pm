@@ -9,6 +9,10 @@ package MockGraph;
 #   FAIL_500      500 with a transient error
 #   FAILONCE_<code>_<x>  the first request with this text fails as FAIL_<code>,
 #                 the next ones are accepted (the provider came back)
+#   FAILTIMES_<n>_<code>_<x>  the first n requests with this text fail as
+#                 FAIL_<code>, the next ones are accepted
+#   RETRYAFTER_<s>_<x>  the first request with this text gets 130429 with
+#                 a Retry-After: <s> header, the next ones are accepted
 #   SLOW_<ms>     wait, then accept
 #   WAMID_<x>     accept as wamid.<x>
 #   DROP_<x>      read and record the request, then close without a word
@@ -43,6 +47,13 @@ package MockGraph;
 # {"id": "<media id>"}. A file name FAIL_<code>... is refused with that
 # code; SLOW_<ms>... waits first.
 #
+# With rate => N (MockGraph->start(rate => 20, burst => 2)) the mock is
+# Meta's throughput limit: each phone number id (the path's) takes N
+# messages a second, a token bucket of burst tokens (default 1) refilled N
+# times a second, shared by all connections; a message beyond it gets 400
+# with error 130429 and is recorded with "limited": 1. Only the messages
+# the other words accept count.
+#
 # One process per connection, keep-alive honoured, so slow answers do not
 # hold up others and connection reuse is visible: each record names its
 # connection (conn) and its place on it (n, from 1).
@@ -55,6 +66,7 @@ use strict;
 use warnings;
 
 use Digest::SHA qw(sha256_hex);
+use Fcntl ();
 use IO::Socket::INET;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
@@ -71,6 +83,12 @@ sub start {
         LocalPort => $o{port} // 0, Listen => 128, ReuseAddr => 1)
         or die "mock listen: $!";
     my $port = $listen->sockport;
+
+    if ($o{rate}) {
+        open my $fh, '>', "$dir/rate" or die;
+        print $fh "$o{rate} " . ($o{burst} // 1) . "\n";
+        close $fh;
+    }
 
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
@@ -203,9 +221,34 @@ sub connection {
         my $text = ref $req->{text} eq 'HASH' ? $req->{text}{body} // '' : '';
         $n++;
 
+        # state across connections (one process each): a file per text
+        my $retry_after;
+        if ($text =~ /^FAILONCE_(\d+)_/) {
+            (my $mark = "$dir/once-$text") =~ s/[^\w\/.-]/_/g;
+            if (sysopen my $fh, $mark, POSIX::O_CREAT() | POSIX::O_EXCL() | POSIX::O_WRONLY()) {
+                close $fh;
+                $text = "FAIL_$1";
+            }
+        } elsif ($text =~ /^FAILTIMES_(\d+)_(\d+)_/) {
+            my ($times, $code) = ($1, $2);
+            $text = "FAIL_$code" if count_text($dir, $text) <= $times;
+        } elsif ($text =~ /^RETRYAFTER_(\d+)_/) {
+            my $s = $1;
+            if (count_text($dir, $text) == 1) {
+                $text = 'FAIL_130429';
+                $retry_after = $s;
+            }
+        }
+
+        my $at = time;
+        my $limited = $text =~ /^(FAIL|DROP|TRUNC|BADJSON)/ ? 0
+                    : over_rate($dir, $path, $at);
+        $text = 'FAIL_130429' if $limited;
+
         my $rec = { method => $method, path => $path, headers => \%h,
-                    body => $body, conn => $conn, n => $n, at => time };
-        my $f = sprintf '%s/req-%.6f-%s-%d', $dir, time, $conn, $n;
+                    body => $body, conn => $conn, n => $n, at => $at,
+                    limited => $limited };
+        my $f = sprintf '%s/req-%.6f-%s-%d', $dir, $at, $conn, $n;
         open my $fh, '>', "$f.tmp" or die;
         print $fh $json->encode($rec);
         close $fh;
@@ -217,14 +260,6 @@ sub connection {
         my ($status, $answer, $raw);
         if ($text =~ /^SLOW_(\d+)/) {
             sleep $1 / 1000;
-        }
-        # state across connections (one process each): a file per text
-        if ($text =~ /^FAILONCE_(\d+)_/) {
-            (my $mark = "$dir/once-$text") =~ s/[^\w\/.-]/_/g;
-            if (sysopen my $fh, $mark, POSIX::O_CREAT() | POSIX::O_EXCL() | POSIX::O_WRONLY()) {
-                close $fh;
-                $text = "FAIL_$1";
-            }
         }
         if (($req->{status} // '') eq 'read') {
             my $mid = $req->{message_id} // '';
@@ -268,6 +303,7 @@ sub connection {
         my $reason = { 200 => 'OK', 400 => 'Bad Request', 500 => 'Internal Server Error',
                        502 => 'Bad Gateway' }->{$status};
         my $head = "HTTP/1.1 $status $reason\r\nContent-Type: application/json\r\n"
+                 . (defined $retry_after ? "Retry-After: $retry_after\r\n" : '')
                  . "Content-Length: " . length($out) . "\r\n\r\n";
         if ($text =~ /^TRUNC_/) {
             # promise the whole body, deliver half, hang up
@@ -416,6 +452,49 @@ sub upload {
            . "\r\nContent-Type: application/json\r\nContent-Length: "
            . length($out) . "\r\n\r\n$out";
     $c->flush;
+}
+
+# how many requests carried this text, this one included (a counter file
+# under a lock: connections are processes)
+sub count_text {
+    my ($dir, $text) = @_;
+    (my $f = "$dir/count-$text") =~ s/[^\w\/.-]/_/g;
+    sysopen my $fh, $f, POSIX::O_CREAT() | POSIX::O_RDWR() or die "$f: $!";
+    flock $fh, Fcntl::LOCK_EX();
+    my $n = <$fh> // 0;
+    seek $fh, 0, 0;
+    truncate $fh, 0;
+    print $fh $n + 1;
+    close $fh;
+    return $n + 1;
+}
+
+# rate mode: 1 when this message is over its number's rate (token bucket
+# per phone number id, in a file under a lock)
+sub over_rate {
+    my ($dir, $path, $now) = @_;
+    open my $cf, '<', "$dir/rate" or return 0;
+    my ($rate, $burst) = split ' ', scalar <$cf>;
+    close $cf;
+    my ($id) = $path =~ m{/(\d+)/messages} or return 0;
+    sysopen my $fh, "$dir/bucket-$id", POSIX::O_CREAT() | POSIX::O_RDWR() or die "bucket: $!";
+    flock $fh, Fcntl::LOCK_EX();
+    my ($tokens, $last) = split ' ', (<$fh> // '');
+    ($tokens, $last) = ($burst, $now) unless defined $last;
+    # requests are timed in their own processes: one read earlier may take
+    # the lock later; it refills nothing and takes its token
+    if ($now > $last) {
+        $tokens += ($now - $last) * $rate;
+        $last = $now;
+    }
+    $tokens = $burst if $tokens > $burst;
+    my $limited = $tokens < 1 - 1e-9 ? 1 : 0;
+    $tokens -= 1 unless $limited;
+    seek $fh, 0, 0;
+    truncate $fh, 0;
+    print $fh "$tokens $last";
+    close $fh;
+    return $limited;
 }
 
 1;

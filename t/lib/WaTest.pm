@@ -338,7 +338,9 @@ EOF
 sub start_mock {
     my ($self, %o) = @_;
     require MockGraph;
-    my $mock = MockGraph->start(dir => "$self->{dir}/mock");
+    # rate/burst: the mock enforces Meta's per-number throughput
+    my $mock = MockGraph->start(dir => "$self->{dir}/mock",
+                                map { $_ => $o{$_} } grep { $o{$_} } qw(rate burst));
     $self->{mock} = $mock;
     return $mock unless $o{world};
 
