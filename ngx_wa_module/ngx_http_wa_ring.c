@@ -178,6 +178,7 @@ ngx_http_wa_ring_attach(ngx_cycle_t *cycle, ngx_http_wa_main_conf_t *wmcf)
     }
 
     wmcf->ring_ok = 1;
+    wmcf->ring_epoch++;
 
     return NGX_OK;
 }

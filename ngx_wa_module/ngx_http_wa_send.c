@@ -4,6 +4,8 @@
  *   1. validate (400 names the field; nothing sent, nothing recorded)
  *   2. client_ref seen before: replay its answer (409 while in flight)
  *   3. publish the pending record; no room: 503 and no provider call
+ *      (wa_ring ... sync=on: wait until it is on disk; a failed sync:
+ *      outcome "failed", not attempted, 503 and no provider call)
  *   4. POST to the Cloud API on this worker's libcurl multi handle
  *   5. publish the outcome, answer 200 / 502 / 504
  *
@@ -31,6 +33,7 @@ typedef struct {
     ngx_http_wa_main_conf_t   *wmcf;
     ngx_http_wa_loc_conf_t    *wlcf;         /* counts its sends */
     ngx_http_wa_xfer_t         xfer;
+    ngx_http_wa_sync_wait_t    sync;         /* sync=on: the pending's */
     ngx_log_t                 *log;
 
     wa_send_req_t              req;
@@ -61,6 +64,11 @@ typedef struct {
 
 static void ngx_http_wa_send_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
+static void ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w,
+    ngx_int_t rc);
+static void ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
+    ngx_int_t exiting);
 static void ngx_http_wa_send_done(ngx_http_wa_xfer_t *x);
 static void ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx,
     wa_send_res_t *res, const char *verdict, long http_status);
@@ -365,10 +373,7 @@ ngx_http_wa_send_start(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
 {
-    u_char                   *auth, *url;
-    char                     *api_body;
     ngx_int_t                 rc;
-    ngx_pool_t               *pool;
     wa_record_t               rec;
     ngx_pool_cleanup_t       *cln;
     ngx_http_wa_vars_t       *vars;
@@ -380,8 +385,6 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     wlcf = ctx->wlcf;
     wmcf = ctx->wmcf;
     ch = ctx->ch;
-    pool = ctx->xfer.pool;
-    api_body = NULL;
 
     /* the location's own limit, in this worker */
     if (wlcf->send_active >= wlcf->send_concurrency) {
@@ -431,49 +434,42 @@ ngx_http_wa_send_go(ngx_http_request_t *r, ngx_http_wa_send_ctx_t *ctx)
     ngx_http_wa_channels_count(wmcf, &ctx->channel, &ctx->business,
                                ngx_http_wa_chan_offset(sends), 1);
 
-    /* the provider call */
-
-    api_body = wa_send_build_body(&ctx->req, ctx->local_id);
-
-    url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
-                            + sizeof("//messages"));
-    auth = ngx_pnalloc(pool, sizeof("Authorization: Bearer ")
-                             + ch->token.len);
-
-    if (api_body == NULL || url == NULL || auth == NULL) {
-        goto failed;
-    }
-
-    ngx_sprintf(url, "%V/%V/messages%Z", &wlcf->api_base,
-                &ch->phone_number_id);
-    ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
-
-    rc = ngx_http_wa_curl_post(wmcf->curl, &ctx->xfer, (char *) url,
-                               (char *) auth, api_body, ngx_strlen(api_body),
-                               &wlcf->send);
-    free(api_body);
-    api_body = NULL;
-
-    if (rc != NGX_OK) {
-        goto failed;
-    }
+    /* from here the send lives on: a client that leaves does not stop it */
 
     wlcf->send_active++;
     ctx->counted = 1;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
-        /* the transfer runs on; only the early-exit notice is lost */
+        /* the send runs on; only the early-exit notice is lost */
         ctx->request = NULL;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        cln->handler = ngx_http_wa_send_cleanup;
+        cln->data = ctx;
+        ctx->cln = cln;
+        ctx->request = r;
+        rc = NGX_DONE;
     }
 
-    cln->handler = ngx_http_wa_send_cleanup;
-    cln->data = ctx;
-    ctx->cln = cln;
-    ctx->request = r;
+    if (!wmcf->sync) {
+        ngx_http_wa_send_call(ctx);
+        return rc;
+    }
 
-    return NGX_DONE;
+    /* the provider is called only once the pending record is on disk */
+
+    ctx->sync.handler = ngx_http_wa_send_synced;
+    ctx->sync.data = ctx;
+
+    if (ngx_http_wa_sync_wait(wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
+        != NGX_OK)
+    {
+        ngx_http_wa_send_not_attempted(ctx, 0);
+    }
+
+    return rc;
 
 unavailable:
 
@@ -483,11 +479,107 @@ unavailable:
     return ngx_http_wa_send_unavailable(r, "ring full, ring unavailable or "
                                         "too many sends in flight: nothing "
                                         "was sent, retry");
+}
+
+
+static void
+ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
+{
+    ngx_http_wa_send_ctx_t  *ctx = w->data;
+
+    if (rc == NGX_OK) {
+        ngx_http_wa_send_call(ctx);
+        return;
+    }
+
+    ngx_http_wa_send_not_attempted(ctx, rc == NGX_ABORT);
+}
+
+
+/*
+ * The pending record is in the ring but may not be on disk (a failed
+ * sync), or the worker exits before it is: the provider is not called.
+ * The outcome "failed" (retryable, nothing left) settles the row, and the
+ * caller gets 503: the same client_ref is attempted again.
+ */
+
+static void
+ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
+    ngx_int_t exiting)
+{
+    wa_send_res_t  res;
+
+    ngx_memzero(&res, sizeof(wa_send_res_t));
+    res.retryable = 1;
+    ngx_cpystrn((u_char *) res.error_title,
+                (u_char *) (exiting
+                            ? "not sent: nginx exited before the send's "
+                              "record was synced to disk"
+                            : "not sent: the ring could not be synced to "
+                              "disk (wa_ring sync=on)"),
+                sizeof(res.error_title));
+
+    ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
+                  "wa send %s: %s, recorded as failed", ctx->local_id,
+                  res.error_title);
+
+    if (ctx->counted) {
+        ctx->wlcf->send_active--;
+        ctx->counted = 0;
+    }
+
+    ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    ctx->xfer.exiting = exiting ? 1 : 0;
+
+    ngx_http_wa_send_answer(ctx, &res, "failed");
+    ngx_http_wa_send_finish(ctx);
+}
+
+
+/* the pending record is stored: call the provider */
+
+static void
+ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
+{
+    u_char                   *auth, *url;
+    char                     *api_body;
+    ngx_int_t                 rc;
+    ngx_http_wa_channel_t    *ch;
+    ngx_http_wa_loc_conf_t   *wlcf;
+
+    ch = ctx->ch;
+    wlcf = ctx->wlcf;
+
+    api_body = wa_send_build_body(&ctx->req, ctx->local_id);
+
+    url = ngx_pnalloc(ctx->xfer.pool, wlcf->api_base.len
+                                      + ch->phone_number_id.len
+                                      + sizeof("//messages"));
+    auth = ngx_pnalloc(ctx->xfer.pool, sizeof("Authorization: Bearer ")
+                                       + ch->token.len);
+
+    if (api_body == NULL || url == NULL || auth == NULL) {
+        goto failed;
+    }
+
+    ngx_sprintf(url, "%V/%V/messages%Z", &wlcf->api_base,
+                &ch->phone_number_id);
+    ngx_sprintf(auth, "Authorization: Bearer %V%Z", &ch->token);
+
+    rc = ngx_http_wa_curl_post(ctx->wmcf->curl, &ctx->xfer, (char *) url,
+                               (char *) auth, api_body, ngx_strlen(api_body),
+                               &wlcf->send);
+    free(api_body);
+    api_body = NULL;
+
+    if (rc == NGX_OK) {
+        return;
+    }
 
 failed:
 
     /* pending is recorded and nothing was sent: say so in the ring too */
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_ALERT, ctx->log, 0,
                   "wa send %s: could not start the provider call",
                   ctx->local_id);
 
@@ -496,10 +588,7 @@ failed:
     ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
     ctx->xfer.result = CURLE_FAILED_INIT;
     ctx->xfer.sent = 0;
-    ctx->request = r;
     ngx_http_wa_send_done(&ctx->xfer);
-
-    return NGX_DONE;
 }
 
 

@@ -292,6 +292,9 @@ sub nginx_conf {
     my $workers = $o{workers} // 2;
     my $size = $o{ring_size} // '1m';
     $o{ring_args} //= '';
+    # WA_RING_SYNC=1 runs any test with wa_ring ... sync=on
+    $o{ring_args} .= ' sync=on'
+        if $ENV{WA_RING_SYNC} && $o{ring_args} !~ /\bsync=/;
     my $http = $o{http} // '';
     my $server = $o{server} // $self->default_locations;
     my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
