@@ -147,6 +147,9 @@ typedef struct {
     ngx_event_t               sync_timer;      /* a slow sync is logged */
     ngx_connection_t          sync_conn;       /* ev->data for debug logs */
     ngx_queue_t               sync_waiters;
+    int                       sync_prev_fd;    /* a detached ring file whose
+                                                  records wait, or -1 */
+    uint64_t                  sync_prev_epoch;
     uint64_t                  sync_started;    /* syncs started */
     uint64_t                  sync_failures;
     ngx_flag_t                sync_busy;
@@ -224,6 +227,8 @@ char *ngx_http_wa_sync_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf,
 ngx_int_t ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_wa_main_conf_t *wmcf);
 void ngx_http_wa_sync_exit_process(ngx_http_wa_main_conf_t *wmcf);
+/* the ring file is about to be closed: keep it for the waiting records */
+void ngx_http_wa_sync_detach(ngx_http_wa_main_conf_t *wmcf);
 /* after a request's last publish; NGX_ERROR: not waiting, answer 503.
  * The wait ends when pool is destroyed. */
 ngx_int_t ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf,

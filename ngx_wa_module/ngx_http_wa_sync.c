@@ -34,12 +34,17 @@
                                         * logged */
 
 
-/* what the thread sees: nothing of nginx's */
+/*
+ * What the thread sees: nothing of nginx's. It syncs the ring file, and a
+ * file detached since its records were published (deleted, replaced),
+ * if any.
+ */
 typedef struct {
-    int                       fd;      /* a dup of the ring's: the event
-                                        * loop may close the ring meanwhile */
-    int                       err;     /* errno of a failed fdatasync */
-    uint64_t                  epoch;   /* the ring mapping it syncs */
+    ngx_uint_t                n;
+    int                       fd[2];    /* dups: the event loop may close
+                                         * the ring meanwhile */
+    int                       err[2];   /* errno of a failed fdatasync */
+    uint64_t                  epoch[2]; /* the ring mapping each one is */
     ngx_msec_t                start;
 } ngx_http_wa_sync_task_ctx_t;
 
@@ -76,6 +81,7 @@ ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
     ngx_http_wa_sync_task_ctx_t  *tc;
 
     ngx_queue_init(&wmcf->sync_waiters);
+    wmcf->sync_prev_fd = -1;
 
     if (!wmcf->sync) {
         return NGX_OK;
@@ -88,7 +94,7 @@ ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
     }
 
     tc = task->ctx;
-    tc->fd = -1;
+    tc->n = 0;
 
     task->handler = ngx_http_wa_sync_thread;
     task->event.handler = ngx_http_wa_sync_event;
@@ -173,35 +179,50 @@ ngx_http_wa_sync_cleanup(void *data)
 static ngx_int_t
 ngx_http_wa_sync_start(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log)
 {
-    int                           fd;
+    ngx_uint_t                    i;
     ngx_thread_task_t            *task;
     ngx_http_wa_sync_task_ctx_t  *tc;
 
-    if (!ngx_http_wa_ring_usable(wmcf, log)) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "wa_ring sync: the ring is unavailable, nothing to "
-                      "sync, answering 503");
-        return NGX_ERROR;
-    }
-
-    fd = dup(wmcf->ring.fd);
-    if (fd == -1) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "wa_ring sync: dup() failed, answering 503");
-        return NGX_ERROR;
-    }
-
     task = wmcf->sync_task;
     tc = task->ctx;
-    tc->fd = fd;
-    tc->err = 0;
-    tc->epoch = wmcf->ring_epoch;
+    tc->n = 0;
+
+    if (wmcf->ring_ok) {
+        tc->fd[0] = dup(wmcf->ring.fd);
+
+        if (tc->fd[0] == -1) {
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          "wa_ring sync: dup() failed, answering 503");
+            return NGX_ERROR;
+        }
+
+        tc->epoch[0] = wmcf->ring_epoch;
+        tc->n = 1;
+    }
+
+    if (wmcf->sync_prev_fd != -1) {
+        /* the task owns it now: after this sync nobody waits for it */
+        tc->fd[tc->n] = wmcf->sync_prev_fd;
+        tc->epoch[tc->n] = wmcf->sync_prev_epoch;
+        tc->n++;
+        wmcf->sync_prev_fd = -1;
+    }
+
+    if (tc->n == 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "wa_ring sync: the ring is unavailable, answering 503");
+        return NGX_ERROR;
+    }
+
     tc->start = ngx_current_msec;
 
     if (ngx_thread_task_post(wmcf->sync_pool, task) != NGX_OK) {
         /* the pool's queue is full; it logged why */
-        close(fd);
-        tc->fd = -1;
+        for (i = 0; i < tc->n; i++) {
+            close(tc->fd[i]);
+        }
+
+        tc->n = 0;
         return NGX_ERROR;
     }
 
@@ -214,6 +235,23 @@ ngx_http_wa_sync_start(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log)
 }
 
 
+void
+ngx_http_wa_sync_detach(ngx_http_wa_main_conf_t *wmcf)
+{
+    if (wmcf->sync_task == NULL || ngx_queue_empty(&wmcf->sync_waiters)) {
+        return;
+    }
+
+    /* a file detached before this one: its waiters get 503 */
+    if (wmcf->sync_prev_fd != -1) {
+        close(wmcf->sync_prev_fd);
+    }
+
+    wmcf->sync_prev_fd = dup(wmcf->ring.fd);
+    wmcf->sync_prev_epoch = wmcf->ring_epoch;
+}
+
+
 /* in a pool thread: no nginx function here */
 
 static void
@@ -223,7 +261,11 @@ ngx_http_wa_sync_thread(void *data, ngx_log_t *log)
 
     (void) log;
 
-    tc->err = (fdatasync(tc->fd) == -1) ? errno : 0;
+    ngx_uint_t  i;
+
+    for (i = 0; i < tc->n; i++) {
+        tc->err[i] = (fdatasync(tc->fd[i]) == -1) ? errno : 0;
+    }
 }
 
 
@@ -232,8 +274,10 @@ ngx_http_wa_sync_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_wa_sync_event(ngx_event_t *ev)
 {
+    int                           err;
     uint64_t                      done;
     ngx_int_t                     rc;
+    ngx_uint_t                    i;
     ngx_queue_t                   ready, *q;
     ngx_http_wa_sync_wait_t      *w;
     ngx_http_wa_main_conf_t      *wmcf;
@@ -243,9 +287,6 @@ ngx_http_wa_sync_event(ngx_event_t *ev)
 
     tc = ((ngx_thread_task_t *) wmcf->sync_task)->ctx;
 
-    close(tc->fd);
-    tc->fd = -1;
-
     wmcf->sync_busy = 0;
     done = wmcf->sync_started;
 
@@ -253,8 +294,18 @@ ngx_http_wa_sync_event(ngx_event_t *ev)
         ngx_del_timer(&wmcf->sync_timer);
     }
 
-    if (tc->err) {
-        wmcf->sync_failures++;
+    for (i = 0; i < tc->n; i++) {
+        close(tc->fd[i]);
+
+        if (tc->err[i]) {
+            wmcf->sync_failures++;
+            ngx_log_error(NGX_LOG_CRIT, ev->log, tc->err[i],
+                          "wa_ring \"%V\": CRITICAL: fdatasync failed after "
+                          "%M ms: records are not on disk, their requests "
+                          "are answered 503 and nothing is sent; check the "
+                          "disk under the ring", &wmcf->ring_path,
+                          ngx_current_msec - tc->start);
+        }
     }
 
     /* taken off first: a handler may register a new waiter */
@@ -272,44 +323,41 @@ ngx_http_wa_sync_event(ngx_event_t *ev)
         ngx_queue_insert_tail(&ready, q);
     }
 
-    if (tc->err) {
-        ngx_log_error(NGX_LOG_CRIT, ev->log, tc->err,
-                      "wa_ring \"%V\": CRITICAL: fdatasync failed after "
-                      "%M ms: records are not on disk, their requests are "
-                      "answered 503 and nothing is sent; check the disk "
-                      "under the ring", &wmcf->ring_path,
-                      ngx_current_msec - tc->start);
-    }
-
     while (!ngx_queue_empty(&ready)) {
         q = ngx_queue_head(&ready);
         w = ngx_queue_data(q, ngx_http_wa_sync_wait_t, queue);
         ngx_queue_remove(q);
         w->queued = 0;
 
-        /* a record published in a ring file since replaced is not in
-         * the file that was synced */
-        rc = (tc->err == 0 && w->epoch == tc->epoch) ? NGX_OK : NGX_ERROR;
+        /* synced only if the file its records went into was */
+        err = -1;
 
-        if (rc != NGX_OK && tc->err == 0) {
+        for (i = 0; i < tc->n; i++) {
+            if (tc->epoch[i] == w->epoch) {
+                err = tc->err[i];
+            }
+        }
+
+        rc = (err == 0) ? NGX_OK : NGX_ERROR;
+
+        if (err == -1) {
             ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "wa_ring sync: the ring file was replaced before "
+                          "wa_ring sync: the ring file was closed before "
                           "its records were synced, answering 503");
         }
 
         w->handler(w, rc);
     }
 
+    tc->n = 0;
+
     if (ngx_queue_empty(&wmcf->sync_waiters) || wmcf->sync_busy) {
         return;
     }
 
-    if (ngx_exiting || ngx_terminate
-        || ngx_http_wa_sync_start(wmcf, ev->log) != NGX_OK)
-    {
-        ngx_http_wa_sync_fail_all(wmcf,
-                                  (ngx_exiting || ngx_terminate) ? NGX_ABORT
-                                                                 : NGX_ERROR);
+    /* also while shutting down gracefully: its requests are served */
+    if (ngx_http_wa_sync_start(wmcf, ev->log) != NGX_OK) {
+        ngx_http_wa_sync_fail_all(wmcf, NGX_ERROR);
     }
 }
 
@@ -392,6 +440,12 @@ ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool,
 
 void
 ngx_http_wa_sync_exit_process(ngx_http_wa_main_conf_t *wmcf)
+{
+}
+
+
+void
+ngx_http_wa_sync_detach(ngx_http_wa_main_conf_t *wmcf)
 {
 }
 

@@ -61,7 +61,7 @@ sub log_since { substr($t->error_log, $_[0]) }
 sub start_nginx {
     my (%o) = @_;
     $t->stop_nginx;
-    $t->start_nginx(workers => 2, ring_size => '4m',
+    $t->start_nginx(workers => $o{workers} // 2, ring_size => '4m',
                     ring_args => $o{ring_args} // 'sync=on',
                     main => "env WA_SYNC_HOOK_DIR=$hooks;");
 }
@@ -251,7 +251,42 @@ for my $errno (qw(EIO ENOSPC)) {
     is($r->{status}, 200, 'and webhooks get 200 again');
 }
 
-# ---- (e) off by default: nothing waits, nothing syncs ----------------------
+# ---- (e) the ring file deleted while its records wait for their sync -------
+
+# One worker: the second request waits for the sync after the first's;
+# meanwhile the ring is deleted and the worker's 1 s check detaches it.
+# The record is in the deleted file, which wa-writer drains before it lets
+# go: the worker syncs that file for it, and it gets its 200.
+start_nginx(workers => 1);
+hook_set(delay_ms => 1500);
+{
+    my $mark = log_mark();
+    my ($a, $b) = (wamid(), wamid());
+    my $res = $t->dir . '/deleted';
+    mkdir $res;
+    my @kids;
+    for my $id ($a, $b) {
+        my $pid = fork // die;
+        if ($pid == 0) {
+            my ($r) = one_webhook($id);
+            WaTest::spew("$res/$id", $r->{status});
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+        sleep 0.2;
+    }
+    unlink $t->ring;
+    waitpid $_, 0 for @kids;
+    like(log_since($mark), qr/wa_ring .* (deleted|changed)/,
+         'the worker saw the ring deleted while the sync ran');
+    is(WaTest::slurp("$res/$a"), 200, 'the request whose sync was running: 200');
+    is(WaTest::slurp("$res/$b"), 200, 'the one waiting for the next sync: 200, '
+       . 'its file synced although detached');
+    is(wait_rows(2, $a, $b), 2, 'both stored: the writer drained the deleted file');
+}
+hook_set(delay_ms => undef);
+
+# ---- (f) off by default: nothing waits, nothing syncs ----------------------
 
 start_nginx(ring_args => '');
 hook_set(delay_ms => 400);

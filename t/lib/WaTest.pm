@@ -79,7 +79,9 @@ sub new {
 sub dir  { $_[0]{dir} }
 sub writer_bin { $_[0]{writer_bin} // "$BUILD/wa-writer" }
 sub port { $_[0]{port} }
-sub ring { "$_[0]{dir}/ring" }
+# the ring file: in the test's directory unless set (bench/sync.pl puts
+# it in /dev/shm too)
+sub ring { $_[0]{ring_path} // "$_[0]{dir}/ring" }
 
 sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
@@ -297,7 +299,7 @@ sub nginx_conf {
         if $ENV{WA_RING_SYNC} && $o{ring_args} !~ /\bsync=/;
     my $http = $o{http} // '';
     my $server = $o{server} // $self->default_locations;
-    my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
+    my $ring = $o{no_ring} ? '' : "wa_ring ${\ $self->ring } size=$size $o{ring_args};";
     my $level = $o{log_level} // 'info';
     my $main = $o{main} // '';
     # nginx gives its workers an empty environment but for TZ and what
