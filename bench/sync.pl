@@ -3,18 +3,22 @@
 # the writer and PostgreSQL (fsync on) running as in production:
 #
 #   shm        wa_ring in /dev/shm (tmpfs): survives process crashes
-#   disk       wa_ring on a disk file system: also survives a restart of
-#              the machine, not a power cut or a panic (dirty pages)
+#   disk       wa_ring on a disk file system: also survives a clean
+#              reboot, not a power cut or a panic (dirty pages)
 #   disk+sync  wa_ring ... sync=on: the 200 (and a send's provider call)
 #              waits for fdatasync: also survives a power cut
 #
 #   perl bench/sync.pl [seconds per wrk run = 8] [saturation connections = 256]
+#   WA_BENCH_REPS=N   rounds (default 3); each figure is their median
 #
-# For each: webhooks at saturation (many connections: group commit shares
-# each sync among the waiting requests), webhooks at bench/run.pl's 32
-# connections, webhooks paced at a fixed rate (p99 below saturation), and
-# sends; every acknowledged webhook is then looked for in the database.
-# Prints a markdown table; bench/run.pl (make bench) appends its rows.
+# One PostgreSQL; an nginx and a writer per level, all up at once, so the
+# runs interleave (each kind of run on each level in turn, N rounds) and a
+# neighbour's load on the machine falls on every level alike. Kinds:
+# webhooks at saturation (many connections: group commit shares each sync
+# among the waiting requests), webhooks at bench/run.pl's 32 connections,
+# webhooks paced at a fixed rate (latency below saturation), and sends.
+# Every acknowledged webhook is then looked for in the database. Prints a
+# markdown table; bench/run.pl (make bench) appends its rows.
 
 use strict;
 use warnings;
@@ -27,6 +31,7 @@ use WaTest;
 
 my $SECS = shift // 8;
 my $SAT = shift // 256;
+my $REPS = $ENV{WA_BENCH_REPS} // 3;
 chdir "$FindBin::Bin/.." or die;
 
 system('command -v wrk >/dev/null') == 0
@@ -36,7 +41,6 @@ my $t = WaTest->new(pg_settings => [ 'fsync=on', 'full_page_writes=on' ]);
 $t->start_pg;
 $t->migrate;
 
-my $mock_port = WaTest::free_port();
 my $PHONE = $WaTest::PHONE_ID;
 my $TOKEN = $WaTest::TOKEN;
 my $shm_ring = "/dev/shm/ngx_wa_bench_$$.ring";
@@ -53,11 +57,11 @@ sub cpu_busy {
 }
 
 sub wrk {
-    my ($path, %o) = @_;
+    my ($lt, $path, %o) = @_;
     my $script = $o{script} // 'bench/webhook.lua';
     my $args = join ' ', @{ $o{args} // [] };
     my $c0 = cpu_busy();
-    my $out = `wrk -t2 -c$o{conns} -d${SECS}s --latency -s $script http://127.0.0.1:${\ $t->port }$path -- $args 2>&1`;
+    my $out = `wrk -t2 -c$o{conns} -d${SECS}s --latency -s $script http://127.0.0.1:${\ $lt->port }$path -- $args 2>&1`;
     my $cpu = cpu_busy() - $c0;
     my ($line) = $out =~ /^(RESULT .*)$/m or die "wrk: $out";
     my %r = $line =~ /(\w+)=([\d.]+)/g;
@@ -81,15 +85,12 @@ sub fs_type {
     return "$f[1] ($f[0])";
 }
 
-sub level {
-    my ($name, $ring, $args) = @_;
-
-    $t->stop_nginx;
-    $t->stop_writer;
-    $t->{ring_path} = $ring;
-    $t->start_nginx(ring_size => '512m', workers => 2, worker_connections => 8192,
-                    ring_args => $args,
-                    main => 'worker_rlimit_nofile 20000;', http => <<EOF, server => <<EOF);
+# the nginx and writer of a level, on the shared PostgreSQL
+sub level_start {
+    my ($lt, $args) = @_;
+    $lt->{pg_port} = $t->{pg_port};
+    my $mock_port = WaTest::free_port();
+    my $http = <<EOF;
     access_log off;
     server {
         listen 127.0.0.1:$mock_port;
@@ -98,6 +99,7 @@ sub level {
         }
     }
 EOF
+    my $server = <<EOF;
         location /webhook {
             wa_webhook;
             wa_channel $PHONE business=1 token=$TOKEN;
@@ -109,63 +111,88 @@ EOF
             wa_send_concurrency 2000;
         }
 EOF
-    $t->start_writer;
-
-    print STDERR "$name: ring $ring on ${\ fs_type($ring) } $args\n";
-    my %r;
-    my $tag = sprintf '%s%d', $name =~ s/\W//gr, time % 100000;
-    my $n = 0;
-    for my $run ([ sat => $SAT ], [ c32 => 32 ]) {
-        my $tg = "$tag$run->[0]";
-        $r{ $run->[0] } = wrk('/webhook', conns => $run->[1], args => [ "tag=$tg" ]);
-        $r{ $run->[0] }{tag} = $tg;
-        $t->wait_drained(600);
-    }
-    # paced: 64 connections, each a request every 4 ms: 16k req/s offered
-    my $tg = "${tag}paced";
-    $r{paced} = wrk('/webhook', conns => 64, args => [ "tag=$tg", 'delay=4' ]);
-    $r{paced}{tag} = $tg;
-    $r{send} = wrk('/send', conns => 64, script => 'bench/send.lua');
-    $t->wait_drained(600);
-    for my $k (qw(sat c32 paced)) {
-        $r{$k}{stored} = count_tag($r{$k}{tag});
-    }
-    return \%r;
+    $lt->start_nginx(ring_size => '512m', workers => 2, worker_connections => 8192,
+                     ring_args => $args, main => 'worker_rlimit_nofile 20000;',
+                     http => $http, server => $server);
+    $lt->start_writer;
+    print STDERR "ring ${\ $lt->ring } on ${\ fs_type($lt->ring) } $args\n";
+    return $lt;
 }
-
-my %L;
-$L{shm} = level('shm', $shm_ring, '');
-$L{disk} = level('disk', $t->dir . '/ring', '');
-$L{sync} = level('disk+sync', $t->dir . '/ring-sync', 'sync=on');
-$t->stop_nginx;
-unlink $shm_ring;
 
 my @names = ([ shm => 'ring in /dev/shm' ], [ disk => 'ring on disk' ],
              [ sync => 'ring on disk, sync=on' ]);
-for my $k (qw(sat c32 paced)) {
-    my $what = { sat => "webhooks, $SAT connections (saturation)",
-                 c32 => 'webhooks, 32 connections',
-                 paced => 'webhooks paced, 64 conns x 1 per 4 ms' }->{$k};
-    for my $n (@names) {
-        my $r = $L{ $n->[0] }{$k};
-        row("$what: $n->[1]", sprintf('%.0f req/s', $r->{rps}),
-            "p50 $r->{p50_ms} ms", "p99 $r->{p99_ms} ms",
-            sprintf('x%.2f of disk; CPU %.1f µs/req; %d of %d stored%s',
-                    $r->{rps} / ($L{disk}{$k}{rps} || 1), $r->{cpu_us},
-                    $r->{stored}, $r->{ok},
-                    $r->{stored} >= $r->{ok} && !$r->{non2xx} ? '' : ' MISSING'));
+my %lt = (shm  => level_start(WaTest->new(ring_path => $shm_ring), ''),
+          disk => level_start($t, ''),
+          sync => level_start(WaTest->new, 'sync=on'));
+my @kinds = ([ sat => "webhooks, $SAT connections (saturation)", conns => $SAT ],
+             [ c32 => 'webhooks, 32 connections', conns => 32 ],
+             # 64 connections, each a request every 4 ms: 16k req/s offered
+             [ paced => 'webhooks paced, 64 conns x 1 per 4 ms', conns => 64,
+               args => [ 'delay=4' ] ],
+             [ send => 'sends, 64 connections', conns => 64,
+               script => 'bench/send.lua', path => '/send' ]);
+
+my %R;      # level -> kind -> [ runs ]
+for my $rep (1 .. $REPS) {
+    for my $k (@kinds) {
+        my ($kind, $what, %o) = @$k;
+        for my $n (@names) {
+            my $lt = $lt{ $n->[0] };
+            my $tg = sprintf '%s%s%d%d', $n->[0], $kind, $rep, time % 100000;
+            my $r = wrk($lt, $o{path} // '/webhook', %o,
+                        args => [ "tag=$tg", @{ $o{args} // [] } ]);
+            $lt->wait_drained(600);
+            $r->{stored} = $kind eq 'send' ? $r->{ok} : count_tag($tg);
+            push @{ $R{ $n->[0] }{$kind} }, $r;
+            printf STDERR "  %s %s #%d: %.0f req/s p99 %s ms\n", $n->[0], $kind,
+                $rep, $r->{rps}, $r->{p99_ms};
+        }
     }
 }
-for my $n (@names) {
-    my $r = $L{ $n->[0] }{send};
-    row("sends, 64 connections: $n->[1]", sprintf('%.0f req/s', $r->{rps}),
-        "p50 $r->{p50_ms} ms", "p99 $r->{p99_ms} ms",
-        sprintf('x%.2f of disk; CPU %.1f µs/req; %d non-2xx', $r->{rps} / ($L{disk}{send}{rps} || 1),
-                $r->{cpu_us}, $r->{non2xx}));
+
+sub median {
+    my @v = sort { $a <=> $b } @_;
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
 }
 
-printf "\nngx_wa sync bench: wrk -t2 %ds runs, rings on %s and %s, PostgreSQL 15 fsync on\n\n",
-    $SECS, fs_type($t->dir . '/ring'), fs_type($shm_ring);
+for my $k (@kinds) {
+    my ($kind, $what) = @$k;
+    my %m;
+    for my $n (@names) {
+        my $runs = $R{ $n->[0] }{$kind};
+        my $m = { map { my $f = $_; ($f => median(map { $_->{$f} } @$runs)) }
+                  qw(rps p50_ms p99_ms cpu_us) };
+        my ($ok, $stored, $non2xx) = (0, 0, 0);
+        for (@$runs) {
+            $ok += $_->{ok};
+            $stored += $_->{stored};
+            $non2xx += $_->{non2xx};
+        }
+        $m->{acct} = $kind eq 'send'
+            ? "$non2xx non-2xx"
+            : sprintf('%d of %d acknowledged stored%s', $stored, $ok,
+                      $stored >= $ok ? '' : ' MISSING');
+        $m->{p99s} = join '/', map { $_->{p99_ms} } @$runs;
+        $m{ $n->[0] } = $m;
+    }
+    for my $n (@names) {
+        my $r = $m{ $n->[0] };
+        row("$what: $n->[1]", sprintf('%.0f req/s', $r->{rps}),
+            sprintf('p50 %.2f ms', $r->{p50_ms}),
+            sprintf('p99 %.2f ms (runs %s)', $r->{p99_ms}, $r->{p99s}),
+            sprintf('x%.2f of disk; CPU %.1f µs/req; %s',
+                    $r->{rps} / ($m{disk}{rps} || 1), $r->{cpu_us}, $r->{acct}));
+    }
+}
+
+my $disk_fs = fs_type($lt{disk}->ring);
+my $shm_fs = fs_type($shm_ring);
+$_->teardown for grep { $_ != $t } values %lt;
+unlink $shm_ring;
+
+printf "\nngx_wa sync bench: wrk -t2 %ds runs, medians of %d interleaved rounds, "
+    . "rings on %s and %s, PostgreSQL 15 fsync on, 1-min load average at the end: %s\n\n",
+    $SECS, $REPS, $disk_fs, $shm_fs, (split ' ', WaTest::slurp('/proc/loadavg'))[0];
 printf "| %s |\n", join ' | ', 'run', 'figure', '', '', '';
 print "| --- | --- | --- | --- | --- |\n";
 printf "| %s |\n", join ' | ', map { $_ // '' } @$_[0 .. 4] for @rows;
