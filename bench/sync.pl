@@ -25,6 +25,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 
+use IO::Handle;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 use WaTest;
@@ -43,7 +44,7 @@ $t->migrate;
 
 my $PHONE = $WaTest::PHONE_ID;
 my $TOKEN = $WaTest::TOKEN;
-my $shm_ring = "/dev/shm/ngx_wa_bench_$$.ring";
+my $shm_ring = "/dev/shm/wa-sync-bench-$$.ring";
 
 my @rows;
 sub row { push @rows, [@_]; printf STDERR "  %-44s %s\n", $_[0], join('  ', @_[1 .. $#_]) }
@@ -132,6 +133,32 @@ my @kinds = ([ sat => "webhooks, $SAT connections (saturation)", conns => $SAT ]
              [ send => 'sends, 64 connections', conns => 64,
                script => 'bench/send.lua', path => '/send' ]);
 
+# the disk's own latency for one sync of a small write (fsync through
+# IO::Handle: what fdatasync costs, and a little more), before and after
+sub disk_sync_ms {
+    my ($dir) = @_;
+    my $f = "$dir/sync-probe";
+    open my $fh, '+>', $f or die "$f: $!";
+    my @ms;
+    for my $i (1 .. 300) {
+        seek $fh, ($i % 256) * 4096, 0;
+        print $fh 'x' x 600;
+        $fh->flush;
+        my $t0 = time;
+        $fh->sync or die "fsync: $!";
+        push @ms, (time - $t0) * 1000;
+    }
+    close $fh;
+    unlink $f;
+    @ms = sort { $a <=> $b } @ms;
+    my $sum = 0;
+    $sum += $_ for @ms;
+    return sprintf 'avg %.2f ms, p50 %.2f ms, p99 %.2f ms', $sum / @ms,
+        $ms[@ms / 2], $ms[int(@ms * 0.99)];
+}
+my $probe0 = disk_sync_ms($lt{sync}->dir);
+print STDERR "the disk's fsync of a small write: $probe0\n";
+
 my %R;      # level -> kind -> [ runs ]
 for my $rep (1 .. $REPS) {
     for my $k (@kinds) {
@@ -184,6 +211,9 @@ for my $k (@kinds) {
                     $r->{rps} / ($m{disk}{rps} || 1), $r->{cpu_us}, $r->{acct}));
     }
 }
+
+row("the ring's disk: one fsync of a 600-byte write, before the runs", $probe0);
+row('  and after them', disk_sync_ms($lt{sync}->dir));
 
 my $disk_fs = fs_type($lt{disk}->ring);
 my $shm_fs = fs_type($shm_ring);
