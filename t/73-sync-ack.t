@@ -304,4 +304,31 @@ hook_set(delay_ms => 400);
 }
 hook_set(delay_ms => undef);
 
+# ---- (g) nginx -s quit while a request waits for its sync -----------------
+
+# The worker shuts down gracefully: the sync in flight keeps it alive (its
+# timer is not cancelable), and the request still gets its 200.
+start_nginx();
+hook_set(delay_ms => 1000);
+{
+    my $id = wamid();
+    my $res = $t->dir . '/quit';
+    my $pid = fork // die;
+    if ($pid == 0) {
+        my ($r) = one_webhook($id);
+        WaTest::spew($res, $r->{status});
+        POSIX::_exit(0);
+    }
+    sleep 0.3;
+    my $master = delete $t->{nginx_pid};
+    kill 'QUIT', $master;
+    waitpid $pid, 0;
+    is(WaTest::slurp($res), 200, 'nginx -s quit during the sync: the waiting '
+       . 'webhook still gets its 200');
+    ok($t->wait_for(sub { !kill 0, $master }, 10, 'nginx exit'),
+       'and nginx exits after it');
+    is(wait_rows(1, $id), 1, 'stored');
+}
+hook_set(delay_ms => undef);
+
 done_testing;
