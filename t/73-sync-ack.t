@@ -63,6 +63,7 @@ sub start_nginx {
     $t->stop_nginx;
     $t->start_nginx(workers => $o{workers} // 2, ring_size => '4m',
                     ring_args => $o{ring_args} // 'sync=on',
+                    http => $o{http} // '',
                     main => "env WA_SYNC_HOOK_DIR=$hooks;");
 }
 
@@ -304,7 +305,42 @@ hook_set(delay_ms => 400);
 }
 hook_set(delay_ms => undef);
 
-# ---- (g) nginx -s quit while a request waits for its sync -----------------
+# ---- (g) two hosts sharing client_refs (wa_send_idempotency_db) ------------
+
+# Host b's sync fails: its send is not attempted, and the claim in
+# PostgreSQL learns that it failed, so host a sends the same client_ref as
+# its next attempt.
+{
+    my $db = "wa_send_idempotency_db \"host=127.0.0.1 port=$t->{pg_port} "
+           . "dbname=postgres user=wa\";";
+    start_nginx(http => $db);
+    my $b = WaTest->new(preload => [$SHIM]);
+    $b->{pg_port} = $t->{pg_port};
+    $b->{mock} = $mock;
+    $b->start_nginx(ring_size => '4m', ring_args => 'sync=on', http => $db,
+                    main => "env WA_SYNC_HOOK_DIR=$hooks;");
+    $b->start_writer;
+
+    my $ref = "sync-claim-$$";
+    my $before = () = $mock->requests;
+    hook_set(fail => 'EIO');
+    my $send = $b->send_message({ to => '+972501234567', text => 'two hosts',
+                                  client_ref => $ref });
+    hook_set(fail => undef);
+    is($send->{status}, 503, 'host b, its sync failing: 503');
+    is(scalar(() = $mock->requests), $before, 'nothing sent');
+    my $again = $t->send_message({ to => '+972501234567', text => 'two hosts',
+                                   client_ref => $ref });
+    is($again->{status}, 200, 'host a sends the same client_ref') or diag $again->{content};
+    is($again->{json}{attempt}, 2, 'as its second attempt');
+    is($again->{json}{id}, $send->{json}{id}, 'under the same id');
+    is(scalar(() = $mock->requests), $before + 1, 'the provider got it once');
+    my $row = $t->send_row($again->{json}{id});
+    is($row->{status}, 'sent', 'one row, sent');
+    $b->teardown;
+}
+
+# ---- (h) nginx -s quit while a request waits for its sync -----------------
 
 # The worker shuts down gracefully: the sync in flight keeps it alive (its
 # timer is not cancelable), and the request still gets its 200.
