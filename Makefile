@@ -35,6 +35,8 @@ UNIT_SRCS   := $(wildcard t/unit/test_*.c)
 UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 # preloaded into nginx by the tests that stall or kill a producer mid-claim
 SHIM        := $(BUILD)/t/ring_hook.so
+# preloaded into nginx by the tests of wa_ring sync=on: a slow or failing disk
+SYNC_SHIM   := $(BUILD)/t/sync_hook.so
 
 PROVE       ?= prove
 
@@ -55,7 +57,7 @@ deps:
 module: $(MODULE)
 writer: $(WRITER)
 tools: $(FEED)
-unit: $(UNIT_BINS) $(SHIM) $(FEED)
+unit: $(UNIT_BINS) $(SHIM) $(SYNC_SHIM) $(FEED)
 
 # nginx's configure writes into the tree it runs in: work on a copy so the
 # system's nginx-dev tree stays untouched. The flags are Debian's, so the
@@ -103,6 +105,12 @@ $(SHIM): t/shim/ring_hook.c common/wa_ring.h
 	@mkdir -p $(BUILD)/t
 	$(CC) -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) -shared -fPIC \
 	    -I common -o $@ $<
+
+# wraps fdatasync/fsync/msync of the ring file; same build as the above
+$(SYNC_SHIM): t/shim/sync_hook.c
+	@mkdir -p $(BUILD)/t
+	$(CC) -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) -shared -fPIC \
+	    -o $@ $< -ldl
 
 # no terminal for the daemons the tests start
 test: deps all

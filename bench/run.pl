@@ -434,6 +434,14 @@ for (`perl bench/writer.pl 200000`) {
 }
 $? == 0 or die "bench/writer.pl failed\n";
 
+# ---- 6. durability: ring in /dev/shm, on disk, on disk with sync=on ----------
+
+print STDERR "durability levels (bench/sync.pl)\n";
+for (`perl bench/sync.pl $SECS`) {
+    push @rows, [ map { s/^\s+|\s+$//gr } split /\|/, $1 ] if /^\|(.*)\|\s*$/ && !/^\| (run|---) /;
+}
+$? == 0 or die "bench/sync.pl failed\n";
+
 # ---- the table ---------------------------------------------------------------
 
 my $cpu = (grep { /model name/ } split /\n/, WaTest::slurp('/proc/cpuinfo'))[0] // '';

@@ -67,7 +67,7 @@ static ngx_conf_post_t  ngx_http_wa_attempts_bounds =
 static ngx_command_t  ngx_http_wa_commands[] = {
 
     { ngx_string("wa_ring"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_wa_ring,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -704,10 +704,13 @@ ngx_http_wa_media_path_check(ngx_conf_t *cf, void *post, void *data)
 
 
 /*
- * wa_ring PATH [size=64m] [group=NAME];
+ * wa_ring PATH [size=64m] [group=NAME] [sync=on|off] [thread_pool=NAME];
  *
  * The file is 0600, owned by the worker user; with group= it is 0660 and
  * of that group, so a writer running as another user of the group can map it.
+ * sync=on: a webhook's 200 and a send's provider call wait until the
+ * ring's pages are on disk, synced on the thread pool named (as "aio
+ * threads=" names one; "default" when not given).
  */
 
 static char *
@@ -715,8 +718,9 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_wa_main_conf_t *wmcf = conf;
 
+    char           *rv;
     off_t           size;
-    ngx_str_t      *value, s;
+    ngx_str_t      *value, s, pool;
     ngx_uint_t      i;
     struct group   *grp;
 
@@ -728,6 +732,7 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     wmcf->ring_path = value[1];
     wmcf->ring_size = WA_RING_DEFAULT_SIZE;
+    ngx_str_null(&pool);
 
     if (ngx_conf_full_name(cf->cycle, &wmcf->ring_path, 0) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -771,10 +776,42 @@ ngx_http_wa_ring(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "sync=on") == 0) {
+            wmcf->sync = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "sync=off") == 0) {
+            wmcf->sync = 0;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "thread_pool=", 12) == 0
+            && value[i].len > 12)
+        {
+            pool.data = value[i].data + 12;
+            pool.len = value[i].len - 12;
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\": invalid parameter \"%V\"",
                            &cmd->name, &value[i]);
         return NGX_CONF_ERROR;
+    }
+
+    if (pool.len && !wmcf->sync) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"thread_pool=\" is only used with "
+                           "\"sync=on\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->sync) {
+        rv = ngx_http_wa_sync_conf(cf, wmcf, &pool);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
     }
 
     return ngx_http_wa_ring_size_check(cf, cmd, wmcf);
@@ -1119,6 +1156,10 @@ ngx_http_wa_init_process(ngx_cycle_t *cycle)
 
     ngx_http_wa_ring_init_process(cycle, wmcf);
 
+    if (ngx_http_wa_sync_init_process(cycle, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (wmcf->has_curl
         && ngx_http_wa_send_init_process(cycle, wmcf) != NGX_OK)
     {
@@ -1150,6 +1191,7 @@ ngx_http_wa_exit_process(ngx_cycle_t *cycle)
     /* sends first: the ring is still mapped for their outcomes; then the
      * claims they could not end, logged */
     ngx_http_wa_send_exit_process(wmcf);
+    ngx_http_wa_sync_exit_process(wmcf);
     ngx_http_wa_claim_exit_process(wmcf);
     ngx_http_wa_ring_exit_process(wmcf);
 }

@@ -22,6 +22,27 @@
 #define NGX_HTTP_WA_UPLOAD_MAX         (100 * 1024 * 1024)
 
 
+/*
+ * A request waiting for the ring to be synced (wa_ring ... sync=on):
+ * handler is called once, from the event loop, with NGX_OK (its records
+ * are on disk), NGX_ERROR (they may not be: answer 503) or NGX_ABORT
+ * (the worker exits before the sync ended).
+ */
+typedef struct ngx_http_wa_sync_wait_s  ngx_http_wa_sync_wait_t;
+
+typedef void (*ngx_http_wa_sync_handler_pt)(ngx_http_wa_sync_wait_t *w,
+    ngx_int_t rc);
+
+struct ngx_http_wa_sync_wait_s {
+    ngx_queue_t                   queue;
+    uint64_t                      gen;         /* the sync that covers it */
+    uint64_t                      epoch;       /* the ring mapping */
+    ngx_http_wa_sync_handler_pt   handler;
+    void                         *data;
+    unsigned                      queued:1;
+};
+
+
 typedef struct {
     ngx_str_t                 phone_number_id;
     ngx_str_t                 business;        /* decimal */
@@ -124,6 +145,22 @@ typedef struct {
     ngx_event_t               ring_check;
     ngx_connection_t          ring_check_conn; /* ev->data for debug logs */
     u_char                    ring_error[WA_RING_ERR_LEN];
+    uint64_t                  ring_epoch;      /* per worker: attaches */
+
+    /* sync=on: acknowledged once on disk (ngx_http_wa_sync.c) */
+    ngx_flag_t                sync;
+    void                     *sync_pool;       /* ngx_thread_pool_t */
+    void                     *sync_task;       /* ngx_thread_task_t, per
+                                                  worker */
+    ngx_event_t               sync_timer;      /* a slow sync is logged */
+    ngx_connection_t          sync_conn;       /* ev->data for debug logs */
+    ngx_queue_t               sync_waiters;
+    int                       sync_prev_fd;    /* a detached ring file whose
+                                                  records wait, or -1 */
+    uint64_t                  sync_prev_epoch;
+    uint64_t                  sync_started;    /* syncs started */
+    uint64_t                  sync_failures;
+    ngx_flag_t                sync_busy;
 
     /* send path */
     ngx_flag_t                has_send;        /* a wa_send location exists */
@@ -203,6 +240,19 @@ ngx_int_t ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf,
  */
 ngx_int_t ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     wa_record_t *rec);
+
+/* ngx_http_wa_sync.c: wa_ring ... sync=on */
+char *ngx_http_wa_sync_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf,
+    ngx_str_t *pool_name);
+ngx_int_t ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
+    ngx_http_wa_main_conf_t *wmcf);
+void ngx_http_wa_sync_exit_process(ngx_http_wa_main_conf_t *wmcf);
+/* the ring file is about to be closed: keep it for the waiting records */
+void ngx_http_wa_sync_detach(ngx_http_wa_main_conf_t *wmcf);
+/* after a request's last publish; NGX_ERROR: not waiting, answer 503.
+ * The wait ends when pool is destroyed. */
+ngx_int_t ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf,
+    ngx_pool_t *pool, ngx_http_wa_sync_wait_t *w, ngx_log_t *log);
 
 ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
     u_char *id, size_t len);

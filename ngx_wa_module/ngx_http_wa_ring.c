@@ -18,6 +18,7 @@ static void ngx_http_wa_ring_own(ngx_cycle_t *cycle,
 static ngx_int_t ngx_http_wa_ring_attach(ngx_cycle_t *cycle,
     ngx_http_wa_main_conf_t *wmcf);
 static void ngx_http_wa_ring_check_handler(ngx_event_t *ev);
+static void ngx_http_wa_ring_detach(ngx_http_wa_main_conf_t *wmcf);
 
 
 /*
@@ -178,6 +179,7 @@ ngx_http_wa_ring_attach(ngx_cycle_t *cycle, ngx_http_wa_main_conf_t *wmcf)
     }
 
     wmcf->ring_ok = 1;
+    wmcf->ring_epoch++;
 
     return NGX_OK;
 }
@@ -219,8 +221,7 @@ ngx_http_wa_ring_check_handler(ngx_event_t *ev)
                       "503: %s", &wmcf->ring_path, err);
         ngx_cpystrn(wmcf->ring_error, (u_char *) err, sizeof(err));
 
-        wa_ring_close(&wmcf->ring);
-        wmcf->ring_ok = 0;
+        ngx_http_wa_ring_detach(wmcf);
     }
 
     ngx_add_timer(ev, NGX_HTTP_WA_RING_CHECK);
@@ -255,10 +256,25 @@ ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log)
                   &wmcf->ring_path, damage);
     ngx_cpystrn(wmcf->ring_error, (u_char *) damage, WA_RING_ERR_LEN);
 
-    wa_ring_close(&wmcf->ring);
-    wmcf->ring_ok = 0;
+    ngx_http_wa_ring_detach(wmcf);
 
     return 0;
+}
+
+
+/*
+ * Records published in the file before it was found damaged still wait
+ * for their sync (sync=on), and wa-writer drains a deleted file before it
+ * lets go: the sync keeps the file open for them.
+ */
+
+static void
+ngx_http_wa_ring_detach(ngx_http_wa_main_conf_t *wmcf)
+{
+    ngx_http_wa_sync_detach(wmcf);
+
+    wa_ring_close(&wmcf->ring);
+    wmcf->ring_ok = 0;
 }
 
 

@@ -7,6 +7,8 @@
  *      on a timer, or 503 when it is further than wa_send_queue_timeout
  *      (nothing sent, nothing recorded)
  *   4. publish the pending record; no room: 503 and no provider call
+ *      (wa_ring ... sync=on: wait until it is on disk; a failed sync:
+ *      outcome "failed", not attempted, 503 and no provider call)
  *   5. POST to the Cloud API on this worker's libcurl multi handle
  *   6. a transient refusal, with attempts and time left: record its
  *      outcome, wait a backoff and a turn of the rate, go to 4 as the next
@@ -48,6 +50,7 @@ typedef struct {
     ngx_http_wa_main_conf_t   *wmcf;
     ngx_http_wa_loc_conf_t    *wlcf;         /* counts its sends */
     ngx_http_wa_xfer_t         xfer;
+    ngx_http_wa_sync_wait_t    sync;         /* sync=on: the pending's */
     ngx_log_t                 *log;
 
     wa_send_req_t              req;
@@ -112,6 +115,11 @@ static ngx_int_t ngx_http_wa_send_start(ngx_http_request_t *r);
 static ngx_int_t ngx_http_wa_send_prepare(ngx_http_wa_send_ctx_t *ctx,
     ngx_http_wa_channel_t *ch);
 static void ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_post(ngx_http_wa_send_ctx_t *ctx);
+static void ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w,
+    ngx_int_t rc);
+static void ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
+    ngx_int_t exiting);
 static void ngx_http_wa_send_wait(ngx_http_wa_send_ctx_t *ctx,
     ngx_msec_t delay);
 static void ngx_http_wa_send_wake(ngx_event_t *ev);
@@ -651,8 +659,6 @@ ngx_http_wa_send_prepare(ngx_http_wa_send_ctx_t *ctx,
 static void
 ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
 {
-    ngx_int_t                 rc;
-    ngx_msec_t                now;
     wa_record_t               rec;
     ngx_http_wa_vars_t       *vars;
     ngx_http_wa_channel_t    *ch;
@@ -764,6 +770,84 @@ publish:
                                    ngx_http_wa_chan_offset(sends), 1);
     }
 
+    if (!ctx->wmcf->sync) {
+        ngx_http_wa_send_post(ctx);
+        return;
+    }
+
+    /* the provider is called only once the pending record is on disk */
+
+    ctx->sync.handler = ngx_http_wa_send_synced;
+    ctx->sync.data = ctx;
+
+    if (ngx_http_wa_sync_wait(ctx->wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
+        != NGX_OK)
+    {
+        ngx_http_wa_send_not_attempted(ctx, 0);
+    }
+}
+
+
+static void
+ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
+{
+    ngx_http_wa_send_ctx_t  *ctx = w->data;
+
+    if (rc == NGX_OK) {
+        ngx_http_wa_send_post(ctx);
+        return;
+    }
+
+    ngx_http_wa_send_not_attempted(ctx, rc == NGX_ABORT);
+}
+
+
+/*
+ * The pending record is in the ring but may not be on disk (a failed
+ * sync), or the worker exits before it is: the provider is not called.
+ * The outcome "failed" (retryable, nothing left) settles the row, and the
+ * caller gets 503: the same client_ref is attempted again.
+ */
+
+static void
+ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
+    ngx_int_t exiting)
+{
+    wa_send_res_t  res;
+
+    ngx_memzero(&res, sizeof(wa_send_res_t));
+    res.retryable = 1;
+    ngx_cpystrn((u_char *) res.error_title,
+                (u_char *) (exiting
+                            ? "not sent: nginx exited before the send's "
+                              "record was synced to disk"
+                            : "not sent: the ring could not be synced to "
+                              "disk (wa_ring sync=on)"),
+                sizeof(res.error_title));
+
+    ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
+                  "wa send %s: %s, recorded as failed", ctx->local_id,
+                  res.error_title);
+
+    ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    ctx->xfer.exiting = exiting ? 1 : 0;
+    ctx->outcome_recorded = 0;
+
+    ngx_http_wa_send_answer(ctx, &res, "failed");
+    ngx_http_wa_send_finish(ctx);
+}
+
+
+/* the pending record is stored (and synced, with sync=on): the POST */
+
+static void
+ngx_http_wa_send_post(ngx_http_wa_send_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_msec_t                now;
+    ngx_http_wa_loc_conf_t   *wlcf;
+
+    wlcf = ctx->wlcf;
     now = ngx_current_msec;
 
     if (ctx->calls == 1) {

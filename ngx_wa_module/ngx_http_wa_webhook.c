@@ -40,9 +40,23 @@ static int ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec);
 static ngx_int_t ngx_http_wa_webhook_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_wa_webhook_count(ngx_http_request_t *r,
+    size_t events, size_t echoes, size_t errors);
+static ngx_int_t ngx_http_wa_webhook_sync(ngx_http_request_t *r,
     wa_webhook_ctx_t *ctx);
 static void ngx_http_wa_webhook_published(ngx_http_request_t *r,
     ngx_http_wa_main_conf_t *wmcf, wa_record_t *rec);
+static void ngx_http_wa_webhook_synced(ngx_http_wa_sync_wait_t *w,
+    ngx_int_t rc);
+
+
+/* a body whose records wait to be on disk (wa_ring ... sync=on) */
+typedef struct {
+    ngx_http_wa_sync_wait_t  wait;
+    ngx_http_request_t      *request;
+    size_t                   events;
+    size_t                   echoes;
+    size_t                   errors;
+} ngx_http_wa_webhook_sync_t;
 
 
 ngx_int_t
@@ -102,7 +116,14 @@ ngx_http_wa_webhook_verify(ngx_http_request_t *r, ngx_http_wa_loc_conf_t *wlcf)
 static void
 ngx_http_wa_webhook_body(ngx_http_request_t *r)
 {
-    ngx_http_finalize_request(r, ngx_http_wa_webhook_process(r));
+    ngx_int_t  rc;
+
+    rc = ngx_http_wa_webhook_process(r);
+
+    /* NGX_DONE: the answer waits for the ring's sync */
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
 }
 
 
@@ -180,7 +201,13 @@ ngx_http_wa_webhook_process(ngx_http_request_t *r)
                        (ngx_uint_t) ctx.errors, (ngx_uint_t) ctx.echoes,
                        (ngx_uint_t) ctx.events);
 
-        ngx_http_wa_webhook_count(r, &ctx);
+        if (((ngx_http_wa_main_conf_t *)
+             ngx_http_get_module_main_conf(r, ngx_http_wa_module))->sync)
+        {
+            return ngx_http_wa_webhook_sync(r, &ctx);
+        }
+
+        ngx_http_wa_webhook_count(r, ctx.events, ctx.echoes, ctx.errors);
 
         return ngx_http_wa_reply_json(r, NGX_HTTP_OK,
                                       (u_char *) "{\"ok\":true}", 11);
@@ -456,10 +483,83 @@ ngx_http_wa_webhook_counters(ngx_http_wa_main_conf_t *wmcf)
 }
 
 
+/*
+ * sync=on: every record of the body is in the ring; the 200 waits until
+ * the ring is on disk. The request stays open (its count holds it) and no
+ * timer runs: the sync's own slow-sync timer keeps a worker that shuts
+ * down alive until the answer.
+ */
+
+static ngx_int_t
+ngx_http_wa_webhook_sync(ngx_http_request_t *r, wa_webhook_ctx_t *ctx)
+{
+    ngx_http_wa_webhook_sync_t  *ws;
+
+    ws = ngx_pcalloc(r->pool, sizeof(ngx_http_wa_webhook_sync_t));
+    if (ws == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws->request = r;
+    ws->events = ctx->events;
+    ws->echoes = ctx->echoes;
+    ws->errors = ctx->errors;
+    ws->wait.handler = ngx_http_wa_webhook_synced;
+    ws->wait.data = ws;
+
+    if (ngx_http_wa_sync_wait(ngx_http_get_module_main_conf(r,
+                                                     ngx_http_wa_module),
+                              r->pool, &ws->wait, r->connection->log)
+        != NGX_OK)
+    {
+        return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "ring could not be synced to disk, "
+                                       "retry");
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_wa_webhook_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
+{
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_wa_webhook_sync_t  *ws;
+
+    ws = w->data;
+    r = ws->request;
+    c = r->connection;
+
+    if (rc == NGX_ABORT) {
+        /* the worker exits: the client's connection goes with it, Meta
+         * retries; the records are in the ring */
+        return;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_http_wa_webhook_count(r, ws->events, ws->echoes, ws->errors);
+        rc = ngx_http_wa_reply_json(r, NGX_HTTP_OK,
+                                    (u_char *) "{\"ok\":true}", 11);
+
+    } else {
+        /* records published before this are idempotent on retry */
+        rc = ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "ring could not be synced to disk, "
+                                     "retry");
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
 /* what a body acknowledged with 200 held; a redelivery counts again */
 
 static void
-ngx_http_wa_webhook_count(ngx_http_request_t *r, wa_webhook_ctx_t *ctx)
+ngx_http_wa_webhook_count(ngx_http_request_t *r, size_t events,
+    size_t echoes, size_t errors)
 {
     ngx_http_wa_webhook_counters_t  *c;
 
@@ -470,15 +570,15 @@ ngx_http_wa_webhook_count(ngx_http_request_t *r, wa_webhook_ctx_t *ctx)
         return;
     }
 
-    if (ctx->events) {
-        __atomic_add_fetch(&c->raw_events, ctx->events, __ATOMIC_RELAXED);
+    if (events) {
+        __atomic_add_fetch(&c->raw_events, events, __ATOMIC_RELAXED);
     }
 
-    if (ctx->echoes) {
-        __atomic_add_fetch(&c->echoes, ctx->echoes, __ATOMIC_RELAXED);
+    if (echoes) {
+        __atomic_add_fetch(&c->echoes, echoes, __ATOMIC_RELAXED);
     }
 
-    if (ctx->errors) {
-        __atomic_add_fetch(&c->errors, ctx->errors, __ATOMIC_RELAXED);
+    if (errors) {
+        __atomic_add_fetch(&c->errors, errors, __ATOMIC_RELAXED);
     }
 }

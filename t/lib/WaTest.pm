@@ -79,7 +79,9 @@ sub new {
 sub dir  { $_[0]{dir} }
 sub writer_bin { $_[0]{writer_bin} // "$BUILD/wa-writer" }
 sub port { $_[0]{port} }
-sub ring { "$_[0]{dir}/ring" }
+# the ring file: in the test's directory unless set (bench/sync.pl puts
+# it in /dev/shm too)
+sub ring { $_[0]{ring_path} // "$_[0]{dir}/ring" }
 
 sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
@@ -292,9 +294,12 @@ sub nginx_conf {
     my $workers = $o{workers} // 2;
     my $size = $o{ring_size} // '1m';
     $o{ring_args} //= '';
+    # WA_RING_SYNC=1 runs any test with wa_ring ... sync=on
+    $o{ring_args} .= ' sync=on'
+        if $ENV{WA_RING_SYNC} && $o{ring_args} !~ /\bsync=/;
     my $http = $o{http} // '';
     my $server = $o{server} // $self->default_locations;
-    my $ring = $o{no_ring} ? '' : "wa_ring $d/ring size=$size $o{ring_args};";
+    my $ring = $o{no_ring} ? '' : "wa_ring ${\ $self->ring } size=$size $o{ring_args};";
     my $level = $o{log_level} // 'info';
     my $main = $o{main} // '';
     # nginx gives its workers an empty environment but for TZ and what
