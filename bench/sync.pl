@@ -108,7 +108,8 @@ EOF
         location /send {
             wa_send;
             wa_api_base http://127.0.0.1:$mock_port;
-            wa_channel $PHONE business=1 token=$TOKEN;
+            # unpaced: this measures the ring's sync, not Meta's 80/s
+            wa_channel $PHONE business=1 token=$TOKEN rate=off;
             wa_send_concurrency 2000;
         }
 EOF
