@@ -20,6 +20,9 @@ use Time::HiRes qw(time sleep);
 use WaTest;
 
 my $SECS = shift // 8;
+# WA_BENCH_SKIP=2,3,5,6: sections not run (each prints its own rows; a
+# quick look at one part needs not the others)
+my %SKIP = map { $_ => 1 } split /,/, $ENV{WA_BENCH_SKIP} // '';
 my $CORES = () = WaTest::slurp('/proc/cpuinfo') =~ /^processor/mg;
 chdir "$FindBin::Bin/.." or die;
 
@@ -295,6 +298,7 @@ row('  persisted', "$fstored of $fl->{ok} acknowledged");
 
 # ---- 2. end-to-end lag at half the ceiling ----------------------------------
 
+unless ($SKIP{2}) {
 print STDERR "lag at half of wa_webhook's rate\n";
 my $target = $wh->{rps} / 2;
 my $conns = 64;
@@ -311,9 +315,11 @@ my ($p50, $p99, $max) = @{ $t->dbh->selectrow_arrayref(
               WHERE provider_message_id LIKE 'wamid.bench.$lg.%') s") };
 row(sprintf('lag ack -> commit at %.0f req/s', $lw->{rps}),
     sprintf('p50 %.1f ms', $p50), sprintf('p99 %.1f ms', $p99), sprintf('max %.1f ms', $max));
+}
 
 # ---- 3. memory: nginx workers over 1M requests, the writer ---------------------
 
+unless ($SKIP{3}) {
 print STDERR "worker memory over 1M webhook requests\n";
 my $more = 1_000_000 - $requests_seen;
 if ($more > 0) {
@@ -323,6 +329,7 @@ if ($more > 0) {
 }
 row('nginx worker private RSS (MB), before -> after', "$rss0 -> " . workers_rss(),
     "after $requests_seen webhook requests");
+}
 
 # ---- 4. send -----------------------------------------------------------------
 
@@ -427,20 +434,24 @@ row('wa_webhook, text, while media are fetched', sprintf('%.0f req/s', $wf->{rps
 
 # ---- 5. writer drain vs COPY (its own PostgreSQL: bench/writer.pl) ----------
 
-print STDERR "writer drain vs COPY\n";
 $t->teardown;
+unless ($SKIP{5}) {
+print STDERR "writer drain vs COPY\n";
 for (`perl bench/writer.pl 200000`) {
     push @rows, [ map { s/^\s+|\s+$//gr } split /\|/, $1 ] if /^\|(.*)\|\s*$/;
 }
 $? == 0 or die "bench/writer.pl failed\n";
+}
 
 # ---- 6. durability: ring in /dev/shm, on disk, on disk with sync=on ----------
 
+unless ($SKIP{6}) {
 print STDERR "durability levels (bench/sync.pl)\n";
 for (`perl bench/sync.pl $SECS`) {
     push @rows, [ map { s/^\s+|\s+$//gr } split /\|/, $1 ] if /^\|(.*)\|\s*$/ && !/^\| (run|---) /;
 }
 $? == 0 or die "bench/sync.pl failed\n";
+}
 
 # ---- the table ---------------------------------------------------------------
 
