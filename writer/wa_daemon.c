@@ -30,6 +30,10 @@
 #define WA_RING_RETRY_MS      1000
 #define WA_RING_CHECK_MS      1000
 #define WA_STATS_EVERY_MS     60000
+#define WA_SWEEP_EVERY_MS     1000
+/* a deadlock or serialization failure is retried at once, quietly (WARN);
+ * this many in a row, and the batch is at risk: CRITICAL */
+#define WA_CONFLICT_RETRIES   5
 
 
 typedef struct {
@@ -43,6 +47,8 @@ typedef struct {
     uint64_t        changed_ms;       /* the ring file was found replaced */
     uint64_t        census_ms;        /* last count of what waits in the
                                          database; 0: count it now */
+    uint64_t        sweep_ms;         /* last sweep of parked receipts */
+    uint64_t        overdue_ms;       /* last check for overdue ones */
 
     /* for the periodic summary */
     uint64_t        stats_ms;
@@ -65,6 +71,7 @@ static void wa_writer_census(wa_writer_t *w, uint64_t now);
 static void wa_writer_error(wa_writer_t *w, const char *msg);
 static void wa_writer_stats(wa_writer_t *w, uint64_t now, int force);
 static void wa_writer_nap(wa_writer_t *w, unsigned ms);
+static void wa_writer_sweep(wa_writer_t *w, uint64_t now);
 static void wa_on_signal(int signo);
 
 
@@ -144,6 +151,12 @@ wa_daemon(wa_conf_t *conf)
 
         if (wa_stop) {
             break;
+        }
+
+        /* between batches: parked receipts another writer's message
+         * transaction did not see, and those whose message never came */
+        if (b->n == 0) {
+            wa_writer_sweep(&w, now);
         }
 
         /* a truncated file faults (SIGBUS) on access: look before each
@@ -302,7 +315,7 @@ stopped:
 static int
 wa_writer_flush(wa_writer_t *w)
 {
-    unsigned     attempt, backoff;
+    unsigned     attempt, backoff, conflicts, pause;
     uint64_t     since, now;
     wa_batch_t  *b;
 
@@ -310,6 +323,8 @@ wa_writer_flush(wa_writer_t *w)
     attempt = 0;
     backoff = WA_BACKOFF_START_MS;
     since = 0;
+
+    conflicts = 0;
 
     while (wa_flush(&w->db, b) != 0) {
         now = wa_now_ms();
@@ -321,11 +336,39 @@ wa_writer_flush(wa_writer_t *w)
         wa_hdr_add(w, flush_failures, 1);
         wa_writer_error(w, w->db.error);
 
+        /*
+         * A deadlock or serialization failure rolled the transaction back
+         * and says nothing is wrong with the batch: another writer took
+         * the same rows. Retried at once, after a short random pause so
+         * the two do not meet again; loud only when it keeps happening.
+         */
+        if ((strcmp(w->db.sqlstate, "40P01") == 0
+             || strcmp(w->db.sqlstate, "40001") == 0)
+            && ++conflicts < WA_CONFLICT_RETRIES)
+        {
+            wa_hdr_add(w, retried_conflicts, 1);
+            pause = 10 + (unsigned) (now % 50);
+
+            wa_log(WA_LOG_WARN, "flush of %u records [%" PRIu64 ", %" PRIu64
+                   ") rolled back by a conflict with another transaction "
+                   "(attempt %u; retrying in %u ms): %s", b->n, b->first_pos,
+                   b->end_pos, attempt, pause, w->db.error);
+
+            if (wa_stop) {
+                return -1;
+            }
+
+            wa_writer_nap(w, pause);
+            continue;
+        }
+
         wa_log(WA_LOG_CRITICAL, "flush of %u records [%" PRIu64 ", %" PRIu64
                ") failed (attempt %u%s; retrying in %u ms): %s", b->n,
                b->first_pos, b->end_pos, attempt,
                b->done ? ", part committed" : "", backoff,
                w->db.error[0] ? w->db.error : "unknown error");
+
+        conflicts = 0;
 
         if (wa_stop) {
             return -1;
@@ -612,6 +655,72 @@ wa_writer_stats(wa_writer_t *w, uint64_t now, int force)
     w->stats_records = 0;
     w->stats_batches = 0;
     w->stats_skipped = 0;
+}
+
+
+/*
+ * Parked receipts, between batches, on the connection flushes use: a sweep
+ * every WA_SWEEP_EVERY_MS, and the overdue check every tenth of
+ * --pending-warn-after (at least every second, at most every minute).
+ * Nothing when the database is not there: the next flush reconnects, and
+ * says so. A failed sweep is a WARN: no record is at stake, the next one
+ * does the same work.
+ */
+static void
+wa_writer_sweep(wa_writer_t *w, uint64_t now)
+{
+    uint64_t   every;
+    unsigned   n;
+    wa_db_t   *db;
+
+    db = &w->db;
+
+    if (now - w->sweep_ms < WA_SWEEP_EVERY_MS || !w->attached
+        || db->conn == NULL || !db->ready
+        || PQstatus(db->conn) != CONNECTION_OK)
+    {
+        return;
+    }
+
+    w->sweep_ms = now;
+
+    if (wa_sweep(db, &n) != 0) {
+        goto failed;
+    }
+
+    if (n > 0) {
+        wa_hdr_add(w, receipts_swept, n);
+        wa_log(WA_LOG_INFO, "%u parked receipts applied by the sweep: their "
+               "message was stored by a transaction that did not see them",
+               n);
+    }
+
+    every = (uint64_t) w->conf->pending_warn_s * 100;
+    every = every < 1000 ? 1000 : every > 60000 ? 60000 : every;
+
+    if (now - w->overdue_ms < every) {
+        return;
+    }
+
+    w->overdue_ms = now;
+
+    if (wa_sweep_overdue(db, w->conf->pending_warn_s, &n) != 0) {
+        goto failed;
+    }
+
+    if (n > 0) {
+        wa_hdr_add(w, receipts_overdue, n);
+    }
+
+    return;
+
+failed:
+
+    wa_log(WA_LOG_WARN, "%s; trying again in a second", db->error);
+
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        wa_db_close(db);
+    }
 }
 
 

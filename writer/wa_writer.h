@@ -62,6 +62,8 @@ typedef struct {
     unsigned      all:1;            /* dead-letters: --all */
     char        **args;             /* dead-letters: ACTION [ID...] */
     int           nargs;
+    unsigned      pending_warn_s;   /* a parked receipt older than this is
+                                       reported once (wa_sweep.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -206,6 +208,13 @@ int wa_flush(wa_db_t *db, wa_batch_t *b);
 unsigned wa_set_run(const wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_prepare(wa_db_t *db);
+
+
+/* parked receipts (wa_sweep.c): apply those whose message a concurrent
+ * transaction stored; report, once each, those parked longer than
+ * warn_s. 0, or -1 with db->error set. */
+int wa_sweep(wa_db_t *db, unsigned *applied);
+int wa_sweep_overdue(wa_db_t *db, unsigned warn_s, unsigned *warned);
 
 
 /* best-effort JSON of a record's fields, for wa_dead_letter; malloc'ed */
