@@ -1,0 +1,162 @@
+#!/usr/bin/perl
+# Parked receipts with several writers on one database: a receipt parked
+# while another transaction inserts its message (neither sees the other)
+# is applied by a writer's sweep; one whose message never comes is reported
+# once, counted, and kept. A deadlock between a writer and another
+# transaction is retried with a WARN, not a CRITICAL.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use WaTest;
+use WaPayload qw(body value status);
+
+my $t = WaTest->new;
+$t->start_pg;
+$t->migrate;
+$t->start_mock;
+$t->start_nginx;
+
+my $tag = $$ . int(time * 1000);
+my $pnid = $WaTest::PHONE_ID;
+
+sub row { $t->sql('SELECT * FROM whatsapp_message WHERE provider_message_id = ?', $_[0])->[0] }
+sub parked { $t->sql_value('SELECT count(*) FROM wa_pending_receipt WHERE provider_message_id = ? OR local_id = ?',
+                           $_[0], $_[1] // $_[0]) }
+sub status_of { my $r = row($_[0]); $r ? $r->{status} : '' }
+sub other_session {
+    DBI->connect("dbi:Pg:host=127.0.0.1;port=$t->{pg_port};dbname=postgres", 'wa', '',
+                 { RaiseError => 1, AutoCommit => 1, PrintError => 0 });
+}
+
+# ---- the race: a receipt parked while its message is being inserted -------
+#
+# Session A is "writer A": it stores a send and its outcome (wamid W) in a
+# transaction left open. Session B is "writer B": it gets W's delivered
+# receipt, does not see A's row, parks it and commits. A commits. Nothing
+# in either transaction could see the other: the receipt is stranded until
+# a sweep applies it.
+
+my $a = other_session();
+my $b = other_session();
+my ($w1, $l1) = ("wamid.race1.$tag", "wa-race1-$tag");
+my ($w2, $l2) = ("wamid.race2.$tag", "wa-race2-$tag");
+
+$a->begin_work;
+for ([$l1, $w1], [$l2, $w2]) {
+    my ($l, $w) = @$_;
+    $a->selectrow_array('SELECT wa_ingest_out_pending(?, ?, ?, ?, NULL, ?, NULL, ?, ?, NULL, ?, NULL)',
+                        undef, $l, '1', $pnid, '972507000001', 'api', 'text', "race $l", '1764000000000');
+}
+# the first send gets its wamid now; the second's outcome goes to B
+$a->selectrow_array("SELECT wa_ingest_out_result(?, '1', 'sent', ?, NULL, NULL, NULL, NULL, NULL, '200', ?, NULL)",
+                    undef, $l1, $w1, '1764000000100');
+is($b->selectrow_array("SELECT wa_ingest_status('1', ?, ?, 'delivered', '1764000100', '972507000001',
+                                                NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                       undef, $pnid, $w1), 'pending', 'B parks the receipt of a message A has not committed');
+is($b->selectrow_array("SELECT wa_ingest_out_result(?, '1', 'sent', ?, NULL, NULL, NULL, NULL, NULL, '200', ?, NULL)",
+                       undef, $l2, $w2, '1764000000200'), 'pending',
+   'B parks the outcome of a send A has not committed');
+$a->commit;
+
+is(status_of($w1), 'sent', 'after both commit, the message has not got its receipt');
+is(parked($w1), 1, 'which is stranded in wa_pending_receipt');
+is($t->sql_value('SELECT status FROM whatsapp_message WHERE local_id = ?', $l2), 'pending',
+   'and the other send has not got its outcome');
+sleep 1.5;
+is(status_of($w1), 'sent', 'nothing applies it without a writer');
+
+$t->start_writer('--pending-warn-after', '3s');
+ok($t->wait_for(sub { status_of($w1) eq 'delivered' }, 10, 'the sweep'),
+   "a writer's sweep applies the stranded receipt");
+ok($t->wait_for(sub { my $r = row($w2); $r && $r->{status} eq 'sent' }, 10, 'the outcome'),
+   'and the stranded outcome, by local id: the send has its wamid');
+is(parked($w1) + parked($w2, $l2), 0, 'neither is parked any more');
+my $r1 = row($w1);
+ok($r1->{delivered_at} && $r1->{sent_at}, 'delivered_at and sent_at set');
+like($t->writer_log, qr/INFO \d+ parked receipts applied by the sweep/, 'the sweep says what it did');
+
+# idempotent and monotonic: a receipt parked again, late, for a message
+# that is further along changes nothing
+$t->dbh->do("INSERT INTO wa_pending_receipt (business_id, kind, provider_message_id, status, provider_ts)
+             VALUES (1, 'status', ?, 'sent', now())", undef, $w1);
+$t->post_webhook(body(value(statuses => [ status('read', id => $w1, timestamp => '1764000200') ])));
+ok($t->wait_for(sub { status_of($w1) eq 'read' && !parked($w1) }, 10, 'read'),
+   'a stale parked receipt is swept away');
+is(status_of($w1), 'read', 'and never moves a message back');
+
+my $swept = sub {
+    my (undef, $out) = $t->run_quiet("$WaTest::BUILD/wa-writer", 'status', '--ring', $t->ring);
+    $out =~ /^$_[0] (\d+)$/m ? $1 : -1;
+};
+ok($swept->('receipts_swept') >= 2, 'wa-writer status counts the receipts swept: '
+   . $swept->('receipts_swept'));
+
+# ---- a receipt whose message never comes: reported once, kept -------------
+
+my $orphan = "wamid.orphan.$tag";
+is($t->post_webhook(body(value(statuses => [ status('delivered', id => $orphan) ])))->{status},
+   200, 'a receipt for a message nobody stored');
+ok($t->wait_for(sub { $t->writer_log =~ /WARN parked receipt overdue: status delivered for wamid \Q$orphan\E/ },
+                15, 'the WARN'), 'after --pending-warn-after it is reported');
+my ($line) = $t->writer_log =~ /^(.*parked receipt overdue.*\Q$orphan\E.*)$/m;
+like($line, qr/business 1, parked \d+ s ago/, 'with its business and age');
+sleep 3;
+my $n = () = $t->writer_log =~ /parked receipt overdue.*\Q$orphan\E/g;
+is($n, 1, 'once');
+is(parked($orphan), 1, 'and kept');
+ok($t->sql_value('SELECT warned_at IS NOT NULL FROM wa_pending_receipt WHERE provider_message_id = ?', $orphan),
+   'marked as reported');
+is($swept->('receipts_overdue'), 1, 'wa-writer status counts it');
+like($t->http('GET', '/wa_status')->{content}, qr/"receipts_overdue":1\b/, 'and so does wa_status');
+like($t->http('GET', '/wa_status?format=prometheus')->{content},
+     qr/^wa_writer_receipts_overdue_total 1$/m, 'in Prometheus text too');
+
+# its message comes after all: the receipt still applies
+my $r = $t->send_message({ to => '972507000009', text => "WAMID_orphan.$tag" });
+is($r->{status}, 200, 'the message, late');
+ok($t->wait_for(sub { status_of($orphan) eq 'delivered' }, 10, 'late apply'),
+   'gets its reported receipt');
+is(parked($orphan), 0, 'which is no longer parked');
+
+# ---- a deadlock with another transaction: WARN, retried, nothing lost -----
+
+# two messages, x after y in id order; a session holds x, the writer gets
+# receipts for y then x and waits for x holding y; the session then wants
+# y: a deadlock, which the writer (waiting longer) loses
+my ($wy, $wx) = ("wamid.dly.$tag", "wamid.dlx.$tag");
+for my $w ($wy, $wx) {
+    (my $text = $w) =~ s/^wamid\./WAMID_/;
+    is($t->send_message({ to => '972507000010', text => $text })->{status}, 200, "send $w");
+}
+ok($t->wait_for(sub { status_of($wx) eq 'sent' && status_of($wy) eq 'sent' }, 10, 'sent'), 'both sent');
+$t->stop_writer;
+my $mark = length $t->writer_log;
+is($t->post_webhook(body(value(statuses => [ status('delivered', id => $wy, timestamp => '1764000300'),
+                                            status('delivered', id => $wx, timestamp => '1764000301') ])))->{status},
+   200, 'their receipts, y first');
+my $s = other_session();
+$s->do("SET deadlock_timeout = '20s'");
+$s->begin_work;
+$s->do("UPDATE whatsapp_message SET updated_at = now() WHERE provider_message_id = ?", undef, $wx);
+$t->start_writer;
+ok($t->wait_for(sub {
+    $t->sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wa-writer'
+                      AND wait_event_type = 'Lock'") > 0 }, 10, 'the writer waits'),
+   'the writer waits for x, holding y');
+my $t0 = time;
+$s->do("UPDATE whatsapp_message SET updated_at = now() WHERE provider_message_id = ?", undef, $wy);
+ok(time - $t0 < 10, 'the session got y: the writer was chosen to roll back');
+$s->commit;
+ok($t->wait_for(sub { status_of($wx) eq 'delivered' && status_of($wy) eq 'delivered' }, 10, 'retried'),
+   'the writer retried: both receipts applied');
+my $log = substr $t->writer_log, $mark;
+like($log, qr/WARN flush of \d+ records .* rolled back by a conflict .*40P01/, 'a WARN names the deadlock');
+unlike($log, qr/CRITICAL/, 'no CRITICAL');
+is($swept->('retried_conflicts'), 1, 'and wa-writer status counts it');
+
+done_testing();
