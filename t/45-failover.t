@@ -6,9 +6,14 @@
 # writer finds the new primary by itself, says what happened, and every
 # acknowledged webhook is stored once.
 #
-# Twice: with asynchronous replication, then with synchronous replication
-# (synchronous_standby_names), where in addition every row a reader saw
-# committed on the old primary is on the new one.
+# Three times: with asynchronous replication, then with synchronous
+# replication (synchronous_standby_names), where in addition every row a
+# reader saw committed on the old primary is on the new one; then
+# asynchronous again with the standby behind (the primary's WAL sender
+# stopped a second and a half before the primary dies, so the commits of
+# that time never reach the standby) and the writer's
+# --hold-until-replicated on: the records it committed there are still
+# in its ring and written again to the new primary.
 
 use strict;
 use warnings;
@@ -29,7 +34,8 @@ sub pg_pids {
 }
 
 sub round {
-    my ($mode) = @_;
+    my ($mode, $hold) = @_;
+    $hold //= $mode eq 'behind' ? 'on' : 'off';
 
     my $primary = WaTest->new;
     $primary->start_pg;
@@ -61,12 +67,18 @@ sub round {
                                   . ' dbname=postgres user=wa target_session_attrs=read-write'
                                   . ' connect_timeout=2');
     $host->start_nginx(ring_size => '16m');
-    $host->start_writer('--backoff-max-ms', '500');
+    $host->start_writer('--backoff-max-ms', '500', '--hold-until-replicated', $hold);
     ok($host->wait_for(sub { $host->writer_log =~ /connected to PostgreSQL \(host 127\.0\.0\.1 port $primary->{pg_port}\b/ }, 10),
        "$mode: the writer is on the primary");
 
     my $flood = WaFlood->start($host, clients => 3);
     sleep 2;
+
+    if ($mode eq 'behind') {
+        my $sender = $primary->sql_value('SELECT pid FROM pg_stat_replication');
+        ok($sender && kill('STOP', $sender), "$mode: the WAL sender stopped: the standby falls behind");
+        sleep 1.5;
+    }
 
     # what a reader sees committed on the primary just before it dies
     my $seen = $primary->sql("SELECT provider_message_id AS id FROM whatsapp_message
@@ -99,7 +111,7 @@ sub round {
     is(scalar @gone, 0, "$mode: every row seen committed on the old primary ("
                         . scalar(@$seen) . ") is on the new one") if $mode eq 'sync';
     note("$mode: " . scalar(@gone) . " of " . scalar(@$seen)
-         . " rows seen on the old primary were not on the new one before the writer replayed") ;
+         . " rows seen on the old primary were not on the new one after the writer replayed");
 
     # what the writer said, one line per event
     my $log = $host->writer_log;
@@ -109,6 +121,8 @@ sub round {
          "$mode: the writer says which server it reconnected to");
     like($log, qr/INFO recovered: flush of \d+ records .* committed after \d+ failed attempts over \d+ ms \(host 127\.0\.0\.1 port $standby->{pg_port}\b/,
          "$mode: and that the batch in hand was committed there");
+    like($log, qr/WARN the connection was lost with ring \[\d+, \d+\) committed but not known to be on a standby/,
+         "$mode: the writer writes again what the standby may lack") if $hold eq 'on';
     my @fails = $log =~ /(CRITICAL flush of.*)/g;
     note("$mode: " . scalar(@fails) . " failed attempts logged; recovered "
          . sprintf('%.1f', time - $killed_at) . " s after the kill at most");
@@ -120,5 +134,7 @@ sub round {
 
 round('async');
 round('sync');
+# WA_FAILOVER_HOLD=off shows what the setting prevents: records lost
+round('behind', $ENV{WA_FAILOVER_HOLD});
 
 done_testing();

@@ -34,6 +34,7 @@ enum {
     WA_OPT_JSON,                    /* flags: no value */
     WA_OPT_ALL,
     WA_OPT_PENDING_WARN,
+    WA_OPT_HOLD_REPLICATED,
     WA_OPT_HELP
 };
 
@@ -80,6 +81,8 @@ static const wa_opt_t  wa_opts[] = {
     { "all", WA_OPT_ALL, NULL, WA_C(WA_CMD_DEAD_LETTERS) },
     { "pending-warn-after", WA_OPT_PENDING_WARN, "WA_PENDING_WARN_AFTER",
       WA_C(WA_CMD_RUN) },
+    { "hold-until-replicated", WA_OPT_HOLD_REPLICATED,
+      "WA_HOLD_UNTIL_REPLICATED", WA_C(WA_CMD_RUN) },
     { NULL, 0, NULL, 0 }
 };
 
@@ -139,6 +142,12 @@ wa_conf_usage(FILE *stream)
 "                         is logged once (WARN) and counted; it stays\n"
 "                         parked. Seconds, or with s, m, h, d; 1s-365d\n"
 "                         (10m)                        [WA_PENDING_WARN_AFTER]\n"
+"  --hold-until-replicated on|off\n"
+"                         keep committed records in the ring until every\n"
+"                         streaming standby has flushed them, and write\n"
+"                         them again if the connection is lost first: no\n"
+"                         loss when asynchronous replication fails over\n"
+"                         (off)                     [WA_HOLD_UNTIL_REPLICATED]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch-size N         rows per transaction, 1-100000 (1000)\n"
@@ -418,6 +427,16 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
 
     case WA_OPT_PENDING_WARN:
         return wa_conf_duration(value, from, &conf->pending_warn_s);
+
+    case WA_OPT_HOLD_REPLICATED:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            conf->hold_replicated = value[1] == 'n';
+            return 0;
+        }
+
+        fprintf(stderr, "wa-writer: %s: \"%s\" is not on or off\n", from,
+                value);
+        return -1;
     }
 
     return -1;

@@ -50,6 +50,17 @@ typedef struct {
     uint64_t        sweep_ms;         /* last sweep of parked receipts */
     uint64_t        overdue_ms;       /* last check for overdue ones */
 
+    /* --hold-until-replicated: ring spans committed but not yet flushed
+     * by every standby, oldest first: the first is waited for, the second
+     * grows with each commit (so the head moves under steady load) */
+    struct {
+        uint64_t    lsn;              /* WAL position to be flushed */
+        uint64_t    end;              /* ring position after the span */
+    }               held[2];
+    unsigned        nheld;
+    uint64_t        held_ms;          /* standbys last looked at */
+    unsigned        warned_hidden:1;
+
     /* for the periodic summary */
     uint64_t        stats_ms;
     uint64_t        stats_records;
@@ -72,6 +83,12 @@ static void wa_writer_error(wa_writer_t *w, const char *msg);
 static void wa_writer_stats(wa_writer_t *w, uint64_t now, int force);
 static void wa_writer_nap(wa_writer_t *w, unsigned ms);
 static void wa_writer_sweep(wa_writer_t *w, uint64_t now);
+static void wa_writer_hold(wa_writer_t *w, uint64_t end);
+static void wa_writer_held(wa_writer_t *w, uint64_t now);
+static void wa_writer_release(wa_writer_t *w, uint64_t flushed,
+    unsigned standbys);
+static void wa_writer_rewind(wa_writer_t *w);
+#define WA_HELD_CHECK_MS      10
 static void wa_on_signal(int signo);
 
 
@@ -157,6 +174,10 @@ wa_daemon(wa_conf_t *conf)
          * transaction did not see, and those whose message never came */
         if (b->n == 0) {
             wa_writer_sweep(&w, now);
+        }
+
+        if (w.nheld > 0) {
+            wa_writer_held(&w, now);
         }
 
         /* a truncated file faults (SIGBUS) on access: look before each
@@ -370,6 +391,12 @@ wa_writer_flush(wa_writer_t *w)
 
         conflicts = 0;
 
+        /* the server that had the held records may be gone for good */
+        if (w->nheld > 0 && w->db.conn == NULL) {
+            wa_writer_rewind(w);
+            return 0;
+        }
+
         if (wa_stop) {
             return -1;
         }
@@ -393,8 +420,14 @@ wa_writer_flush(wa_writer_t *w)
                now - since, w->db.where);
     }
 
-    /* committed: now, and only now, the producers may reuse the space */
-    wa_ring_advance(&w->ring, b->end_pos);
+    /* committed: now, and only now, the producers may reuse the space
+     * (or once the standbys have it too) */
+    if (w->conf->hold_replicated) {
+        wa_writer_hold(w, b->end_pos);
+
+    } else {
+        wa_ring_advance(&w->ring, b->end_pos);
+    }
 
     wa_hdr_store(w, last_flush_ms, now);
     wa_hdr_store(w, last_flush_records, (uint64_t) b->n);
@@ -481,6 +514,7 @@ wa_writer_attach(wa_writer_t *w)
     w->attached = 1;
     w->cursor = wa_ring_head(&w->ring);
     w->census_ms = 0;               /* this ring has not been told yet */
+    w->nheld = 0;
 
     now = wa_now_ms();
     w->checked_ms = now;
@@ -721,6 +755,124 @@ failed:
     if (PQstatus(db->conn) != CONNECTION_OK) {
         wa_db_close(db);
     }
+}
+
+
+/*
+ * --hold-until-replicated (wa_standby.c): a committed batch is held in the
+ * ring until every streaming standby has flushed its commit. Where the
+ * commit is, and where the standbys are, is one query after each commit,
+ * and one every WA_HELD_CHECK_MS while something is held.
+ */
+static void
+wa_writer_hold(wa_writer_t *w, uint64_t end)
+{
+    uint64_t  committed, flushed;
+    unsigned  standbys;
+
+    if (wa_standby_lsn(&w->db, &committed, &flushed, &standbys) != 0) {
+        /* not known where the commit is: held until written again */
+        committed = UINT64_MAX;
+        flushed = 0;
+        standbys = 1;
+        w->warned_hidden = 1;    /* not a question of privileges */
+    }
+
+    if (w->nheld < 2) {
+        w->held[w->nheld].lsn = committed;
+        w->held[w->nheld].end = end;
+        w->nheld++;
+
+    } else {
+        if (committed > w->held[1].lsn) {
+            w->held[1].lsn = committed;
+        }
+
+        w->held[1].end = end;
+    }
+
+    w->held_ms = wa_now_ms();
+    wa_writer_release(w, flushed, standbys);
+}
+
+
+/* the standbys again, while something is held; a lost connection means
+ * the held records are written again */
+static void
+wa_writer_held(wa_writer_t *w, uint64_t now)
+{
+    uint64_t   committed, flushed;
+    unsigned   standbys;
+    wa_db_t   *db;
+
+    db = &w->db;
+
+    if (now - w->held_ms < WA_HELD_CHECK_MS) {
+        return;
+    }
+
+    w->held_ms = now;
+
+    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+        wa_writer_rewind(w);
+        return;
+    }
+
+    if (wa_standby_lsn(db, &committed, &flushed, &standbys) != 0) {
+        if (PQstatus(db->conn) != CONNECTION_OK) {
+            wa_log(WA_LOG_ERROR, "%s", db->error);
+            wa_db_close(db);
+            wa_writer_rewind(w);
+        }
+
+        return;
+    }
+
+    wa_writer_release(w, flushed, standbys);
+}
+
+
+static void
+wa_writer_release(wa_writer_t *w, uint64_t flushed, unsigned standbys)
+{
+    if (standbys > 0 && flushed == 0) {
+        if (!w->warned_hidden) {
+            wa_log(WA_LOG_WARN, "--hold-until-replicated: this role cannot "
+                   "see where the standbys are (pg_stat_replication; grant "
+                   "it pg_monitor): records are not held for them");
+            w->warned_hidden = 1;
+        }
+
+        flushed = UINT64_MAX;
+    }
+
+    while (w->nheld > 0 && w->held[0].lsn <= flushed) {
+        wa_ring_advance(&w->ring, w->held[0].end);
+        w->held[0] = w->held[1];
+        w->nheld--;
+    }
+}
+
+
+/* The connection was lost while records were committed but not known to
+ * be on a standby: after a failover they may be gone. Read and write them
+ * again from the head; what survived is a duplicate, which stores
+ * nothing. */
+static void
+wa_writer_rewind(wa_writer_t *w)
+{
+    uint64_t  head;
+
+    head = wa_ring_head(&w->ring);
+
+    wa_log(WA_LOG_WARN, "the connection was lost with ring [%" PRIu64 ", %"
+           PRIu64 ") committed but not known to be on a standby: writing "
+           "it again from pos %" PRIu64 " once connected", head,
+           w->held[w->nheld - 1].end, head);
+
+    wa_batch_reset(&w->batch);
+    w->cursor = head;
+    w->nheld = 0;
 }
 
 

@@ -64,6 +64,8 @@ typedef struct {
     int           nargs;
     unsigned      pending_warn_s;   /* a parked receipt older than this is
                                        reported once (wa_sweep.c) */
+    unsigned      hold_replicated;  /* the ring's head waits for standbys
+                                       (wa_standby.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -215,6 +217,11 @@ int wa_set_prepare(wa_db_t *db);
  * warn_s. 0, or -1 with db->error set. */
 int wa_sweep(wa_db_t *db, unsigned *applied);
 int wa_sweep_overdue(wa_db_t *db, unsigned warn_s, unsigned *warned);
+
+
+/* where the last commit and the standbys are in the WAL (wa_standby.c) */
+int wa_standby_lsn(wa_db_t *db, uint64_t *committed, uint64_t *flushed,
+    unsigned *standbys);
 
 
 /* best-effort JSON of a record's fields, for wa_dead_letter; malloc'ed */
