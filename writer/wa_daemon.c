@@ -771,11 +771,10 @@ wa_writer_hold(wa_writer_t *w, uint64_t end)
     unsigned  standbys;
 
     if (wa_standby_lsn(&w->db, &committed, &flushed, &standbys) != 0) {
-        /* not known where the commit is: held until written again */
+        /* not known where the commit is: held until the connection is
+         * found lost and the span written again */
         committed = UINT64_MAX;
-        flushed = 0;
-        standbys = 1;
-        w->warned_hidden = 1;    /* not a question of privileges */
+        standbys = 0;
     }
 
     if (w->nheld < 2) {
@@ -792,7 +791,10 @@ wa_writer_hold(wa_writer_t *w, uint64_t end)
     }
 
     w->held_ms = wa_now_ms();
-    wa_writer_release(w, flushed, standbys);
+
+    if (committed != UINT64_MAX) {
+        wa_writer_release(w, flushed, standbys);
+    }
 }
 
 
@@ -802,7 +804,7 @@ static void
 wa_writer_held(wa_writer_t *w, uint64_t now)
 {
     uint64_t   committed, flushed;
-    unsigned   standbys;
+    unsigned   i, standbys;
     wa_db_t   *db;
 
     db = &w->db;
@@ -826,6 +828,13 @@ wa_writer_held(wa_writer_t *w, uint64_t now)
         }
 
         return;
+    }
+
+    /* a commit whose place was not known then is before this one */
+    for (i = 0; i < w->nheld; i++) {
+        if (w->held[i].lsn == UINT64_MAX) {
+            w->held[i].lsn = committed;
+        }
     }
 
     wa_writer_release(w, flushed, standbys);
