@@ -16,6 +16,17 @@ use WaTest;
 use WaPayload qw(body value status);
 
 my $t = WaTest->new;
+
+# the settings, refused with a message that names them
+for (['--pending-warn-after', '0'], ['--pending-warn-after', '10x'], ['--pending-warn-after', '366d'],
+     ['--hold-until-replicated', 'yes']) {
+    my ($rc, $out) = $t->run_quiet("$WaTest::BUILD/wa-writer", '--ring', $t->ring, @$_);
+    is($rc, 2, "@$_ is refused");
+    like($out, qr/\Q$_->[0]\E/, 'naming the option');
+}
+my ($rc, $help) = $t->run_quiet("$WaTest::BUILD/wa-writer", '--help');
+like($help, qr/--pending-warn-after T.*\(10m\)/s, '--help gives the default');
+
 $t->start_pg;
 $t->migrate;
 $t->start_mock;
