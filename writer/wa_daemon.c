@@ -34,6 +34,9 @@
 /* a deadlock or serialization failure is retried at once, quietly (WARN);
  * this many in a row, and the batch is at risk: CRITICAL */
 #define WA_CONFLICT_RETRIES   5
+/* --hold-until-replicated: how often the standbys are looked at while
+ * something is held */
+#define WA_HELD_CHECK_MS      10
 
 
 typedef struct {
@@ -88,7 +91,6 @@ static void wa_writer_held(wa_writer_t *w, uint64_t now);
 static void wa_writer_release(wa_writer_t *w, uint64_t flushed,
     unsigned standbys);
 static void wa_writer_rewind(wa_writer_t *w);
-#define WA_HELD_CHECK_MS      10
 static void wa_on_signal(int signo);
 
 
@@ -220,6 +222,10 @@ wa_daemon(wa_conf_t *conf)
                 if (b->n > 0) {
                     b->end_pos = w.cursor;
 
+                } else if (w.nheld > 0) {
+                    /* held records before it: it goes with them */
+                    w.held[w.nheld - 1].end = w.cursor;
+
                 } else {
                     /* nothing before it waits for a commit */
                     wa_ring_advance(&w.ring, w.cursor);
@@ -302,6 +308,13 @@ wa_daemon(wa_conf_t *conf)
     wa_writer_stats(&w, wa_now_ms(), 1);
     wa_log(WA_LOG_INFO, "stopped by signal %d: everything read is committed "
            "(ring pos %" PRIu64 ")", (int) wa_stop, w.cursor);
+
+    if (w.nheld > 0) {
+        wa_log(WA_LOG_INFO, "ring [%" PRIu64 ", %" PRIu64 ") is committed "
+               "but not yet known to be on every standby: it stays in the "
+               "ring and is written again at the next start (stored once)",
+               wa_ring_head(&w.ring), w.held[w.nheld - 1].end);
+    }
 
     wa_writer_detach(&w);
     wa_db_close(&w.db);
@@ -389,7 +402,11 @@ wa_writer_flush(wa_writer_t *w)
                b->done ? ", part committed" : "", backoff,
                w->db.error[0] ? w->db.error : "unknown error");
 
-        conflicts = 0;
+        if (strcmp(w->db.sqlstate, "40P01") != 0
+            && strcmp(w->db.sqlstate, "40001") != 0)
+        {
+            conflicts = 0;
+        }
 
         /* the server that had the held records may be gone for good */
         if (w->nheld > 0 && w->db.conn == NULL) {
