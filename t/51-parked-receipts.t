@@ -154,7 +154,8 @@ my $s = other_session();
 $s->do("SET deadlock_timeout = '20s'");
 $s->begin_work;
 $s->do("UPDATE whatsapp_message SET updated_at = now() WHERE provider_message_id = ?", undef, $wx);
-$t->start_writer;
+# (held until replicated: with no standby, nothing to wait for)
+$t->start_writer('--hold-until-replicated', 'on');
 ok($t->wait_for(sub {
     $t->sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wa-writer'
                       AND wait_event_type = 'Lock'") > 0 }, 10, 'the writer waits'),
@@ -169,5 +170,6 @@ my $log = substr $t->writer_log, $mark;
 like($log, qr/WARN flush of \d+ records .* rolled back by a conflict .*40P01/, 'a WARN names the deadlock');
 unlike($log, qr/CRITICAL/, 'no CRITICAL');
 is($swept->('retried_conflicts'), 1, 'and wa-writer status counts it');
+ok($t->wait_drained(10), '--hold-until-replicated without a standby holds nothing back');
 
 done_testing();
