@@ -61,6 +61,7 @@ typedef struct {
         uint64_t    end;              /* ring position after the span */
     }               held[2];
     unsigned        nheld;
+    unsigned        held_generation;  /* the connection they were made on */
     uint64_t        held_ms;          /* standbys last looked at */
     unsigned        warned_hidden:1;
 
@@ -440,6 +441,15 @@ wa_writer_flush(wa_writer_t *w)
     /* committed: now, and only now, the producers may reuse the space
      * (or once the standbys have it too) */
     if (w->conf->hold_replicated) {
+
+        /* on another connection than the held records: perhaps another
+         * server, which may lack them; this batch is written again with
+         * them (stored once) */
+        if (w->nheld > 0 && w->held_generation != w->db.generation) {
+            wa_writer_rewind(w);
+            return 0;
+        }
+
         wa_writer_hold(w, b->end_pos);
 
     } else {
@@ -794,6 +804,10 @@ wa_writer_hold(wa_writer_t *w, uint64_t end)
         standbys = 0;
     }
 
+    if (w->nheld == 0) {
+        w->held_generation = w->db.generation;
+    }
+
     if (w->nheld < 2) {
         w->held[w->nheld].lsn = committed;
         w->held[w->nheld].end = end;
@@ -832,7 +846,9 @@ wa_writer_held(wa_writer_t *w, uint64_t now)
 
     w->held_ms = now;
 
-    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK
+        || db->generation != w->held_generation)
+    {
         wa_writer_rewind(w);
         return;
     }

@@ -110,6 +110,8 @@ typedef struct {
     PGconn       *conn;
     const char   *dsn;
     int           ready;            /* statements prepared */
+    unsigned      generation;       /* connections made so far: a new one
+                                       may be another server */
     int           logged_down;      /* connection failure already logged */
     int           warned_schema;
     Oid           set_types[4];     /* the row types of the set statements
