@@ -84,7 +84,8 @@ wa_sweep_overdue(wa_db_t *db, unsigned warn_s, unsigned *warned)
         wa_log(WA_LOG_WARN, "parked receipt overdue: %s %s for wamid %s "
                "local_id %s, business %s, parked %s s ago without its "
                "message (kept in wa_pending_receipt)",
-               PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+               PQgetvalue(res, i, 3),
+               PQgetisnull(res, i, 4) ? "-" : PQgetvalue(res, i, 4),
                wamid[0] ? wamid : "-", local[0] ? local : "-",
                PQgetvalue(res, i, 0), PQgetvalue(res, i, 5));
     }

@@ -23,7 +23,8 @@
 
 -- Apply the parked receipts of p_ids whose message exists, as
 -- wa_apply_pending would have: by wamid first, else by local id; a parked
--- outcome of an attempt before the message's is stale and dropped. The
+-- outcome of an attempt before the message's is stale and dropped; a
+-- parked 'change' (edits or revokes that came first) applies them. The
 -- number applied.
 CREATE OR REPLACE FUNCTION wa_pending_settle(p_ids bigint[])
 RETURNS int
@@ -60,13 +61,22 @@ BEGIN
     LOOP
         DELETE FROM wa_pending_receipt p WHERE p.id = r.id;
 
+        -- edits and revokes stored before their message
+        IF r.kind = 'change' THEN
+            PERFORM wa_msg_apply_early_changes(r.business_id,
+                                               r.provider_message_id);
+            n := n + 1;
+            CONTINUE;
+        END IF;
+
         CONTINUE WHEN r.kind = 'result'
                       AND coalesce(r.attempt, 1) < r.msg_attempts;
 
         PERFORM wa_msg_merge(r.msg_id, r.status, r.provider_ts,
                              r.provider_message_id, r.error_code,
                              r.error_title, r.error_detail, r.fbtrace_id,
-                             r.retryable);
+                             r.retryable,
+                             CASE WHEN r.kind = 'status' THEN r.payload END);
         n := n + 1;
     END LOOP;
 
