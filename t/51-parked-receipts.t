@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use Time::HiRes qw(time sleep);
+use JSON::PP;
 use WaTest;
 use WaPayload qw(body value status);
 
@@ -72,9 +73,29 @@ is($b->selectrow_array("SELECT wa_ingest_status('1', ?, ?, 'delivered', '1764000
 is($b->selectrow_array("SELECT wa_ingest_out_result(?, '1', 'sent', ?, NULL, NULL, NULL, NULL, NULL, '200', ?, NULL)",
                        undef, $l2, $w2, '1764000000200'), 'pending',
    'B parks the outcome of a send A has not committed');
+# and an edit B stores while A inserts the message it edits: B parks a
+# 'change' for it
+my ($wo, $we) = ("wamid.orig.$tag", "wamid.edit.$tag");
+my $json = JSON::PP->new->canonical;
+my $orig = { from => '972507000002', id => $wo, timestamp => '1764000000', type => 'text',
+             text => { body => 'See you at 5' } };
+my $edit = { from => '972507000003', id => $we, timestamp => '1764000010', type => 'edit',
+             edit => { original_message_id => $wo,
+                       message => { type => 'text', text => { body => 'See you at 6' } } } };
+$a->selectrow_array("SELECT wa_ingest_in_message('1', ?, '972507000002', NULL, NULL, ?, 'text',
+                                                 'See you at 5', '1764000000', ?, '1764000000000')",
+                    undef, $pnid, $wo, $json->encode($orig));
+# (B's lead is another phone's: the same phone would wait for A's
+# uncommitted lead)
+$b->selectrow_array("SELECT wa_ingest_in_message('1', ?, '972507000003', NULL, NULL, ?, 'edit',
+                                                 NULL, '1764000010', ?, '1764000010000')",
+                    undef, $pnid, $we, $json->encode($edit));
+is($b->selectrow_array("SELECT kind FROM wa_pending_receipt WHERE provider_message_id = ?", undef, $wo),
+   'change', 'B parks the edit of a message A has not committed');
 $a->commit;
 
 is(status_of($w1), 'sent', 'after both commit, the message has not got its receipt');
+is(row($wo)->{body}, 'See you at 5', 'nor the edited message its edit');
 is(parked($w1), 1, 'which is stranded in wa_pending_receipt');
 is($t->sql_value('SELECT status FROM whatsapp_message WHERE local_id = ?', $l2), 'pending',
    'and the other send has not got its outcome');
@@ -87,6 +108,9 @@ ok($t->wait_for(sub { status_of($w1) eq 'delivered' }, 10, 'the sweep'),
 ok($t->wait_for(sub { my $r = row($w2); $r && $r->{status} eq 'sent' }, 10, 'the outcome'),
    'and the stranded outcome, by local id: the send has its wamid');
 is(parked($w1) + parked($w2, $l2), 0, 'neither is parked any more');
+ok($t->wait_for(sub { (row($wo)->{body} // '') eq 'See you at 6' }, 10, 'the edit'),
+   'the sweep applies the stranded edit too');
+is(parked($wo), 0, 'which is no longer parked');
 my $r1 = row($w1);
 ok($r1->{delivered_at} && $r1->{sent_at}, 'delivered_at and sent_at set');
 like($t->writer_log, qr/INFO \d+ parked receipts applied by the sweep/, 'the sweep says what it did');
