@@ -43,14 +43,17 @@ sub stop_namespaces {
 }
 END { stop_namespaces() if @ns_pids; }
 
-# a host on the shared database and mock; in PID namespaces with $ns
+# a host on the shared database and mock; in PID namespaces with $ns. Its
+# ring is big enough that a writer slowed by a loaded machine does not
+# fill it: a full ring refuses sends (503) and loses their outcomes,
+# which is another test's subject (t/70)
 sub host {
     my ($ns) = @_;
     my $h = WaTest->new;
     $h->{pg_port} = $db->{pg_port};
     $h->{mock} = $mock;
     if (!$ns) {
-        $h->start_nginx(workers => 2);
+        $h->start_nginx(workers => 2, ring_size => '32m');
         $h->start_writer;
         return $h;
     }
@@ -59,7 +62,7 @@ sub host {
     # in another namespace: each sees pids the other does not. unshare
     # passes SIGTERM on to its child when it ends (--kill-child).
     my $conf = $h->dir . '/nginx.conf';
-    WaTest::spew($conf, $h->nginx_conf(workers => 2, main => 'daemon off;'));
+    WaTest::spew($conf, $h->nginx_conf(workers => 2, main => 'daemon off;', ring_size => '32m'));
     my @cmds = (
         [ 'nginx.out', $h->nginx_cmd, '-p', $h->dir, '-c', $conf ],
         [ 'writer.log', $h->as_user("$WaTest::BUILD/wa-writer", '--ring', $h->ring,
