@@ -356,6 +356,7 @@ const wa_ring_counter_t  wa_ring_producer_counters[] = {
 
 const wa_ring_counter_t  wa_ring_writer_counters[] = {
     WA_RING_WRITER_COUNTERS(WA_RING_COUNTER_ROW)
+    WA_RING_WRITER_COUNTERS_TAIL(WA_RING_COUNTER_ROW)
 };
 
 const wa_ring_counter_t  wa_ring_writer_gauges[] = {

@@ -123,6 +123,22 @@
     X(dead_letters_waiting, "wa_writer_dead_letters_waiting", "")           \
     /* receipts waiting for their message */                                  \
     X(receipts_waiting,   "wa_writer_receipts_waiting", "")
+/*
+ * Writer counters appended to version 1's header after the gauges: no
+ * field before them moved, and a ring an older build made has zeros there
+ * (its header page was created by ftruncate), so rings in use keep
+ * working with builds on either side. They follow the writer counters
+ * above in every output.
+ */
+#define WA_RING_WRITER_COUNTERS_TAIL(X)                                       \
+    /* parked receipts applied by a sweep (their message was stored by a */  \
+    /* transaction that did not see them) */                                  \
+    X(receipts_swept,     "wa_writer_receipts_swept_total", "")             \
+    /* parked receipts reported once as overdue (--pending-warn-after) */    \
+    X(receipts_overdue,   "wa_writer_receipts_overdue_total", "")           \
+    /* batches rolled back by a deadlock or serialization failure and */     \
+    /* retried */                                                             \
+    X(retried_conflicts,  "wa_writer_retried_conflicts_total", "")
 
 #define WA_RING_COUNTER_FIELD(name, metric, labels)  uint64_t  name;
 
@@ -171,6 +187,8 @@ typedef struct {
     uint64_t  census_ms;           /* when the writer last counted these */
     WA_RING_WRITER_GAUGES(WA_RING_COUNTER_FIELD)
     uint64_t  receipts_oldest_ms;  /* the oldest waiting receipt's arrival */
+    /* appended the same way (see WA_RING_WRITER_COUNTERS_TAIL) */
+    WA_RING_WRITER_COUNTERS_TAIL(WA_RING_COUNTER_FIELD)
 } wa_ring_hdr_t;
 
 
@@ -189,7 +207,8 @@ _Static_assert(offsetof(wa_ring_hdr_t, published) == 192
 /* the fields appended since only grow into the header page */
 _Static_assert(offsetof(wa_ring_hdr_t, dead_letters_waiting) == 624
                && offsetof(wa_ring_hdr_t, receipts_oldest_ms) == 640
-               && sizeof(wa_ring_hdr_t) == 648
+               && offsetof(wa_ring_hdr_t, receipts_swept) == 648
+               && sizeof(wa_ring_hdr_t) == 672
                && sizeof(wa_ring_hdr_t) <= WA_RING_HDR_SIZE,
                "wa_ring_hdr_t: appended fields moved");
 

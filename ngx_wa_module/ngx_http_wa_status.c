@@ -228,6 +228,7 @@ ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
     WA_RING_PRODUCER_COUNTERS(wa_copy)
     WA_RING_WRITER_COUNTERS(wa_copy)
     WA_RING_WRITER_GAUGES(wa_copy)
+    WA_RING_WRITER_COUNTERS_TAIL(wa_copy)
 #undef wa_copy
 
     st->census_ms = wa_load(census_ms);

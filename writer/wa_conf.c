@@ -33,6 +33,8 @@ enum {
     WA_OPT_CENSUS,
     WA_OPT_JSON,                    /* flags: no value */
     WA_OPT_ALL,
+    WA_OPT_PENDING_WARN,
+    WA_OPT_HOLD_REPLICATED,
     WA_OPT_HELP
 };
 
@@ -77,6 +79,10 @@ static const wa_opt_t  wa_opts[] = {
       WA_C(WA_CMD_MEDIA) },
     { "json", WA_OPT_JSON, NULL, WA_C(WA_CMD_DEAD_LETTERS) },
     { "all", WA_OPT_ALL, NULL, WA_C(WA_CMD_DEAD_LETTERS) },
+    { "pending-warn-after", WA_OPT_PENDING_WARN, "WA_PENDING_WARN_AFTER",
+      WA_C(WA_CMD_RUN) },
+    { "hold-until-replicated", WA_OPT_HOLD_REPLICATED,
+      "WA_HOLD_UNTIL_REPLICATED", WA_C(WA_CMD_RUN) },
     { NULL, 0, NULL, 0 }
 };
 
@@ -90,6 +96,8 @@ static int wa_conf_set(wa_conf_t *conf, int opt, const char *value,
 static int wa_conf_uint(const char *value, const char *from, unsigned min,
     unsigned max, unsigned *out);
 static int wa_conf_size(const char *value, const char *from, uint64_t *out);
+static int wa_conf_duration(const char *value, const char *from,
+    unsigned *out);
 
 
 void
@@ -130,6 +138,16 @@ wa_conf_usage(FILE *stream)
 "  --census-ms MS         how often to count the dead letters and receipts\n"
 "                         waiting in PostgreSQL for wa_status, 0-3600000;\n"
 "                         0: never (5000)                      [WA_CENSUS_MS]\n"
+"  --pending-warn-after T a receipt parked this long without its message\n"
+"                         is logged once (WARN) and counted; it stays\n"
+"                         parked. Seconds, or with s, m, h, d; 1s-365d\n"
+"                         (10m)                        [WA_PENDING_WARN_AFTER]\n"
+"  --hold-until-replicated on|off\n"
+"                         keep committed records in the ring until every\n"
+"                         streaming standby has flushed them, and write\n"
+"                         them again if the connection is lost first: no\n"
+"                         loss when asynchronous replication fails over\n"
+"                         (off)                     [WA_HOLD_UNTIL_REPLICATED]\n"
 "\n"
 "backfill-leads options:\n"
 "  --batch-size N         rows per transaction, 1-100000 (1000)\n"
@@ -185,6 +203,7 @@ wa_conf_parse(wa_conf_t *conf, int argc, char **argv)
     conf->media_timeout_ms = 300000;
     conf->media_retry_ms = 5000;
     conf->census_ms = 5000;
+    conf->pending_warn_s = 600;
 
     first = 1;
 
@@ -405,6 +424,19 @@ wa_conf_set(wa_conf_t *conf, int opt, const char *value, const char *from)
     case WA_OPT_MEDIA_RETRY:
         return wa_conf_uint(value, from, 100, 3600000,
                             &conf->media_retry_ms);
+
+    case WA_OPT_PENDING_WARN:
+        return wa_conf_duration(value, from, &conf->pending_warn_s);
+
+    case WA_OPT_HOLD_REPLICATED:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            conf->hold_replicated = value[1] == 'n';
+            return 0;
+        }
+
+        fprintf(stderr, "wa-writer: %s: \"%s\" is not on or off\n", from,
+                value);
+        return -1;
     }
 
     return -1;
@@ -478,4 +510,36 @@ bad:
     fprintf(stderr, "wa-writer: %s: \"%s\" is not a size (bytes, or with "
             "k, m, g)\n", from, value);
     return -1;
+}
+
+
+/* seconds, or a number with s, m, h or d; from 1s to 365d */
+static int
+wa_conf_duration(const char *value, const char *from, unsigned *out)
+{
+    char                *end;
+    unsigned long long   n, unit;
+
+    errno = 0;
+    n = strtoull(value, &end, 10);
+
+    switch (*end) {
+    case 's': unit = 1; end++; break;
+    case 'm': unit = 60; end++; break;
+    case 'h': unit = 3600; end++; break;
+    case 'd': unit = 86400; end++; break;
+    default: unit = 1;
+    }
+
+    if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0'
+        || n == 0 || n > 365ULL * 86400 / unit)
+    {
+        fprintf(stderr, "wa-writer: %s: \"%s\" is not a duration from 1s "
+                "to 365d (seconds, or with s, m, h, d: 10m)\n", from, value);
+        return -1;
+    }
+
+    *out = (unsigned) (n * unit);
+
+    return 0;
 }

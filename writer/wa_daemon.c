@@ -30,6 +30,13 @@
 #define WA_RING_RETRY_MS      1000
 #define WA_RING_CHECK_MS      1000
 #define WA_STATS_EVERY_MS     60000
+#define WA_SWEEP_EVERY_MS     1000
+/* a deadlock or serialization failure is retried at once, quietly (WARN);
+ * this many in a row, and the batch is at risk: CRITICAL */
+#define WA_CONFLICT_RETRIES   5
+/* --hold-until-replicated: how often the standbys are looked at while
+ * something is held */
+#define WA_HELD_CHECK_MS      10
 
 
 typedef struct {
@@ -43,6 +50,20 @@ typedef struct {
     uint64_t        changed_ms;       /* the ring file was found replaced */
     uint64_t        census_ms;        /* last count of what waits in the
                                          database; 0: count it now */
+    uint64_t        sweep_ms;         /* last sweep of parked receipts */
+    uint64_t        overdue_ms;       /* last check for overdue ones */
+
+    /* --hold-until-replicated: ring spans committed but not yet flushed
+     * by every standby, oldest first: the first is waited for, the second
+     * grows with each commit (so the head moves under steady load) */
+    struct {
+        uint64_t    lsn;              /* WAL position to be flushed */
+        uint64_t    end;              /* ring position after the span */
+    }               held[2];
+    unsigned        nheld;
+    unsigned        held_generation;  /* the connection they were made on */
+    uint64_t        held_ms;          /* standbys last looked at */
+    unsigned        warned_hidden:1;
 
     /* for the periodic summary */
     uint64_t        stats_ms;
@@ -65,6 +86,12 @@ static void wa_writer_census(wa_writer_t *w, uint64_t now);
 static void wa_writer_error(wa_writer_t *w, const char *msg);
 static void wa_writer_stats(wa_writer_t *w, uint64_t now, int force);
 static void wa_writer_nap(wa_writer_t *w, unsigned ms);
+static void wa_writer_sweep(wa_writer_t *w, uint64_t now);
+static void wa_writer_hold(wa_writer_t *w, uint64_t end);
+static void wa_writer_held(wa_writer_t *w, uint64_t now);
+static void wa_writer_release(wa_writer_t *w, uint64_t flushed,
+    unsigned standbys);
+static void wa_writer_rewind(wa_writer_t *w);
 static void wa_on_signal(int signo);
 
 
@@ -146,6 +173,16 @@ wa_daemon(wa_conf_t *conf)
             break;
         }
 
+        /* between batches: parked receipts another writer's message
+         * transaction did not see, and those whose message never came */
+        if (b->n == 0) {
+            wa_writer_sweep(&w, now);
+        }
+
+        if (w.nheld > 0) {
+            wa_writer_held(&w, now);
+        }
+
         /* a truncated file faults (SIGBUS) on access: look before each
          * batch; what it held is gone, someone must find out why */
         damage = (b->n == 0) ? wa_ring_damage(&w.ring) : NULL;
@@ -185,6 +222,10 @@ wa_daemon(wa_conf_t *conf)
 
                 if (b->n > 0) {
                     b->end_pos = w.cursor;
+
+                } else if (w.nheld > 0) {
+                    /* held records before it: it goes with them */
+                    w.held[w.nheld - 1].end = w.cursor;
 
                 } else {
                     /* nothing before it waits for a commit */
@@ -269,6 +310,13 @@ wa_daemon(wa_conf_t *conf)
     wa_log(WA_LOG_INFO, "stopped by signal %d: everything read is committed "
            "(ring pos %" PRIu64 ")", (int) wa_stop, w.cursor);
 
+    if (w.nheld > 0) {
+        wa_log(WA_LOG_INFO, "ring [%" PRIu64 ", %" PRIu64 ") is committed "
+               "but not yet known to be on every standby: it stays in the "
+               "ring and is written again at the next start (stored once)",
+               wa_ring_head(&w.ring), w.held[w.nheld - 1].end);
+    }
+
     wa_writer_detach(&w);
     wa_db_close(&w.db);
     wa_batch_free(&w.batch);
@@ -302,7 +350,7 @@ stopped:
 static int
 wa_writer_flush(wa_writer_t *w)
 {
-    unsigned     attempt, backoff;
+    unsigned     attempt, backoff, conflicts, pause;
     uint64_t     since, now;
     wa_batch_t  *b;
 
@@ -310,6 +358,8 @@ wa_writer_flush(wa_writer_t *w)
     attempt = 0;
     backoff = WA_BACKOFF_START_MS;
     since = 0;
+
+    conflicts = 0;
 
     while (wa_flush(&w->db, b) != 0) {
         now = wa_now_ms();
@@ -321,11 +371,49 @@ wa_writer_flush(wa_writer_t *w)
         wa_hdr_add(w, flush_failures, 1);
         wa_writer_error(w, w->db.error);
 
+        /*
+         * A deadlock or serialization failure rolled the transaction back
+         * and says nothing is wrong with the batch: another writer took
+         * the same rows. Retried at once, after a short random pause so
+         * the two do not meet again; loud only when it keeps happening.
+         */
+        if ((strcmp(w->db.sqlstate, "40P01") == 0
+             || strcmp(w->db.sqlstate, "40001") == 0)
+            && ++conflicts < WA_CONFLICT_RETRIES)
+        {
+            wa_hdr_add(w, retried_conflicts, 1);
+            pause = 10 + (unsigned) (now % 50);
+
+            wa_log(WA_LOG_WARN, "flush of %u records [%" PRIu64 ", %" PRIu64
+                   ") rolled back by a conflict with another transaction "
+                   "(attempt %u; retrying in %u ms): %s", b->n, b->first_pos,
+                   b->end_pos, attempt, pause, w->db.error);
+
+            if (wa_stop) {
+                return -1;
+            }
+
+            wa_writer_nap(w, pause);
+            continue;
+        }
+
         wa_log(WA_LOG_CRITICAL, "flush of %u records [%" PRIu64 ", %" PRIu64
                ") failed (attempt %u%s; retrying in %u ms): %s", b->n,
                b->first_pos, b->end_pos, attempt,
                b->done ? ", part committed" : "", backoff,
                w->db.error[0] ? w->db.error : "unknown error");
+
+        if (strcmp(w->db.sqlstate, "40P01") != 0
+            && strcmp(w->db.sqlstate, "40001") != 0)
+        {
+            conflicts = 0;
+        }
+
+        /* the server that had the held records may be gone for good */
+        if (w->nheld > 0 && w->db.conn == NULL) {
+            wa_writer_rewind(w);
+            return 0;
+        }
 
         if (wa_stop) {
             return -1;
@@ -350,8 +438,23 @@ wa_writer_flush(wa_writer_t *w)
                now - since, w->db.where);
     }
 
-    /* committed: now, and only now, the producers may reuse the space */
-    wa_ring_advance(&w->ring, b->end_pos);
+    /* committed: now, and only now, the producers may reuse the space
+     * (or once the standbys have it too) */
+    if (w->conf->hold_replicated) {
+
+        /* on another connection than the held records: perhaps another
+         * server, which may lack them; this batch is written again with
+         * them (stored once) */
+        if (w->nheld > 0 && w->held_generation != w->db.generation) {
+            wa_writer_rewind(w);
+            return 0;
+        }
+
+        wa_writer_hold(w, b->end_pos);
+
+    } else {
+        wa_ring_advance(&w->ring, b->end_pos);
+    }
 
     wa_hdr_store(w, last_flush_ms, now);
     wa_hdr_store(w, last_flush_records, (uint64_t) b->n);
@@ -438,6 +541,7 @@ wa_writer_attach(wa_writer_t *w)
     w->attached = 1;
     w->cursor = wa_ring_head(&w->ring);
     w->census_ms = 0;               /* this ring has not been told yet */
+    w->nheld = 0;
 
     now = wa_now_ms();
     w->checked_ms = now;
@@ -612,6 +716,205 @@ wa_writer_stats(wa_writer_t *w, uint64_t now, int force)
     w->stats_records = 0;
     w->stats_batches = 0;
     w->stats_skipped = 0;
+}
+
+
+/*
+ * Parked receipts, between batches, on the connection flushes use: a sweep
+ * every WA_SWEEP_EVERY_MS, and the overdue check every tenth of
+ * --pending-warn-after (at least every second, at most every minute).
+ * Nothing when the database is not there: the next flush reconnects, and
+ * says so. A failed sweep is a WARN: no record is at stake, the next one
+ * does the same work.
+ */
+static void
+wa_writer_sweep(wa_writer_t *w, uint64_t now)
+{
+    uint64_t   every;
+    unsigned   n;
+    wa_db_t   *db;
+
+    db = &w->db;
+
+    if (now - w->sweep_ms < WA_SWEEP_EVERY_MS || !w->attached
+        || db->conn == NULL || !db->ready
+        || PQstatus(db->conn) != CONNECTION_OK)
+    {
+        return;
+    }
+
+    w->sweep_ms = now;
+
+    if (wa_sweep(db, &n) != 0) {
+        goto failed;
+    }
+
+    if (n > 0) {
+        wa_hdr_add(w, receipts_swept, n);
+        wa_log(WA_LOG_INFO, "%u parked receipts applied by the sweep: their "
+               "message was stored by a transaction that did not see them",
+               n);
+    }
+
+    every = (uint64_t) w->conf->pending_warn_s * 100;
+    every = every < 1000 ? 1000 : every > 60000 ? 60000 : every;
+
+    if (now - w->overdue_ms < every) {
+        return;
+    }
+
+    w->overdue_ms = now;
+
+    if (wa_sweep_overdue(db, w->conf->pending_warn_s, &n) != 0) {
+        goto failed;
+    }
+
+    if (n > 0) {
+        wa_hdr_add(w, receipts_overdue, n);
+    }
+
+    return;
+
+failed:
+
+    wa_log(WA_LOG_WARN, "%s; trying again in a second", db->error);
+
+    if (PQstatus(db->conn) != CONNECTION_OK) {
+        wa_db_close(db);
+    }
+}
+
+
+/*
+ * --hold-until-replicated (wa_standby.c): a committed batch is held in the
+ * ring until every streaming standby has flushed its commit. Where the
+ * commit is, and where the standbys are, is one query after each commit,
+ * and one every WA_HELD_CHECK_MS while something is held.
+ */
+static void
+wa_writer_hold(wa_writer_t *w, uint64_t end)
+{
+    uint64_t  committed, flushed;
+    unsigned  standbys;
+
+    if (wa_standby_lsn(&w->db, &committed, &flushed, &standbys) != 0) {
+        /* not known where the commit is: held until the connection is
+         * found lost and the span written again */
+        committed = UINT64_MAX;
+        standbys = 0;
+    }
+
+    if (w->nheld == 0) {
+        w->held_generation = w->db.generation;
+    }
+
+    if (w->nheld < 2) {
+        w->held[w->nheld].lsn = committed;
+        w->held[w->nheld].end = end;
+        w->nheld++;
+
+    } else {
+        if (committed > w->held[1].lsn) {
+            w->held[1].lsn = committed;
+        }
+
+        w->held[1].end = end;
+    }
+
+    w->held_ms = wa_now_ms();
+
+    if (committed != UINT64_MAX) {
+        wa_writer_release(w, flushed, standbys);
+    }
+}
+
+
+/* the standbys again, while something is held; a lost connection means
+ * the held records are written again */
+static void
+wa_writer_held(wa_writer_t *w, uint64_t now)
+{
+    uint64_t   committed, flushed;
+    unsigned   i, standbys;
+    wa_db_t   *db;
+
+    db = &w->db;
+
+    if (now - w->held_ms < WA_HELD_CHECK_MS) {
+        return;
+    }
+
+    w->held_ms = now;
+
+    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK
+        || db->generation != w->held_generation)
+    {
+        wa_writer_rewind(w);
+        return;
+    }
+
+    if (wa_standby_lsn(db, &committed, &flushed, &standbys) != 0) {
+        if (PQstatus(db->conn) != CONNECTION_OK) {
+            wa_log(WA_LOG_ERROR, "%s", db->error);
+            wa_db_close(db);
+            wa_writer_rewind(w);
+        }
+
+        return;
+    }
+
+    /* a commit whose place was not known then is before this one */
+    for (i = 0; i < w->nheld; i++) {
+        if (w->held[i].lsn == UINT64_MAX) {
+            w->held[i].lsn = committed;
+        }
+    }
+
+    wa_writer_release(w, flushed, standbys);
+}
+
+
+static void
+wa_writer_release(wa_writer_t *w, uint64_t flushed, unsigned standbys)
+{
+    if (standbys > 0 && flushed == 0) {
+        if (!w->warned_hidden) {
+            wa_log(WA_LOG_WARN, "--hold-until-replicated: this role cannot "
+                   "see where the standbys are (pg_stat_replication; grant "
+                   "it pg_monitor): records are not held for them");
+            w->warned_hidden = 1;
+        }
+
+        flushed = UINT64_MAX;
+    }
+
+    while (w->nheld > 0 && w->held[0].lsn <= flushed) {
+        wa_ring_advance(&w->ring, w->held[0].end);
+        w->held[0] = w->held[1];
+        w->nheld--;
+    }
+}
+
+
+/* The connection was lost while records were committed but not known to
+ * be on a standby: after a failover they may be gone. Read and write them
+ * again from the head; what survived is a duplicate, which stores
+ * nothing. */
+static void
+wa_writer_rewind(wa_writer_t *w)
+{
+    uint64_t  head;
+
+    head = wa_ring_head(&w->ring);
+
+    wa_log(WA_LOG_WARN, "the connection was lost with ring [%" PRIu64 ", %"
+           PRIu64 ") committed but not known to be on a standby: writing "
+           "it again from pos %" PRIu64 " once connected", head,
+           w->held[w->nheld - 1].end, head);
+
+    wa_batch_reset(&w->batch);
+    w->cursor = head;
+    w->nheld = 0;
 }
 
 

@@ -157,6 +157,7 @@ wa_db_connect(wa_db_t *db)
     }
 
     PQsetNoticeReceiver(db->conn, wa_db_notice, db);
+    db->generation++;
 
     db->sqlstate[0] = '\0';
     db->error[0] = '\0';

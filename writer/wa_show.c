@@ -3,9 +3,7 @@
  * people and scripts, without nginx. Reading never changes the ring.
  */
 
-#include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +11,9 @@
 
 
 #define wa_load(field)  __atomic_load_n(&hdr->field, __ATOMIC_RELAXED)
+
+/* no heartbeat for this long: the writer is down (wa_status's rule) */
+#define WA_SHOW_DEAD_MS  5000
 
 
 static void wa_show_age(const char *key, uint64_t now, uint64_t then);
@@ -25,7 +26,7 @@ wa_show(wa_conf_t *conf)
 {
     char            err[WA_RING_ERR_LEN], last[WA_RING_ERR_LEN * 4];
     int32_t         pid;
-    uint64_t        now, head, tail;
+    uint64_t        now, head, tail, hb;
     wa_ring_t       ring;
     const char     *alive;
     wa_ring_hdr_t  *hdr;
@@ -44,13 +45,11 @@ wa_show(wa_conf_t *conf)
     tail = wa_ring_tail(&ring);
     pid = wa_load(writer_pid);
 
-    if (pid <= 0) {
-        alive = "no";
-    } else if (kill(pid, 0) == 0 || errno == EPERM) {
-        alive = "yes";
-    } else {
-        alive = "no";
-    }
+    /* by its heartbeat, as wa_status says it: the writer's pid means
+     * nothing in another PID namespace (a container) */
+    hb = wa_load(writer_heartbeat_ms);
+    alive = (pid > 0 && hb != 0 && (now < hb || now - hb < WA_SHOW_DEAD_MS))
+            ? "yes" : "no";
 
     printf("ring %s\n", conf->ring_path);
     printf("capacity %" PRIu64 "\n", ring.capacity);

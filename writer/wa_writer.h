@@ -62,6 +62,10 @@ typedef struct {
     unsigned      all:1;            /* dead-letters: --all */
     char        **args;             /* dead-letters: ACTION [ID...] */
     int           nargs;
+    unsigned      pending_warn_s;   /* a parked receipt older than this is
+                                       reported once (wa_sweep.c) */
+    unsigned      hold_replicated;  /* the ring's head waits for standbys
+                                       (wa_standby.c) */
 } wa_conf_t;
 
 /* fills conf from argv and the environment; WA_EXIT_OK, WA_EXIT_USAGE after
@@ -106,6 +110,8 @@ typedef struct {
     PGconn       *conn;
     const char   *dsn;
     int           ready;            /* statements prepared */
+    unsigned      generation;       /* connections made so far: a new one
+                                       may be another server */
     int           logged_down;      /* connection failure already logged */
     int           warned_schema;
     Oid           set_types[4];     /* the row types of the set statements
@@ -206,6 +212,18 @@ int wa_flush(wa_db_t *db, wa_batch_t *b);
 unsigned wa_set_run(const wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_send(wa_db_t *db, wa_batch_t *b, unsigned from, unsigned to);
 int wa_set_prepare(wa_db_t *db);
+
+
+/* parked receipts (wa_sweep.c): apply those whose message a concurrent
+ * transaction stored; report, once each, those parked longer than
+ * warn_s. 0, or -1 with db->error set. */
+int wa_sweep(wa_db_t *db, unsigned *applied);
+int wa_sweep_overdue(wa_db_t *db, unsigned warn_s, unsigned *warned);
+
+
+/* where the last commit and the standbys are in the WAL (wa_standby.c) */
+int wa_standby_lsn(wa_db_t *db, uint64_t *committed, uint64_t *flushed,
+    unsigned *standbys);
 
 
 /* best-effort JSON of a record's fields, for wa_dead_letter; malloc'ed */

@@ -641,12 +641,16 @@ BEGIN
                           m.recipient_type, m.errors, m.failed_at,
                           r.payload, r.status, r.ts)).*),
            updated_at = now()
-      FROM unnest(p_id, p_status, p_ts, p_wamid, p_error_code, p_error_title,
-                  p_error_detail, p_fbtrace_id, p_retryable,
-                  coalesce(p_payload, array_fill(NULL::jsonb,
-                                         ARRAY[cardinality(p_id)])))
-           AS r(id, status, ts, wamid, error_code, error_title, error_detail,
-                fbtrace_id, retryable, payload)
+      -- rows locked in id order, whatever the order of the run: writers
+      -- updating the same messages queue up instead of deadlocking
+      FROM (SELECT * FROM unnest(p_id, p_status, p_ts, p_wamid, p_error_code,
+                                 p_error_title, p_error_detail, p_fbtrace_id,
+                                 p_retryable,
+                                 coalesce(p_payload, array_fill(NULL::jsonb,
+                                                ARRAY[cardinality(p_id)])))
+                          AS u(id, status, ts, wamid, error_code, error_title,
+                               error_detail, fbtrace_id, retryable, payload)
+             ORDER BY u.id) r
      WHERE m.id = r.id
        AND m.status IS DISTINCT FROM 'received';
 END
@@ -763,9 +767,12 @@ $$;
 --      elsewhere, a former phone, a lost race) goes through
 --      wa_lead_resolve, message by message, in order: the rare cases keep
 --      their one careful path;
---   4. the messages are inserted in one statement, in order, so a wamid
---      repeated in the run is stored once, from its first record, with
---      their first-class columns (wa_msg_fields);
+--   4. the messages are inserted in one statement, in the order of their
+--      keys (business, wamid), the first record of a repeated wamid
+--      first, so it is stored once, from that record, with their
+--      first-class columns (wa_msg_fields); writers inserting the same
+--      wamids take their index entries in one order and queue up rather
+--      than deadlock;
 --   5. receipts, edits and revokes that came before their message (parked
 --      in wa_pending_receipt) are applied; one probe of that small table
 --      per message finds there are none.
@@ -885,7 +892,7 @@ BEGIN
            (x.f).target_message_id
       FROM (SELECT x.*, wa_msg_fields(x.pj, x.msg_type, x.body) AS f
               FROM x) x
-     ORDER BY x.ordinality
+     ORDER BY x.b, x.wamid, x.ordinality
     ON CONFLICT (business_id, provider_message_id) DO NOTHING;
 
     GET DIAGNOSTICS v_inserted = ROW_COUNT;

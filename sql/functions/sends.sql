@@ -480,7 +480,7 @@ BEGIN
         ON NOT v_parked AND s.kind = 'p' AND r.kind = 'r'
        AND r.local_id = s.local_id AND r.b = s.b;
 
-    -- the sends: replays are duplicates, the rest inserted in order, each
+    -- the sends: replays are duplicates, the rest inserted, each
     -- with its folded outcome merged into a fresh 'pending' row
     WITH ins AS (
         INSERT INTO whatsapp_message AS m
@@ -505,7 +505,8 @@ BEGIN
                WITH ORDINALITY AS f(st, ts, code, retry)
             ON f.ordinality = r.fold
          WHERE r.kind = 'p' AND r.outcome IS NULL
-         ORDER BY r.ordinality
+         -- in key order: concurrent writers queue up, never deadlock
+         ORDER BY r.b, r.local_id, r.ordinality
         ON CONFLICT DO NOTHING
         RETURNING m.local_id)
     SELECT array_agg(CASE WHEN x.kind <> 'p' THEN NULL

@@ -123,6 +123,7 @@ DECLARE
     v_rec     wa_status_rec;
     v_pj      jsonb[];
     v_group   boolean;
+    v_sorted  wa_status_rec[];
 BEGIN
     -- the casts wa_ingest_status makes of every receipt, the timestamp of
     -- those that move a message, and their message by wamid
@@ -147,8 +148,16 @@ BEGIN
            AND m.business_id = r.b;
 
     IF v_found < v_kept OR v_group THEN
-        -- a receipt to park or to find another way: one by one, in order
-        FOREACH v_rec IN ARRAY p_recs LOOP
+        -- a receipt to park or to find another way: one by one, each
+        -- message's receipts in order, the messages in key order (rows
+        -- locked in one order by every writer: no deadlock between them)
+        v_sorted := ARRAY(
+            SELECT p_recs[o] FROM generate_subscripts(p_recs, 1) AS o
+             ORDER BY (p_recs[o]).business,
+                      coalesce((p_recs[o]).wamid, (p_recs[o]).callback_data),
+                      o);
+
+        FOREACH v_rec IN ARRAY v_sorted LOOP
             PERFORM wa_ingest_status(v_rec.business, v_rec.phone_number_id,
                         v_rec.wamid, v_rec.status, v_rec.timestamp,
                         v_rec.phone, v_rec.wa_user_id, v_rec.error_code,

@@ -145,9 +145,11 @@ sub stop_pg {
     $self->{pg_up} = 0;
 }
 
+# the writer's connection string; new(dsn => ...) sets another (several
+# hosts, say)
 sub dsn {
     my ($self) = @_;
-    return "host=127.0.0.1 port=$self->{pg_port} dbname=postgres user=wa";
+    return $self->{dsn} // "host=127.0.0.1 port=$self->{pg_port} dbname=postgres user=wa";
 }
 
 sub dbh {
