@@ -330,6 +330,12 @@ void ngx_http_wa_media_report(ngx_http_request_t *r);
 void ngx_http_wa_local_id(ngx_http_wa_main_conf_t *wmcf, char *id,
     u_char *ms);
 
+/* a refusal's answer after its id and status: "retryable", "error" (and
+ * the provider's own JSON body); x is the transfer's, res its parse */
+struct wa_send_res_s;
+u_char *ngx_http_wa_send_error_json(u_char *p, struct wa_send_res_s *res,
+    ngx_http_wa_xfer_t *x);
+
 ngx_int_t ngx_http_wa_upload_handler(ngx_http_request_t *r);
 
 /* send path: the per-worker client */

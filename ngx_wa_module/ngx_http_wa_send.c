@@ -1341,6 +1341,21 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
         return;
     }
 
+    p = ngx_http_wa_send_error_json(p, res, x);
+    ctx->answer.len = p - ctx->answer.data;
+}
+
+
+/*
+ * The rest of a refusal's answer, after its id and status: whether to
+ * retry, the provider's error and, when it is a whole JSON object, the
+ * provider's own body. Sends and uploads answer alike.
+ */
+
+u_char *
+ngx_http_wa_send_error_json(u_char *p, wa_send_res_t *res,
+    ngx_http_wa_xfer_t *x)
+{
     p = ngx_sprintf(p, ",\"retryable\":%s,\"error\":{\"code\":%s,"
                     "\"title\":\"", res->retryable ? "true" : "false",
                     res->error_code[0] ? res->error_code : "null");
@@ -1354,14 +1369,12 @@ ngx_http_wa_send_answer(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
                                    ngx_strlen(res->fbtrace_id));
     p = ngx_sprintf(p, "\",\"http_status\":%l", x->status);
 
-    /* the provider's own body, when it is a whole JSON object */
     if (res->json) {
         p = ngx_sprintf(p, ",\"provider\":");
         p = ngx_cpymem(p, x->body, x->body_len);
     }
 
-    p = ngx_sprintf(p, "}}");
-    ctx->answer.len = p - ctx->answer.data;
+    return ngx_sprintf(p, "}}");
 }
 
 

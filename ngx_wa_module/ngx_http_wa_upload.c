@@ -824,25 +824,7 @@ ngx_http_wa_upload_answer(ngx_http_wa_upload_ctx_t *ctx, wa_send_res_t *res,
         return;
     }
 
-    p = ngx_sprintf(p, ",\"retryable\":%s,\"error\":{\"code\":%s,"
-                    "\"title\":\"", res->retryable ? "true" : "false",
-                    res->error_code[0] ? res->error_code : "null");
-    p = (u_char *) ngx_escape_json(p, (u_char *) res->error_title,
-                                   ngx_strlen(res->error_title));
-    p = ngx_sprintf(p, "\",\"details\":\"");
-    p = (u_char *) ngx_escape_json(p, (u_char *) res->error_detail,
-                                   ngx_strlen(res->error_detail));
-    p = ngx_sprintf(p, "\",\"fbtrace_id\":\"");
-    p = (u_char *) ngx_escape_json(p, (u_char *) res->fbtrace_id,
-                                   ngx_strlen(res->fbtrace_id));
-    p = ngx_sprintf(p, "\",\"http_status\":%l", x->status);
-
-    if (res->json) {
-        p = ngx_sprintf(p, ",\"provider\":");
-        p = ngx_cpymem(p, x->body, x->body_len);
-    }
-
-    p = ngx_sprintf(p, "}}");
+    p = ngx_http_wa_send_error_json(p, res, x);
     ctx->answer.len = p - ctx->answer.data;
 }
 

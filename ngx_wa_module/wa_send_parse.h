@@ -74,7 +74,7 @@ typedef struct {
 } wa_send_req_t;
 
 
-typedef struct {
+typedef struct wa_send_res_s {
     int    ok;                   /* the provider accepted the message */
     int    unknown;              /* a 2xx we cannot read: it may have */
     int    retryable;            /* for failures */
