@@ -492,7 +492,6 @@ subtest 'ring full: marks and uploads refused with 503, nothing reaches the prov
         $filled++;
     }
     ok($filled > 0, "ring filled by $filled webhooks");
-    my $calls = () = $mock->requests;
 
     # the last bytes: marks themselves, until one is refused
     my $refused;
