@@ -794,7 +794,6 @@ ngx_http_wa_claimdb_wrap(ngx_http_wa_claimdb_t *db)
 static void
 ngx_http_wa_claimdb_unwrap(ngx_http_wa_claimdb_t *db)
 {
-    ngx_uint_t         flags;
     ngx_connection_t  *c;
 
     c = db->c;
@@ -802,26 +801,7 @@ ngx_http_wa_claimdb_unwrap(ngx_http_wa_claimdb_t *db)
 
     /* libpq closes the socket itself when the server hangs up: the kernel
      * took it out of epoll already */
-    flags = (db->pg && PQsocket(db->pg) == c->fd) ? 0 : NGX_CLOSE_EVENT;
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, flags);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_wa_conn_release(c, !(db->pg && PQsocket(db->pg) == c->fd));
 }
 
 
@@ -829,31 +809,12 @@ static ngx_int_t
 ngx_http_wa_claimdb_want(ngx_http_wa_claimdb_t *db, ngx_uint_t read,
     ngx_uint_t write)
 {
-    ngx_event_t  *rev, *wev;
-
-    rev = db->c->read;
-    wev = db->c->write;
-
-    if (read && !rev->active) {
-        if (ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-    } else if (!read && rev->active) {
-        if (ngx_del_event(rev, NGX_READ_EVENT, 0) != NGX_OK) {
-            return NGX_ERROR;
-        }
+    if (ngx_http_wa_level_event(db->c->read, read, NGX_READ_EVENT) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (write && !wev->active) {
-        return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (!write && wev->active) {
-        return ngx_del_event(wev, NGX_WRITE_EVENT, 0);
-    }
-
-    return NGX_OK;
+    return ngx_http_wa_level_event(db->c->write, write, NGX_WRITE_EVENT);
 }
 
 

@@ -85,8 +85,6 @@ static size_t ngx_http_wa_curl_write(char *ptr, size_t size, size_t n,
     void *data);
 static size_t ngx_http_wa_curl_header(char *ptr, size_t size, size_t n,
     void *data);
-static ngx_int_t ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want,
-    ngx_int_t type);
 static void ngx_http_wa_curl_release(ngx_http_wa_curl_t *curl, CURL *easy);
 static ngx_int_t ngx_http_wa_curl_byfd(ngx_http_wa_curl_t *curl,
     ngx_socket_t s);
@@ -564,12 +562,23 @@ static void
 ngx_http_wa_curl_unwrap(ngx_http_wa_curl_t *curl, ngx_socket_t s,
     ngx_uint_t closed)
 {
-    ngx_uint_t         flags;
     ngx_connection_t  *c;
 
     c = curl->byfd[s].c;
     curl->byfd[s].c = NULL;
     curl->byfd[s].foreign = 0;
+
+    ngx_http_wa_conn_release(c, closed);
+}
+
+
+/* let go of a connection whose descriptor another library closes (or
+ * closed: then it is out of epoll already) */
+
+void
+ngx_http_wa_conn_release(ngx_connection_t *c, ngx_uint_t closed)
+{
+    ngx_uint_t  flags;
 
     flags = closed ? NGX_CLOSE_EVENT : 0;
 
@@ -652,8 +661,8 @@ ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
                 ngx_http_wa_curl_unwrap(curl, s, 0);
 
             } else {
-                (void) ngx_http_wa_curl_event(c->read, 0, NGX_READ_EVENT);
-                (void) ngx_http_wa_curl_event(c->write, 0, NGX_WRITE_EVENT);
+                (void) ngx_http_wa_level_event(c->read, 0, NGX_READ_EVENT);
+                (void) ngx_http_wa_level_event(c->write, 0, NGX_WRITE_EVENT);
             }
         }
 
@@ -674,10 +683,10 @@ ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
     }
 
     /* level-triggered: libcurl need not drain a socket in one call */
-    if (ngx_http_wa_curl_event(c->read,
+    if (ngx_http_wa_level_event(c->read,
                                what == CURL_POLL_IN || what == CURL_POLL_INOUT,
                                NGX_READ_EVENT) != NGX_OK
-        || ngx_http_wa_curl_event(c->write,
+        || ngx_http_wa_level_event(c->write,
                                   what == CURL_POLL_OUT
                                   || what == CURL_POLL_INOUT,
                                   NGX_WRITE_EVENT) != NGX_OK)
@@ -690,8 +699,8 @@ ngx_http_wa_curl_socket(CURL *easy, curl_socket_t s, int what, void *data,
 }
 
 
-static ngx_int_t
-ngx_http_wa_curl_event(ngx_event_t *ev, ngx_uint_t want, ngx_int_t type)
+ngx_int_t
+ngx_http_wa_level_event(ngx_event_t *ev, ngx_uint_t want, ngx_int_t type)
 {
     if (want && !ev->active) {
         return ngx_add_event(ev, type, NGX_LEVEL_EVENT);

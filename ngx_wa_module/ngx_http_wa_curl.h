@@ -121,4 +121,14 @@ ngx_int_t ngx_http_wa_curl_upload(ngx_http_wa_curl_t *curl,
     ngx_http_wa_curl_conf_t *conf);
 
 
+/* a level-triggered read or write event on (want) or off: the sockets of
+ * libraries that read until they have enough, not until EAGAIN */
+ngx_int_t ngx_http_wa_level_event(ngx_event_t *ev, ngx_uint_t want,
+    ngx_int_t type);
+
+/* let go of an nginx connection whose descriptor is another library's to
+ * close; closed: it is closed already (out of epoll) */
+void ngx_http_wa_conn_release(ngx_connection_t *c, ngx_uint_t closed);
+
+
 #endif /* NGX_HTTP_WA_CURL_H */
