@@ -112,9 +112,15 @@ $(SYNC_SHIM): t/shim/sync_hook.c
 	$(CC) -std=c11 -D_GNU_SOURCE $(WFLAGS) $(CFLAGS) -shared -fPIC \
 	    -o $@ $< -ldl
 
-# no terminal for the daemons the tests start
+# no terminal for the daemons the tests start. A failure's diagnostics
+# are printed again after the summary: a CI log is often read from its end
 test: deps all
-	$(PROVE) t/ < /dev/null
+	@{ $(PROVE) t/ < /dev/null; echo $$? > $(BUILD)/test.rc; } 2>&1 \
+	    | tee $(BUILD)/test.log
+	@rc=$$(cat $(BUILD)/test.rc); [ "$$rc" = 0 ] || { \
+	    echo '--- the failures again:'; \
+	    grep -A12 '^#   Failed test' $(BUILD)/test.log | tail -n 150; \
+	    exit $$rc; }
 
 # The whole suite again with the module, the writer and the unit tests
 # built with ASan and UBSan. Debian's nginx is not instrumented: it loads

@@ -246,7 +246,8 @@ sub phase {
         or diag(join "\n", grep { /CRITICAL/ } map { split /\n/ } @logs);
     my $d = $db->sql_value('SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()')
             - $deadlocks;
-    my $warned = grep { /rolled back by a conflict/ } map { split /\n/ } @logs;
+    # (a flush's, or a sweep's)
+    my $warned = grep { /\bWARN\b.*SQLSTATE 40P01/ } map { split /\n/ } @logs;
     is($warned, $d, "$name: $d deadlocks, each retried with a WARN");
     my $swept = grep { /applied by the sweep/ } map { split /\n/ } @logs;
     note("$name: $d deadlocks, $swept sweeps applied receipts");

@@ -6,7 +6,8 @@
  *   oldest record waited --batch-delay-ms; write the batch in one
  *   transaction; after COMMIT, and only then, move the ring's head.
  *
- * A failed flush is logged CRITICAL and retried, the same batch, with
+ * A failed flush is logged CRITICAL (a conflict with another writer: WARN,
+ * unless conflicts keep it out for long) and retried, the same batch, with
  * capped exponential backoff, forever: records are never dropped and the
  * head never passes an uncommitted record. SIGTERM/SIGINT finish the batch
  * in hand (one attempt) and exit 0; whatever is not committed stays in the
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,9 +33,10 @@
 #define WA_RING_CHECK_MS      1000
 #define WA_STATS_EVERY_MS     60000
 #define WA_SWEEP_EVERY_MS     1000
-/* a deadlock or serialization failure is retried at once, quietly (WARN);
- * this many in a row, and the batch is at risk: CRITICAL */
-#define WA_CONFLICT_RETRIES   5
+/* a deadlock or serialization failure is retried soon, with a WARN: it
+ * says nothing is wrong with the batch. Conflicts that keep one batch out
+ * for this long are a stall that fills the ring: CRITICAL from then on */
+#define WA_CONFLICT_PATIENCE_MS  30000
 /* --hold-until-replicated: how often the standbys are looked at while
  * something is held */
 #define WA_HELD_CHECK_MS      10
@@ -105,6 +108,7 @@ int
 wa_daemon(wa_conf_t *conf)
 {
     int               rc, full, ripe;
+    unsigned          seed;
     uint64_t          now, waited;
     wa_batch_t       *b;
     wa_ring_rec_t     rr;
@@ -124,6 +128,14 @@ wa_daemon(wa_conf_t *conf)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* conflict pauses: writers of identical containers must not draw the
+     * same ones */
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t) sizeof(seed)) {
+        seed = (unsigned) wa_now_ms();
+    }
+
+    srandom(seed);
 
     if (wa_batch_init(&w.batch, conf->batch_size) != 0) {
         wa_log(WA_LOG_ERROR, "out of memory for a batch of %u records",
@@ -351,7 +363,7 @@ static int
 wa_writer_flush(wa_writer_t *w)
 {
     unsigned     attempt, backoff, conflicts, pause;
-    uint64_t     since, now;
+    uint64_t     since, now, conflict_since;
     wa_batch_t  *b;
 
     b = &w->batch;
@@ -360,6 +372,7 @@ wa_writer_flush(wa_writer_t *w)
     since = 0;
 
     conflicts = 0;
+    conflict_since = 0;
 
     while (wa_flush(&w->db, b) != 0) {
         now = wa_now_ms();
@@ -371,18 +384,25 @@ wa_writer_flush(wa_writer_t *w)
         wa_hdr_add(w, flush_failures, 1);
         wa_writer_error(w, w->db.error);
 
+        if (strcmp(w->db.sqlstate, "40P01") != 0
+            && strcmp(w->db.sqlstate, "40001") != 0)
+        {
+            conflicts = 0;
+
+        } else if (conflicts++ == 0) {
+            conflict_since = now;
+        }
+
         /*
          * A deadlock or serialization failure rolled the transaction back
          * and says nothing is wrong with the batch: another writer took
-         * the same rows. Retried at once, after a short random pause so
-         * the two do not meet again; loud only when it keeps happening.
+         * the same rows. Retried after a random pause, longer each time in
+         * a row, so the two do not meet again.
          */
-        if ((strcmp(w->db.sqlstate, "40P01") == 0
-             || strcmp(w->db.sqlstate, "40001") == 0)
-            && ++conflicts < WA_CONFLICT_RETRIES)
-        {
+        if (conflicts > 0 && now - conflict_since < WA_CONFLICT_PATIENCE_MS) {
             wa_hdr_add(w, retried_conflicts, 1);
-            pause = 10 + (unsigned) (now % 50);
+            pause = (10u << (conflicts < 7 ? conflicts - 1 : 6))
+                    + (unsigned) (random() % 50);
 
             wa_log(WA_LOG_WARN, "flush of %u records [%" PRIu64 ", %" PRIu64
                    ") rolled back by a conflict with another transaction "
@@ -402,12 +422,6 @@ wa_writer_flush(wa_writer_t *w)
                b->first_pos, b->end_pos, attempt,
                b->done ? ", part committed" : "", backoff,
                w->db.error[0] ? w->db.error : "unknown error");
-
-        if (strcmp(w->db.sqlstate, "40P01") != 0
-            && strcmp(w->db.sqlstate, "40001") != 0)
-        {
-            conflicts = 0;
-        }
 
         /* the server that had the held records may be gone for good */
         if (w->nheld > 0 && w->db.conn == NULL) {
