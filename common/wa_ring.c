@@ -2,6 +2,11 @@
  * wa_ring: see wa_ring.h for the protocol.
  */
 
+/* fallocate(2); nginx's build of this file does not define it */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -131,6 +136,22 @@ wa_ring_open(wa_ring_t *ring, const char *path, uint64_t capacity, int flags,
         st.st_size = (off_t) (WA_RING_HDR_SIZE + capacity);
     }
 
+    /*
+     * A ring an older build created is sparse: its holes get their blocks
+     * now (existing bytes are not touched), or the disk is too full for
+     * the ring to be safe to write. (fallocate(2), not posix_fallocate:
+     * glibc's emulation of the latter writes bytes, racing the workers.)
+     */
+    if ((flags & WA_RING_CREATE) && st.st_size > 0
+        && fallocate(fd, 0, 0, st.st_size) == -1
+        && errno != EOPNOTSUPP && errno != ENOSYS)
+    {
+        snprintf(err, errlen, "\"%s\": cannot allocate the blocks of its "
+                 "%lld bytes: %s", path, (long long) st.st_size,
+                 strerror(errno));
+        goto failed;
+    }
+
     if ((uint64_t) st.st_size < WA_RING_HDR_SIZE + WA_RING_MIN_SIZE) {
         snprintf(err, errlen, "\"%s\" has %lld bytes: too small for a ring",
                  path, (long long) st.st_size);
@@ -175,14 +196,46 @@ failed:
 }
 
 
+/*
+ * Every block of the file is written once, with zeros, as PostgreSQL does
+ * with its WAL segments: a store into a hole of a mapped file on a full
+ * disk is a SIGBUS, which would kill the worker mid-record; and with no
+ * block left to allocate, a sync of the ring (sync=on) writes data pages
+ * only, no file system metadata.
+ */
 static int
 wa_ring_init_file(int fd, uint64_t capacity, char *err, size_t errlen)
 {
+    off_t          off, size;
+    ssize_t        n;
     wa_ring_hdr_t  hdr;
+    static const unsigned char  zeros[65536];
 
-    if (ftruncate(fd, (off_t) (WA_RING_HDR_SIZE + capacity)) == -1) {
-        snprintf(err, errlen, "ftruncate: %s", strerror(errno));
-        return WA_RING_ERROR;
+    size = (off_t) (WA_RING_HDR_SIZE + capacity);
+
+    for (off = 0; off < size; off += n) {
+        n = pwrite(fd, zeros, (size_t) (size - off < (off_t) sizeof(zeros)
+                                        ? size - off : (off_t) sizeof(zeros)),
+                   off);
+
+        if (n <= 0) {
+            if (n == -1 && errno == EINTR) {
+                n = 0;
+                continue;
+            }
+
+            snprintf(err, errlen, "cannot fill the ring file with its %llu "
+                     "bytes: %s", (unsigned long long) size,
+                     n == -1 ? strerror(errno) : "short write");
+
+            /* empty again: the next start tries anew (if this fails too,
+             * the file has no magic and is refused, loudly) */
+            if (ftruncate(fd, 0) == -1) {
+                return WA_RING_ERROR;
+            }
+
+            return WA_RING_ERROR;
+        }
     }
 
     memset(&hdr, 0, sizeof(wa_ring_hdr_t));

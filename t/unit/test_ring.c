@@ -192,7 +192,7 @@ main(void)
 
     snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
 
-    plan(64);
+    plan(67);
 
     /* ---- the checksum ---- */
 
@@ -208,7 +208,26 @@ main(void)
     ok(ring.capacity == CAP, "capacity as asked");
     ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600,
        "file created 0600");
+    ok((uint64_t) st.st_blocks * 512 >= (uint64_t) st.st_size,
+       "with every block written: no hole to SIGBUS on a full disk "
+       "(%lld of %lld bytes)", (long long) st.st_blocks * 512,
+       (long long) st.st_size);
     ok(wa_ring_put(&ring, 1, "hello", 5) == WA_RING_OK, "publish");
+    wa_ring_close(&ring);
+
+    /* a ring an older build made sparse gets its blocks when the master
+     * opens it, its bytes untouched */
+    fd = open(path, O_RDWR);
+    rc = fd != -1 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                               CAP / 2, CAP / 2) == 0;
+    fstat(fd, &st);
+    close(fd);
+    ok(rc && (uint64_t) st.st_blocks * 512 < (uint64_t) st.st_size,
+       "punch a hole in the ring file");
+    ok(wa_ring_open(&ring, path, CAP, WA_RING_CREATE, 0600, err, sizeof(err))
+       == WA_RING_OK && stat(path, &st) == 0
+       && (uint64_t) st.st_blocks * 512 >= (uint64_t) st.st_size,
+       "opened to create, it has every block again: %s", err);
     wa_ring_close(&ring);
 
     ok(wa_ring_open(&ring, path, 0, 0, 0600, err, sizeof(err)) == WA_RING_OK,
