@@ -199,6 +199,40 @@ is scalar @same, 1, 'identical files: stored once';
        'a redelivered message queues its media once';
 }
 
+# ---- a run of messages, one set statement: each medium queued once -------
+
+{
+    # the writer stopped, so that one batch takes them all: 40 inbound
+    # messages, a run that wa_ingest_in_messages writes in one statement
+    $t->stop_writer;
+    my (@msgs, %kind);
+    for my $i (1 .. 40) {
+        my $type = (qw(image text document text audio))[$i % 5];
+        my $m = message($type, from => '1650555' . sprintf('%04d', $i % 7));
+        if ($type ne 'text') {
+            $m->{$type}{id} = "RUN${i}_$tag";
+            $kind{"RUN${i}_$tag"} = $type;
+        }
+        push @msgs, $m;
+    }
+    my $b = body(value(messages => \@msgs));
+    is $t->post_webhook($b)->{status}, 200, 'a run of 40 messages, 24 with media';
+    is $t->post_webhook($b)->{status}, 200, 'and its redelivery, in the same batch';
+    $t->start_writer;
+    ok $t->wait_drained(20), 'written';
+    my $rows = $dbh->selectall_arrayref(
+        "SELECT m.media_id, m.kind, w.type, count(*) OVER (PARTITION BY m.media_id) AS n
+           FROM wa_media m JOIN whatsapp_message w ON w.id = m.message_id
+          WHERE m.media_id LIKE ?", { Slice => {} }, "RUN%\\_$tag");
+    is scalar @$rows, scalar keys %kind, 'every medium of the run queued, once';
+    is scalar(grep { $_->{kind} ne $kind{ $_->{media_id} } || $_->{type} ne $_->{kind}
+                     || $_->{n} != 1 } @$rows), 0, 'each of its kind, linked to its message';
+    ok $t->wait_for(sub {
+        $dbh->selectrow_array("SELECT count(*) FROM wa_media WHERE media_id LIKE ?
+                                  AND state = 'fetched'", undef, "RUN%\\_$tag") == keys %kind
+    }, 30, 'the run fetched'), 'and every one fetched';
+}
+
 # ---- an echo's media is fetched, an outbound send's is not -----------------
 
 {

@@ -34,11 +34,15 @@ BEGIN
 END
 $$;
 
--- WHEN keeps the common case (text) free of any trigger call
+-- WHEN keeps the common case (text) free of any trigger call; a set
+-- statement of inbound messages (wa_ingest_in_messages) queues its run's
+-- media itself, in one statement, and says so for the time of its insert
 DROP TRIGGER IF EXISTS wa_media_enqueue ON whatsapp_message;
 CREATE TRIGGER wa_media_enqueue AFTER INSERT ON whatsapp_message
     FOR EACH ROW
-    WHEN (NEW.type IN ('image', 'video', 'audio', 'document', 'sticker'))
+    WHEN (NEW.type IN ('image', 'video', 'audio', 'document', 'sticker')
+          AND current_setting('wa.media_enqueue', true)
+              IS DISTINCT FROM 'run')
     EXECUTE FUNCTION wa_media_enqueue();
 
 -- a history import's media_placeholder row that later learns its contents

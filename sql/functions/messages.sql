@@ -801,6 +801,7 @@ DECLARE
     v_inserted  int;
     v_nowamid   boolean;
     v_changes   boolean;
+    v_media     boolean;
     v_rec       wa_in_rec;
     i           bigint;
 BEGIN
@@ -814,8 +815,11 @@ BEGIN
            array_agg(r.name ORDER BY r.ordinality),
            array_agg(r.contact::jsonb ORDER BY r.ordinality),
            bool_or(r.wamid IS NULL),
-           bool_or(r.msg_type IN ('edit', 'revoke', 'system'))
-      INTO v_biz, v_phone, v_uid, v_name, v_contact, v_nowamid, v_changes
+           bool_or(r.msg_type IN ('edit', 'revoke', 'system')),
+           bool_or(r.msg_type IN ('image', 'video', 'audio', 'document',
+                                  'sticker'))
+      INTO v_biz, v_phone, v_uid, v_name, v_contact, v_nowamid, v_changes,
+           v_media
       FROM unnest(p_recs) WITH ORDINALITY AS r;
 
     IF v_nowamid THEN
@@ -859,7 +863,14 @@ BEGIN
     END IF;
 
     -- 4: the messages; the payload parsed once (MATERIALIZED), each column
-    -- of wa_msg_fields an expression over it
+    -- of wa_msg_fields an expression over it. Their media are queued by
+    -- 4b, one statement for the run, not by the row trigger
+    -- (wa_media_enqueue, sql/functions/media.sql), which costs as much
+    -- again as the message's own insert
+    IF v_media THEN
+        PERFORM set_config('wa.media_enqueue', 'run', true);
+    END IF;
+
     WITH x AS MATERIALIZED (
         SELECT r.b, r.lead, r.ph, r.c, r.wa_user_id, r.phone_number_id,
                r.wamid, r.msg_type, r.body, r.payload::jsonb AS pj,
@@ -896,6 +907,29 @@ BEGIN
     ON CONFLICT (business_id, provider_message_id) DO NOTHING;
 
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
+
+    -- 4b: their media (a message stored before has its row already)
+    IF v_media THEN
+        PERFORM set_config('wa.media_enqueue', '', true);
+
+        INSERT INTO wa_media (message_id, business_id, phone_number_id,
+                              media_id, kind, mime_type, sha256_announced,
+                              filename)
+        SELECT m.id, m.business_id, m.phone_number_id, m.media_id, m.type,
+               m.media_mime_type, m.media_sha256, m.media_filename
+          FROM unnest(v_biz, p_recs) AS x(b)
+          JOIN whatsapp_message m
+            ON m.provider_message_id = x.wamid AND m.business_id = x.b
+         WHERE x.msg_type IN ('image', 'video', 'audio', 'document',
+                              'sticker')
+           AND m.type = x.msg_type AND m.media_id IS NOT NULL
+         ORDER BY m.id
+        ON CONFLICT (message_id) DO NOTHING;
+
+        IF FOUND THEN
+            PERFORM pg_notify('wa_media', '');
+        END IF;
+    END IF;
 
     -- 5: receipts, edits and revokes that came before their message
     -- (rare: look first); a message stored before this run had them
