@@ -153,6 +153,8 @@ typedef struct {
     void                     *sync_task;       /* ngx_thread_task_t, per
                                                   worker */
     ngx_event_t               sync_timer;      /* a slow sync is logged */
+    ngx_event_t               sync_post;       /* starts a sync once this
+                                                * round of events is done */
     ngx_connection_t          sync_conn;       /* ev->data for debug logs */
     ngx_queue_t               sync_waiters;
     int                       sync_prev_fd;    /* a detached ring file whose

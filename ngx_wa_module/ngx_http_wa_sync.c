@@ -17,6 +17,10 @@
  * published it, but each worker syncs for its own waiters: nothing
  * depends on another worker's syncs.
  *
+ * A sync is started from a posted event, after the event loop has handled
+ * every event of its round: the requests read in one round wait for the
+ * same sync, rather than the first starting one for itself alone.
+ *
  * A failed sync (EIO, ENOSPC, ...) fails every waiter it was to cover:
  * they answer 503, and a CRITICAL line says the disk under the ring is
  * failing. The next sync is a new attempt for later waiters only.
@@ -53,6 +57,7 @@ static ngx_int_t ngx_http_wa_sync_start(ngx_http_wa_main_conf_t *wmcf,
     ngx_log_t *log);
 static void ngx_http_wa_sync_thread(void *data, ngx_log_t *log);
 static void ngx_http_wa_sync_event(ngx_event_t *ev);
+static void ngx_http_wa_sync_posted(ngx_event_t *ev);
 static void ngx_http_wa_sync_slow(ngx_event_t *ev);
 static void ngx_http_wa_sync_fail_all(ngx_http_wa_main_conf_t *wmcf,
     ngx_int_t rc);
@@ -112,6 +117,10 @@ ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
     wmcf->sync_timer.data = &wmcf->sync_conn;
     wmcf->sync_timer.log = cycle->log;
 
+    wmcf->sync_post.handler = ngx_http_wa_sync_posted;
+    wmcf->sync_post.data = &wmcf->sync_conn;
+    wmcf->sync_post.log = cycle->log;
+
     return NGX_OK;
 }
 
@@ -142,23 +151,35 @@ ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool,
     cln->data = w;
 
     /* one sync running: its start may predate the records, wait for the
-     * next one; none running: the one started now */
+     * next one; none running: the one started at the end of this round */
     w->gen = wmcf->sync_started + 1;
     w->epoch = wmcf->ring_epoch;
     w->queued = 1;
     ngx_queue_insert_tail(&wmcf->sync_waiters, &w->queue);
 
-    if (wmcf->sync_busy) {
-        return NGX_OK;
-    }
-
-    if (ngx_http_wa_sync_start(wmcf, log) != NGX_OK) {
-        ngx_queue_remove(&w->queue);
-        w->queued = 0;
-        return NGX_ERROR;
+    if (!wmcf->sync_busy && !wmcf->sync_post.posted) {
+        ngx_post_event(&wmcf->sync_post, &ngx_posted_events);
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_wa_sync_posted(ngx_event_t *ev)
+{
+    ngx_http_wa_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_wa_module);
+
+    if (wmcf->sync_busy || ngx_queue_empty(&wmcf->sync_waiters)) {
+        return;
+    }
+
+    /* also while shutting down gracefully: its requests are served */
+    if (ngx_http_wa_sync_start(wmcf, ev->log) != NGX_OK) {
+        ngx_http_wa_sync_fail_all(wmcf, NGX_ERROR);
+    }
 }
 
 
@@ -351,13 +372,8 @@ ngx_http_wa_sync_event(ngx_event_t *ev)
 
     tc->n = 0;
 
-    if (ngx_queue_empty(&wmcf->sync_waiters) || wmcf->sync_busy) {
-        return;
-    }
-
-    /* also while shutting down gracefully: its requests are served */
-    if (ngx_http_wa_sync_start(wmcf, ev->log) != NGX_OK) {
-        ngx_http_wa_sync_fail_all(wmcf, NGX_ERROR);
+    if (!ngx_queue_empty(&wmcf->sync_waiters) && !wmcf->sync_post.posted) {
+        ngx_post_event(&wmcf->sync_post, &ngx_posted_events);
     }
 }
 
@@ -404,6 +420,10 @@ ngx_http_wa_sync_exit_process(ngx_http_wa_main_conf_t *wmcf)
 {
     if (wmcf->sync_task == NULL) {
         return;
+    }
+
+    if (wmcf->sync_post.posted) {
+        ngx_delete_posted_event(&wmcf->sync_post);
     }
 
     ngx_http_wa_sync_fail_all(wmcf, NGX_ABORT);
