@@ -20,7 +20,8 @@
  *   1. the type known and allowed, the size within its limit (415 / 413)
  *   2. the body to a temp file; its size checked again (chunked bodies)
  *   3. the upload recorded (WA_REC_MEDIA_UPLOAD "pending"): no room, 503
- *      and nothing sent
+ *      and nothing sent; with wa_ring ... sync=on, the POST waits until
+ *      that record is on disk (a failed sync: 503, recorded failed)
  *   4. the POST, on the worker's libcurl multi handle
  *   5. the outcome recorded (media id, size, sha256, or the error), then
  *      answered: 200 {"id", "status": "uploaded", "media_id", ...}
@@ -96,6 +97,7 @@ typedef struct {
     ngx_log_t                        *log;
 
     const ngx_http_wa_upload_type_t   *type;
+    ngx_http_wa_channel_t            *channel;
     ngx_str_t                         business;
     ngx_str_t                         phone_number_id;
     char                              local_id[NGX_HTTP_WA_LOCAL_ID_LEN];
@@ -109,6 +111,8 @@ typedef struct {
     off_t                             read;      /* bytes handed to curl */
     EVP_MD_CTX                       *md;
 
+    ngx_http_wa_sync_wait_t           sync;      /* sync=on: the pending
+                                                  * record's */
     ngx_http_wa_curl_conf_t           conf;      /* the upload's timeout */
     ngx_pool_cleanup_t               *cln;       /* in the request's pool */
     ngx_str_t                         answer;
@@ -127,7 +131,12 @@ static ngx_int_t ngx_http_wa_upload_sticker_max(ngx_fd_t fd, off_t *max);
 static size_t ngx_http_wa_upload_read(char *buf, size_t size, size_t n,
     void *arg);
 static int ngx_http_wa_upload_seek(void *arg, curl_off_t offset, int origin);
+static void ngx_http_wa_upload_synced(ngx_http_wa_sync_wait_t *w,
+    ngx_int_t rc);
+static void ngx_http_wa_upload_post(ngx_http_wa_upload_ctx_t *ctx);
 static void ngx_http_wa_upload_done(ngx_http_wa_xfer_t *x);
+static void ngx_http_wa_upload_finish(ngx_http_wa_upload_ctx_t *ctx,
+    wa_send_res_t *res, const char *verdict);
 static void ngx_http_wa_upload_record(ngx_http_wa_upload_ctx_t *ctx,
     const char *status, wa_send_res_t *res, long http_status);
 static void ngx_http_wa_upload_answer(ngx_http_wa_upload_ctx_t *ctx,
@@ -311,21 +320,18 @@ static ngx_int_t
 ngx_http_wa_upload_start(ngx_http_request_t *r)
 {
     off_t                      max;
-    u_char                     ms[NGX_INT64_LEN + 1], *url, *auth;
+    u_char                     ms[NGX_INT64_LEN + 1];
     ngx_fd_t                   fd;
     ngx_str_t                  id;
     ngx_int_t                  rc;
-    ngx_uint_t                 i;
     ngx_pool_t                *pool;
     ngx_file_info_t            fi;
     wa_record_t                rec;
     ngx_pool_cleanup_t        *cln;
     ngx_http_wa_channel_t     *ch;
     ngx_http_wa_upload_ctx_t   *ctx;
-    ngx_http_wa_curl_file_t    file;
     ngx_http_wa_loc_conf_t    *wlcf;
     ngx_http_wa_main_conf_t   *wmcf;
-    const char                *fields[5];
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_wa_module);
@@ -427,6 +433,7 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
                                        "channels are configured");
     }
 
+    ctx->channel = ch;
     ctx->business = ch->business;
     ctx->phone_number_id = ch->phone_number_id;
 
@@ -475,6 +482,96 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
         return ngx_http_wa_upload_unavailable(r, ctx);
     }
 
+    /* from here on the upload ends in an outcome record, whether the
+     * client waits for it or not */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln != NULL) {
+        cln->handler = ngx_http_wa_upload_cleanup;
+        cln->data = ctx;
+        ctx->cln = cln;
+        ctx->request = r;
+    }
+
+    ctx->conf = wlcf->send;
+    ctx->conf.timeout = wlcf->upload_timeout;
+
+    rc = (cln != NULL) ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    if (!wmcf->sync) {
+        ngx_http_wa_upload_post(ctx);
+        return rc;
+    }
+
+    /* the provider is called only once the pending record is on disk */
+
+    ctx->sync.handler = ngx_http_wa_upload_synced;
+    ctx->sync.data = ctx;
+
+    if (ngx_http_wa_sync_wait(wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
+        != NGX_OK)
+    {
+        ngx_http_wa_upload_synced(&ctx->sync, NGX_ERROR);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Synced, or not: the pending record may not be on disk (a failed sync),
+ * or the worker exits before it is. Then the provider is not called, the
+ * outcome "failed" (retryable) settles the row, and the client gets 503.
+ */
+
+static void
+ngx_http_wa_upload_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
+{
+    ngx_http_wa_upload_ctx_t *ctx = w->data;
+
+    wa_send_res_t  res;
+
+    if (rc == NGX_OK) {
+        ngx_http_wa_upload_post(ctx);
+        return;
+    }
+
+    ngx_memzero(&res, sizeof(wa_send_res_t));
+    res.retryable = 1;
+    ngx_cpystrn((u_char *) res.error_title,
+                (u_char *) (rc == NGX_ABORT
+                            ? "not uploaded: nginx exited before the "
+                              "upload's record was synced to disk"
+                            : "not uploaded: the ring could not be synced "
+                              "to disk (wa_ring sync=on)"),
+                sizeof(res.error_title));
+
+    ngx_log_error(NGX_LOG_ERR, ctx->log, 0, "wa upload %s: %s, recorded as "
+                  "failed", ctx->local_id, res.error_title);
+
+    ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    ctx->xfer.exiting = (rc == NGX_ABORT);
+
+    ngx_http_wa_upload_finish(ctx, &res, "failed");
+}
+
+
+/* the pending record is stored (and synced, with sync=on): the POST */
+
+static void
+ngx_http_wa_upload_post(ngx_http_wa_upload_ctx_t *ctx)
+{
+    u_char                    *url, *auth;
+    ngx_uint_t                 i;
+    ngx_pool_t                *pool;
+    ngx_http_wa_channel_t     *ch;
+    ngx_http_wa_curl_file_t    file;
+    ngx_http_wa_loc_conf_t    *wlcf;
+    const char                *fields[5];
+
+    wlcf = ctx->wlcf;
+    pool = ctx->xfer.pool;
+    ch = ctx->channel;
+
     /* the upload */
 
     url = ngx_pnalloc(pool, wlcf->api_base.len + ch->phone_number_id.len
@@ -504,43 +601,27 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
     file.seek = ngx_http_wa_upload_seek;
     file.arg = ctx;
 
-    ctx->conf = wlcf->send;
-    ctx->conf.timeout = wlcf->upload_timeout;
-
-    rc = ngx_http_wa_curl_upload(wmcf->curl, &ctx->xfer, (char *) url,
-                                 (char *) auth, fields, &file, &ctx->conf);
-    if (rc != NGX_OK) {
+    if (ngx_http_wa_curl_upload(ctx->wmcf->curl, &ctx->xfer, (char *) url,
+                                (char *) auth, fields, &file, &ctx->conf)
+        != NGX_OK)
+    {
         goto failed;
     }
 
     wlcf->send_active++;
     ctx->counted = 1;
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        ctx->request = NULL;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_wa_upload_cleanup;
-    cln->data = ctx;
-    ctx->cln = cln;
-    ctx->request = r;
-
-    return NGX_DONE;
+    return;
 
 failed:
 
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_ALERT, ctx->log, 0,
                   "wa upload %s: could not start the upload", ctx->local_id);
 
     ngx_memzero(&ctx->xfer.error, sizeof(ctx->xfer.error));
     ctx->xfer.result = CURLE_FAILED_INIT;
     ctx->xfer.sent = 0;
-    ctx->request = r;
     ngx_http_wa_upload_done(&ctx->xfer);
-
-    return NGX_DONE;
 }
 
 
@@ -633,8 +714,6 @@ ngx_http_wa_upload_done(ngx_http_wa_xfer_t *x)
     unsigned int              mdlen;
     const char               *verdict;
     wa_send_res_t             res;
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
     ngx_http_wa_upload_ctx_t  *ctx;
 
     ctx = x->data;
@@ -684,8 +763,24 @@ ngx_http_wa_upload_done(ngx_http_wa_xfer_t *x)
                       x->error, verdict);
     }
 
-    ngx_http_wa_upload_record(ctx, verdict, &res, x->status);
-    ngx_http_wa_upload_answer(ctx, &res, verdict);
+    ngx_http_wa_upload_finish(ctx, &res, verdict);
+}
+
+
+/* the outcome recorded, the client (if still there) answered, ctx freed */
+
+static void
+ngx_http_wa_upload_finish(ngx_http_wa_upload_ctx_t *ctx, wa_send_res_t *res,
+    const char *verdict)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_http_wa_xfer_t  *x;
+
+    x = &ctx->xfer;
+
+    ngx_http_wa_upload_record(ctx, verdict, res, x->status);
+    ngx_http_wa_upload_answer(ctx, res, verdict);
 
     r = ctx->request;
 

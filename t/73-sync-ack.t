@@ -346,6 +346,7 @@ hook_set(delay_ms => undef);
     is(scalar @$rows, 1, 'one row');
     is($rows->[0]{status}, 'sent', 'sent');
     is($rows->[0]{attempts}, 2, 'its attempts: 2');
+    delete $b->{mock};      # the mock is host a's, which goes on
     $b->teardown;
 }
 
@@ -375,5 +376,64 @@ hook_set(delay_ms => 1000);
     is(wait_rows(1, $id), 1, 'stored');
 }
 hook_set(delay_ms => undef);
+
+# ---- (i) a media upload, as a send: the POST only once its record is on disk
+
+{
+    $t->stop_nginx;
+    $t->start_nginx(workers => 1, ring_size => '4m', ring_args => 'sync=on',
+                    main => "env WA_SYNC_HOOK_DIR=$hooks;",
+                    server => $t->default_locations . <<EOF);
+        location /upload {
+            wa_media_upload;
+            ${\ $mock->api_conf }
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN;
+        }
+EOF
+    my $file = $t->dir . '/sync-upload.pdf';
+    WaTest::spew($file, "%PDF-1.4\n" . ('x' x 5000));
+    my $upload = sub {
+        my $out = $t->dir . '/upload-answer';
+        my $code = qx{curl -s -o $out -w '%{http_code}' -X POST -H 'Content-Type: application/pdf' -H 'Expect:' --data-binary \@$file 'http://127.0.0.1:${\ $t->port }/upload?filename=offer.pdf'};
+        return ($code, eval { JSON::PP::decode_json(WaTest::slurp($out)) } // {});
+    };
+    my $is_upload = sub { $_[0]{method} eq 'POST' && $_[0]{path} =~ m{/media$} };
+    my $uploads = sub { scalar grep { $is_upload->($_) } $mock->requests };
+    my $row = sub {
+        my ($id) = @_;
+        my $r;
+        $t->wait_for(sub {
+            $r = $t->sql('SELECT * FROM wa_media_upload WHERE local_id = ?', $id)->[0];
+            $r && $r->{status} ne 'pending' }, 15, "upload row $id");
+        return $r;
+    };
+
+    hook_set(delay_ms => 400);
+    my $before = $uploads->();
+    my $s0 = time;
+    my ($code, $a) = $upload->();
+    is($code, 200, 'sync=on: an upload gets 200') or diag explain $a;
+    is($uploads->(), $before + 1, 'the provider got the file');
+    my ($sync) = grep { $_->{start} >= $s0 - 0.001 } syncs();
+    my ($req) = grep { $is_upload->($_) } reverse $mock->requests;
+    ok($sync && $req && $req->{at} >= $sync->{end},
+       sprintf('the upload came %.0f ms after its record\'s sync returned',
+               $sync && $req ? ($req->{at} - $sync->{end}) * 1000 : -1));
+    is($row->($a->{id})->{status}, 'uploaded', 'the row is uploaded');
+
+    hook_set(delay_ms => undef);
+    hook_set(fail => 'EIO');
+    $before = $uploads->();
+    ($code, $a) = $upload->();
+    is($code, 503, "an upload whose record's sync fails: 503") or diag explain $a;
+    is($a->{status}, 'failed', 'answered failed');
+    is($a->{retryable}, JSON::PP::true(), 'and retryable');
+    is($uploads->(), $before, 'the provider was not called');
+    my $r = $row->($a->{id});
+    is($r->{status}, 'failed', 'the row ends failed, not pending');
+    like($r->{error_title} // '', qr/not uploaded: the ring could not be synced/,
+         'saying it was not uploaded');
+    hook_set(fail => undef);
+}
 
 done_testing;
