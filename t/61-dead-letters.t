@@ -63,6 +63,9 @@ ok($t->wait_for(sub { $t->sql_value('SELECT count(*) FROM wa_dead_letter') == 3 
                 'dead letters'), 'three dead letters');
 is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE provider_message_id = ?', $good->{id}),
    1, 'the good message is stored');
+like($t->writer_log, qr/CRITICAL dead letter: .*t61_no_forbidden/, 'each a CRITICAL line naming the constraint');
+unlike($t->writer_log, qr/forbidden (one|two)/,
+       "which does not repeat the customer's message (PostgreSQL's \"Failing row contains\")");
 
 my %id = map { $_->{body} => $_->{id} } @{ $t->sql(
     q{SELECT id, fields->'fields'->>'body' AS body FROM wa_dead_letter}) };

@@ -202,6 +202,13 @@ wa_db_set_error(wa_db_t *db, const PGresult *res, const char *what)
                   : db->conn ? PQerrorMessage(db->conn) : "no connection";
     }
 
+    /* a row's values are a customer's message: kept whole in the dead
+     * letter, never copied into a log line */
+    if (detail != NULL && strncmp(detail, "Failing row contains", 20) == 0) {
+        detail = "Failing row contains the record's values, not repeated "
+                 "here";
+    }
+
     if (state == NULL) {
         /* no server error: the connection itself failed */
         state = (db->conn == NULL || PQstatus(db->conn) == CONNECTION_BAD)
