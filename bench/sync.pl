@@ -128,9 +128,14 @@ my %lt = (shm  => level_start(WaTest->new(ring_path => $shm_ring), ''),
           sync => level_start(WaTest->new, 'sync=on'));
 my @kinds = ([ sat => "webhooks, $SAT connections (saturation)", conns => $SAT ],
              [ c32 => 'webhooks, 32 connections', conns => 32 ],
-             # 64 connections, each a request every 4 ms: 16k req/s offered
+             # 64 connections, each a request every 4 ms: 16k req/s offered,
+             # about what sync=on serves at most here
              [ paced => 'webhooks paced, 64 conns x 1 per 4 ms', conns => 64,
                args => [ 'delay=4' ] ],
+             # half that, 8k req/s, which every level serves: the latency
+             # a sync adds, without the queueing of a saturated server
+             [ paced8 => 'webhooks paced, 64 conns x 1 per 8 ms', conns => 64,
+               args => [ 'delay=8' ] ],
              [ send => 'sends, 64 connections', conns => 64,
                script => 'bench/send.lua', path => '/send' ]);
 
