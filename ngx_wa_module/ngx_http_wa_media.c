@@ -59,6 +59,8 @@ typedef struct {
 } ngx_http_wa_media_ctx_t;
 
 
+static ngx_int_t ngx_http_wa_media_access(ngx_http_request_t *r,
+    ngx_uint_t methods);
 static ngx_int_t ngx_http_wa_media_start(ngx_http_request_t *r,
     ngx_http_wa_media_ctx_t **pctx);
 static void ngx_http_wa_media_cleanup(void *data);
@@ -81,17 +83,20 @@ static void ngx_http_wa_media_count(ngx_http_wa_media_ctx_t *ctx,
     ngx_uint_t ok);
 
 
-/* ---- wa_media_fetch ---------------------------------------------------- */
+/*
+ * What both media locations check first: the method, no body, and
+ * wa_send_key's X-WA-Key (allow/deny and auth_request ran before, in
+ * their phases). NGX_DECLINED: go on; anything else is the handler's
+ * answer (a refusal already sent returns what sending it returned).
+ */
 
-
-ngx_int_t
-ngx_http_wa_media_fetch_handler(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_wa_media_access(ngx_http_request_t *r, ngx_uint_t methods)
 {
-    ngx_int_t                 rc;
-    ngx_http_wa_media_ctx_t  *ctx;
-    ngx_http_wa_loc_conf_t   *wlcf;
+    ngx_int_t                rc;
+    ngx_http_wa_loc_conf_t  *wlcf;
 
-    if (!(r->method & (NGX_HTTP_GET))) {
+    if (!(r->method & methods)) {
         return NGX_HTTP_NOT_ALLOWED;
     }
 
@@ -105,6 +110,24 @@ ngx_http_wa_media_fetch_handler(ngx_http_request_t *r)
     if (wlcf->send_keys != NULL && !ngx_http_wa_key_ok(r, wlcf)) {
         return ngx_http_wa_reply_error(r, NGX_HTTP_UNAUTHORIZED,
                                        "X-WA-Key: missing or wrong");
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* ---- wa_media_fetch ---------------------------------------------------- */
+
+
+ngx_int_t
+ngx_http_wa_media_fetch_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_http_wa_media_ctx_t  *ctx;
+
+    rc = ngx_http_wa_media_access(r, NGX_HTTP_GET);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     ngx_http_wa_media_report(r);
@@ -890,21 +913,12 @@ ngx_http_wa_media_serve_handler(ngx_http_request_t *r)
     ngx_http_core_loc_conf_t  *clcf;
     ngx_http_wa_loc_conf_t    *wlcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_wa_media_access(r, NGX_HTTP_GET|NGX_HTTP_HEAD);
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_wa_module);
-
-    if (wlcf->send_keys != NULL && !ngx_http_wa_key_ok(r, wlcf)) {
-        return ngx_http_wa_reply_error(r, NGX_HTTP_UNAUTHORIZED,
-                                       "X-WA-Key: missing or wrong");
-    }
 
     /* the part of the URI after the location's name */
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);

@@ -171,6 +171,9 @@ if ($mock->world) {
     is $r->{status}, 404, 'a name whose directory is not its prefix: 404';
     $r = $t->http('GET', "/wa-media-fetch?media_id=x&phone_number_id=$pnid");
     is $r->{status}, 401, 'the fetch location wants its key too';
+    sleep 0.5;      # (a lookup would be on its way by now)
+    ok !(grep { $_->{path} =~ m{/x(?:\?|$)} } $mock->requests),
+       'and refused, it looks nothing up';
 }
 
 # ---- the same bytes twice: one file ----------------------------------------
@@ -294,7 +297,8 @@ media_message('image', "BADSHA_$tag");
         like $log, qr/CRITICAL.*media \Q$id\E .*given up/,
              "$id: a CRITICAL line names the media";
     }
-    ok !(glob "$mdir/tmp/*"), 'no temporary file left behind';
+    ok !(glob "$mdir/tmp/*"), 'no temporary file left behind'
+        or diag(join ' ', glob "$mdir/tmp/*");
 }
 
 # ---- the counts in wa_status ------------------------------------------------
