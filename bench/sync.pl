@@ -10,6 +10,7 @@
 #
 #   perl bench/sync.pl [seconds per wrk run = 8] [saturation connections = 256]
 #   WA_BENCH_REPS=N   rounds (default 3); each figure is their median
+#   WA_SYNC_KINDS=K,K only these kinds of run (sat, c32, paced, paced8, send)
 #
 # One PostgreSQL; an nginx and a writer per level, all up at once, so the
 # runs interleave (each kind of run on each level in turn, N rounds) and a
@@ -138,6 +139,12 @@ my @kinds = ([ sat => "webhooks, $SAT connections (saturation)", conns => $SAT ]
                args => [ 'delay=8' ] ],
              [ send => 'sends, 64 connections', conns => 64,
                script => 'bench/send.lua', path => '/send' ]);
+
+# WA_SYNC_KINDS=sat,paced8: only those kinds of run (a quick look)
+if (my $only = $ENV{WA_SYNC_KINDS}) {
+    my %k = map { $_ => 1 } split /,/, $only;
+    @kinds = grep { $k{ $_->[0] } } @kinds;
+}
 
 # the disk's own latency for one sync of a small write (fsync through
 # IO::Handle: what fdatasync costs, and a little more), before and after
