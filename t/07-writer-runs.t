@@ -431,6 +431,12 @@ like($log_on, qr/CRITICAL.*dead letter.*w\.bad/, 'runs on: the dead letter is CR
 # with the table; an anti join hashed on the business alone compared
 # every new phone with every lead)
 $t->dbh->do('ANALYZE leads');    # a few dozen rows: a scan would look cheap
+# the writer's backend flushes its statistics at most once a second, and
+# at exit: gone first, so none of its earlier scans lands in the window
+$t->stop_writer;
+$t->wait_for(sub { !$t->sql_value("SELECT count(*) FROM pg_stat_activity
+                                    WHERE application_name = 'wa-writer'") }, 10,
+             "the writer's backend gone");
 my $stats0 = table_stats();
 {
     # its own connection: a backend's statistics are flushed when it exits
