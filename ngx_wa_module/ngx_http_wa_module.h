@@ -242,6 +242,10 @@ ngx_int_t ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf,
  */
 ngx_int_t ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     wa_record_t *rec);
+/* zeroed, with its type, local id, business and (if not NULL) phone
+ * number id */
+void ngx_http_wa_record_init(wa_record_t *rec, uint16_t type,
+    const char *local_id, ngx_str_t *business, ngx_str_t *phone_number_id);
 
 /* ngx_http_wa_sync.c: wa_ring ... sync=on */
 char *ngx_http_wa_sync_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf,

@@ -278,6 +278,26 @@ ngx_http_wa_ring_detach(ngx_http_wa_main_conf_t *wmcf)
 }
 
 
+/* the head every record of a send, a mark or an upload starts with */
+
+void
+ngx_http_wa_record_init(wa_record_t *rec, uint16_t type, const char *local_id,
+    ngx_str_t *business, ngx_str_t *phone_number_id)
+{
+    ngx_memzero(rec, sizeof(wa_record_t));
+    rec->type = type;
+
+    wa_record_set(rec, WA_F_LOCAL_ID, local_id);
+    rec->f[WA_F_BUSINESS].data = (char *) business->data;
+    rec->f[WA_F_BUSINESS].len = business->len;
+
+    if (phone_number_id != NULL) {
+        rec->f[WA_F_PHONE_NUMBER_ID].data = (char *) phone_number_id->data;
+        rec->f[WA_F_PHONE_NUMBER_ID].len = phone_number_id->len;
+    }
+}
+
+
 ngx_int_t
 ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     wa_record_t *rec)

@@ -686,16 +686,9 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
         return;
     }
 
-    ngx_memzero(&rec, sizeof(wa_record_t));
-
     if (ctx->req.read) {
-        rec.type = WA_REC_MARK_READ;
-
-        wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-        rec.f[WA_F_BUSINESS].data = (char *) ch->business.data;
-        rec.f[WA_F_BUSINESS].len = ch->business.len;
-        rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
-        rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
+        ngx_http_wa_record_init(&rec, WA_REC_MARK_READ, ctx->local_id,
+                                &ch->business, &ch->phone_number_id);
         wa_record_set(&rec, WA_F_WAMID, ctx->req.message_id);
         wa_record_set(&rec, WA_F_STATUS, "pending");
         wa_record_set(&rec, WA_F_PAYLOAD, ctx->req.request_json);
@@ -704,13 +697,8 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
         goto publish;
     }
 
-    rec.type = WA_REC_OUT_PENDING;
-
-    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-    rec.f[WA_F_BUSINESS].data = (char *) ch->business.data;
-    rec.f[WA_F_BUSINESS].len = ch->business.len;
-    rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
-    rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
+    ngx_http_wa_record_init(&rec, WA_REC_OUT_PENDING, ctx->local_id,
+                            &ch->business, &ch->phone_number_id);
     wa_record_set(&rec, WA_F_PHONE, ctx->req.to[0] ? ctx->req.to : NULL);
     wa_record_set(&rec, WA_F_LEAD_ID,
                   ctx->req.lead_id[0] ? ctx->req.lead_id : NULL);
@@ -1202,25 +1190,21 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     ngx_str_t    code;
     wa_record_t  rec;
 
-    ngx_memzero(&rec, sizeof(wa_record_t));
-    rec.type = WA_REC_OUT_RESULT;
-
     *ngx_sprintf(http, "%l", http_status) = '\0';
 
-    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-    rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
-    rec.f[WA_F_BUSINESS].len = ctx->business.len;
+    ngx_http_wa_record_init(&rec,
+                            ctx->req.read ? WA_REC_MARK_READ
+                                          : WA_REC_OUT_RESULT,
+                            ctx->local_id, &ctx->business,
+                            ctx->req.read ? &ctx->ch->phone_number_id
+                                          : NULL);
     wa_record_set(&rec, WA_F_STATUS, verdict);
     wa_record_set(&rec, WA_F_WAMID, res->ok ? res->wamid : NULL);
 
     if (ctx->req.read) {
         /* the message marked, and when the call ended */
-        rec.type = WA_REC_MARK_READ;
         wa_record_set(&rec, WA_F_WAMID, ctx->req.message_id);
         wa_record_set(&rec, WA_F_RECEIVED_MS, ngx_http_wa_send_now(ctx));
-        rec.f[WA_F_PHONE_NUMBER_ID].data =
-                                  (char *) ctx->ch->phone_number_id.data;
-        rec.f[WA_F_PHONE_NUMBER_ID].len = ctx->ch->phone_number_id.len;
     }
 
     wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);

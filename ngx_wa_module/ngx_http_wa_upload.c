@@ -137,6 +137,8 @@ static void ngx_http_wa_upload_post(ngx_http_wa_upload_ctx_t *ctx);
 static void ngx_http_wa_upload_done(ngx_http_wa_xfer_t *x);
 static void ngx_http_wa_upload_finish(ngx_http_wa_upload_ctx_t *ctx,
     wa_send_res_t *res, const char *verdict);
+static void ngx_http_wa_upload_fields(ngx_http_wa_upload_ctx_t *ctx,
+    wa_record_t *rec, const char *status);
 static void ngx_http_wa_upload_record(ngx_http_wa_upload_ctx_t *ctx,
     const char *status, wa_send_res_t *res, long http_status);
 static void ngx_http_wa_upload_answer(ngx_http_wa_upload_ctx_t *ctx,
@@ -463,19 +465,7 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
 
     /* recorded before sent */
 
-    ngx_memzero(&rec, sizeof(wa_record_t));
-    rec.type = WA_REC_MEDIA_UPLOAD;
-
-    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-    rec.f[WA_F_BUSINESS].data = (char *) ch->business.data;
-    rec.f[WA_F_BUSINESS].len = ch->business.len;
-    rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ch->phone_number_id.data;
-    rec.f[WA_F_PHONE_NUMBER_ID].len = ch->phone_number_id.len;
-    wa_record_set(&rec, WA_F_STATUS, "pending");
-    wa_record_set(&rec, WA_F_MSG_TYPE, ctx->type->kind);
-    wa_record_set(&rec, WA_F_MIME_TYPE, ctx->type->mime);
-    wa_record_set(&rec, WA_F_NAME, ctx->filename);
-    wa_record_set(&rec, WA_F_SIZE, ctx->size_text);
+    ngx_http_wa_upload_fields(ctx, &rec, "pending");
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
 
     if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
@@ -819,6 +809,22 @@ ngx_http_wa_upload_finish(ngx_http_wa_upload_ctx_t *ctx, wa_send_res_t *res,
 }
 
 
+/* what the pending record and the outcome record both carry */
+
+static void
+ngx_http_wa_upload_fields(ngx_http_wa_upload_ctx_t *ctx, wa_record_t *rec,
+    const char *status)
+{
+    ngx_http_wa_record_init(rec, WA_REC_MEDIA_UPLOAD, ctx->local_id,
+                            &ctx->business, &ctx->phone_number_id);
+    wa_record_set(rec, WA_F_STATUS, status);
+    wa_record_set(rec, WA_F_MSG_TYPE, ctx->type->kind);
+    wa_record_set(rec, WA_F_MIME_TYPE, ctx->type->mime);
+    wa_record_set(rec, WA_F_NAME, ctx->filename);
+    wa_record_set(rec, WA_F_SIZE, ctx->size_text);
+}
+
+
 /* the outcome record: everything the row needs, should the pending one
  * have been lost */
 
@@ -830,24 +836,12 @@ ngx_http_wa_upload_record(ngx_http_wa_upload_ctx_t *ctx, const char *status,
     wa_record_t  rec;
     ngx_time_t  *tp;
 
-    ngx_memzero(&rec, sizeof(wa_record_t));
-    rec.type = WA_REC_MEDIA_UPLOAD;
-
     tp = ngx_timeofday();
     *ngx_sprintf((u_char *) ctx->now, "%uL",
                  (uint64_t) tp->sec * 1000 + tp->msec) = '\0';
     *ngx_sprintf(http, "%l", http_status) = '\0';
 
-    wa_record_set(&rec, WA_F_LOCAL_ID, ctx->local_id);
-    rec.f[WA_F_BUSINESS].data = (char *) ctx->business.data;
-    rec.f[WA_F_BUSINESS].len = ctx->business.len;
-    rec.f[WA_F_PHONE_NUMBER_ID].data = (char *) ctx->phone_number_id.data;
-    rec.f[WA_F_PHONE_NUMBER_ID].len = ctx->phone_number_id.len;
-    wa_record_set(&rec, WA_F_STATUS, status);
-    wa_record_set(&rec, WA_F_MSG_TYPE, ctx->type->kind);
-    wa_record_set(&rec, WA_F_MIME_TYPE, ctx->type->mime);
-    wa_record_set(&rec, WA_F_NAME, ctx->filename);
-    wa_record_set(&rec, WA_F_SIZE, ctx->size_text);
+    ngx_http_wa_upload_fields(ctx, &rec, status);
     wa_record_set(&rec, WA_F_SHA256, ctx->sha256[0] ? ctx->sha256 : NULL);
     wa_record_set(&rec, WA_F_MEDIA_ID, res->ok ? res->wamid : NULL);
     wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);
