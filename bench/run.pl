@@ -155,21 +155,11 @@ sub workers_rss { join '+', map { sprintf '%.1f', rss_kb($_) / 1024 } $t->worker
 
 my $tag = sub { sprintf '%s%d', $_[0], time % 100000 };
 
-# the machine's busy CPU time so far, in seconds over all cores: user,
-# nice, system, interrupts, steal (/proc/stat's first line)
-my $HZ = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
-sub cpu_busy {
-    my @f = split ' ', (split /\n/, WaTest::slurp('/proc/stat'))[0];
-    my $busy = 0;
-    $busy += $f[$_] // 0 for 1, 2, 3, 6, 7, 8;
-    return $busy / $HZ;
-}
-
 # wrk, and the machine's busy CPU time per request answered, in µs
 sub wrk_cpu {
-    my $c0 = cpu_busy();
+    my $c0 = WaTest::cpu_busy();
     my $r = wrk(@_);
-    $r->{cpu_us} = (cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
+    $r->{cpu_us} = (WaTest::cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
     return $r;
 }
 
@@ -183,10 +173,10 @@ sub writer_stopped {
     my ($url, %o) = @_;
     $t->stop_writer;
     my $r = wrk_cpu($url, %o, secs => 3);
-    my $c0 = cpu_busy();
+    my $c0 = WaTest::cpu_busy();
     $t->start_writer;
     $t->wait_drained(600);
-    $r->{cpu_drain_us} = (cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
+    $r->{cpu_drain_us} = (WaTest::cpu_busy() - $c0) / ($r->{ok} || 1) * 1e6;
     return $r;
 }
 

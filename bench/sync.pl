@@ -27,7 +27,6 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 
 use IO::Handle;
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use WaTest;
 
@@ -50,21 +49,13 @@ my $shm_ring = "/dev/shm/wa-sync-bench-$$.ring";
 my @rows;
 sub row { push @rows, [@_]; printf STDERR "  %-44s %s\n", $_[0], join('  ', @_[1 .. $#_]) }
 
-my $HZ = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
-sub cpu_busy {
-    my @f = split ' ', (split /\n/, WaTest::slurp('/proc/stat'))[0];
-    my $busy = 0;
-    $busy += $f[$_] // 0 for 1, 2, 3, 6, 7, 8;
-    return $busy / $HZ;
-}
-
 sub wrk {
     my ($lt, $path, %o) = @_;
     my $script = $o{script} // 'bench/webhook.lua';
     my $args = join ' ', @{ $o{args} // [] };
-    my $c0 = cpu_busy();
+    my $c0 = WaTest::cpu_busy();
     my $out = `wrk -t2 -c$o{conns} -d${SECS}s --latency -s $script http://127.0.0.1:${\ $lt->port }$path -- $args 2>&1`;
-    my $cpu = cpu_busy() - $c0;
+    my $cpu = WaTest::cpu_busy() - $c0;
     my ($line) = $out =~ /^(RESULT .*)$/m or die "wrk: $out";
     my %r = $line =~ /(\w+)=([\d.]+)/g;
     $r{ok} = $r{requests} - $r{non2xx};

@@ -689,6 +689,17 @@ sub slurp {
     return scalar <$fh>;
 }
 
+# the machine's busy CPU time so far, in seconds over all cores: user,
+# nice, system, interrupts, steal (/proc/stat's first line); the benches'
+# CPU per request
+my $HZ = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+sub cpu_busy {
+    my @f = split ' ', (split /\n/, slurp('/proc/stat'))[0];
+    my $busy = 0;
+    $busy += $f[$_] // 0 for 1, 2, 3, 6, 7, 8;
+    return $busy / $HZ;
+}
+
 sub spew {
     my ($f, $s) = @_;
     open my $fh, '>', $f or die "$f: $!";
