@@ -201,7 +201,8 @@ failed:
  * with its WAL segments: a store into a hole of a mapped file on a full
  * disk is a SIGBUS, which would kill the worker mid-record; and with no
  * block left to allocate, a sync of the ring (sync=on) writes data pages
- * only, no file system metadata.
+ * only, no file system metadata. The new file is synced before it is
+ * used.
  */
 static int
 wa_ring_init_file(int fd, uint64_t capacity, char *err, size_t errlen)
@@ -258,6 +259,14 @@ wa_ring_init_file(int fd, uint64_t capacity, char *err, size_t errlen)
         != (ssize_t) sizeof(hdr.magic))
     {
         snprintf(err, errlen, "write magic: %s", strerror(errno));
+        return WA_RING_ERROR;
+    }
+
+    /* on disk now, once, rather than by the first sync a request waits
+     * for (sync=on) or the kernel's writeback under the first load */
+    if (fdatasync(fd) == -1) {
+        snprintf(err, errlen, "fdatasync of the new ring file: %s",
+                 strerror(errno));
         return WA_RING_ERROR;
     }
 
