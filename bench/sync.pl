@@ -11,6 +11,8 @@
 #   perl bench/sync.pl [seconds per wrk run = 8] [saturation connections = 256]
 #   WA_BENCH_REPS=N   rounds (default 3); each figure is their median
 #   WA_SYNC_KINDS=K,K only these kinds of run (sat, c32, paced, paced8, send)
+#   WA_SYNC_RING=SIZE the rings' size (default 512m; a small one fills up in
+#                     a long run at saturation: see bench/RESULTS.md)
 #
 # One PostgreSQL; an nginx and a writer per level, all up at once, so the
 # runs interleave (each kind of run on each level in turn, N rounds) and a
@@ -20,6 +22,12 @@
 # webhooks paced at a fixed rate (latency below saturation), and sends.
 # Every acknowledged webhook is then looked for in the database. Prints a
 # markdown table; bench/run.pl (make bench) appends its rows.
+#
+# Two rates per run: requests answered per second while wrk runs, and the
+# sustained rate, answered and stored per second until the writer has
+# drained the run. At saturation a level that answers faster than its
+# writer stores runs up a backlog in the ring, which the first rate does
+# not count and the second does.
 
 use strict;
 use warnings;
@@ -53,6 +61,7 @@ sub wrk {
     my ($lt, $path, %o) = @_;
     my $script = $o{script} // 'bench/webhook.lua';
     my $args = join ' ', @{ $o{args} // [] };
+    my $t0 = time;
     my $c0 = WaTest::cpu_busy();
     my $out = `wrk -t2 -c$o{conns} -d${SECS}s --latency -s $script http://127.0.0.1:${\ $lt->port }$path -- $args 2>&1`;
     my $cpu = WaTest::cpu_busy() - $c0;
@@ -61,6 +70,7 @@ sub wrk {
     $r{ok} = $r{requests} - $r{non2xx};
     $r{rps} = $r{ok} / $r{seconds};
     $r{cpu_us} = $cpu / ($r{ok} || 1) * 1e6;
+    @r{qw(t0 c0)} = ($t0, $c0);
     return \%r;
 }
 
@@ -105,7 +115,7 @@ EOF
             wa_send_concurrency 2000;
         }
 EOF
-    $lt->start_nginx(ring_size => '512m', workers => 2, worker_connections => 8192,
+    $lt->start_nginx(ring_size => $ENV{WA_SYNC_RING} // '512m', workers => 2, worker_connections => 8192,
                      ring_args => $args, main => 'worker_rlimit_nofile 20000;',
                      http => $http, server => $server);
     $lt->start_writer;
@@ -173,6 +183,12 @@ for my $rep (1 .. $REPS) {
             my $r = wrk($lt, $o{path} // '/webhook', %o,
                         args => [ "tag=$tg", @{ $o{args} // [] } ]);
             $lt->wait_drained(600);
+            # sustained: acknowledged and stored per second, from the run's
+            # start until the writer has drained it. A level that answers
+            # ahead of its writer runs up a backlog in the ring during the
+            # run (paid for after it); this counts that time too.
+            $r->{sustained} = $r->{ok} / (time - $r->{t0});
+            $r->{cpu_all_us} = (WaTest::cpu_busy() - $r->{c0}) / ($r->{ok} || 1) * 1e6;
             $r->{stored} = $kind eq 'send' ? $r->{ok} : count_tag($tg);
             push @{ $R{ $n->[0] }{$kind} }, $r;
             printf STDERR "  %s %s #%d: %.0f req/s p99 %s ms\n", $n->[0], $kind,
@@ -192,7 +208,7 @@ for my $k (@kinds) {
     for my $n (@names) {
         my $runs = $R{ $n->[0] }{$kind};
         my $m = { map { my $f = $_; ($f => median(map { $_->{$f} } @$runs)) }
-                  qw(rps p50_ms p99_ms cpu_us) };
+                  qw(rps sustained p50_ms p99_ms cpu_us cpu_all_us) };
         my ($ok, $stored, $non2xx) = (0, 0, 0);
         for (@$runs) {
             $ok += $_->{ok};
@@ -201,18 +217,23 @@ for my $k (@kinds) {
         }
         $m->{acct} = $kind eq 'send'
             ? "$non2xx non-2xx"
-            : sprintf('%d of %d acknowledged stored%s', $stored, $ok,
-                      $stored >= $ok ? '' : ' MISSING');
+            : sprintf('%d of %d acknowledged stored%s%s', $stored, $ok,
+                      $stored >= $ok ? '' : ' MISSING',
+                      $non2xx ? "; $non2xx answered non-2xx" : '');
         $m->{p99s} = join '/', map { $_->{p99_ms} } @$runs;
         $m{ $n->[0] } = $m;
     }
     for my $n (@names) {
         my $r = $m{ $n->[0] };
-        row("$what: $n->[1]", sprintf('%.0f req/s', $r->{rps}),
+        row("$what: $n->[1]",
+            sprintf('%.0f req/s; sustained %.0f', $r->{rps}, $r->{sustained}),
             sprintf('p50 %.2f ms', $r->{p50_ms}),
             sprintf('p99 %.2f ms (runs %s)', $r->{p99_ms}, $r->{p99s}),
-            sprintf('x%.2f of disk; CPU %.1f µs/req; %s',
-                    $r->{rps} / ($m{disk}{rps} || 1), $r->{cpu_us}, $r->{acct}));
+            sprintf('x%.2f of disk, sustained x%.2f; CPU %.1f µs/req, %.1f '
+                    . 'with the drain; %s',
+                    $r->{rps} / ($m{disk}{rps} || 1),
+                    $r->{sustained} / ($m{disk}{sustained} || 1),
+                    $r->{cpu_us}, $r->{cpu_all_us}, $r->{acct}));
     }
 }
 
