@@ -125,7 +125,7 @@ wa_record_type_name(uint16_t type)
 
 
 int
-wa_record_put(wa_ring_t *ring, const wa_record_t *rec)
+wa_record_put(wa_ring_t *ring, const wa_record_t *rec, uint64_t keep)
 {
     int              rc;
     size_t           size;
@@ -137,7 +137,7 @@ wa_record_put(wa_ring_t *ring, const wa_record_t *rec)
         return WA_RING_TOO_BIG;
     }
 
-    rc = wa_ring_claim(ring, rec->type, (uint32_t) size, &claim);
+    rc = wa_ring_claim_keep(ring, rec->type, (uint32_t) size, keep, &claim);
 
     if (rc != WA_RING_OK) {
         return rc;

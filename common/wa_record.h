@@ -95,11 +95,12 @@ size_t wa_record_size(const wa_record_t *rec);
 void wa_record_encode(const wa_record_t *rec, unsigned char *dst);
 
 /*
- * Publish the record in the ring: claim, encode in place, commit.
+ * Publish the record in the ring: claim, encode in place, commit, leaving
+ * keep bytes free (0, or wa_ring_keep() for a record that opens a call).
  * WA_RING_OK (stored), WA_RING_FULL, WA_RING_TOO_BIG or WA_RING_ABANDONED
  * (the consumer gave up on the claim: not stored).
  */
-int wa_record_put(wa_ring_t *ring, const wa_record_t *rec);
+int wa_record_put(wa_ring_t *ring, const wa_record_t *rec, uint64_t keep);
 
 /* parse a payload; fields point into src. 0, or -1 for a malformed payload
  * (unknown type, unknown tag, length past the end, duplicate tag). */

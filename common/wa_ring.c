@@ -477,9 +477,24 @@ wa_ring_mark(wa_ring_rec_hdr_t *rec, uint64_t pos, uint64_t state)
 }
 
 
+uint64_t
+wa_ring_keep(const wa_ring_t *ring)
+{
+    return ring->capacity / 16;
+}
+
+
 int
 wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
     wa_ring_claim_t *claim)
+{
+    return wa_ring_claim_keep(ring, type, payload_len, 0, claim);
+}
+
+
+int
+wa_ring_claim_keep(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
+    uint64_t keep, wa_ring_claim_t *claim)
 {
     uint64_t            need, len, head, tail, rest, pad;
     wa_ring_hdr_t      *hdr;
@@ -504,7 +519,7 @@ wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
 
         head = __atomic_load_n(&hdr->head, __ATOMIC_ACQUIRE);
 
-        if (tail + need - head > ring->capacity) {
+        if (tail + need - head > ring->capacity - keep) {
             __atomic_add_fetch(&hdr->refused, 1, __ATOMIC_RELAXED);
             return WA_RING_FULL;
         }

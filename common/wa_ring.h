@@ -337,9 +337,21 @@ const char *wa_ring_damage(wa_ring_t *ring);
 /* Largest payload a record may carry. */
 uint32_t wa_ring_max_payload(const wa_ring_t *ring);
 
-/* producer */
+/*
+ * Room kept for the records that close what an earlier record opened (a
+ * send's outcome, after its pending record was accepted): a claim that
+ * opens something (a webhook's records, a send's pending record) is
+ * refused once it would leave less than this free, so that the outcomes
+ * of calls in flight still fit when webhooks have filled the ring. One
+ * sixteenth of the ring: 4 MB of the default 64 MB.
+ */
+uint64_t wa_ring_keep(const wa_ring_t *ring);
+
+/* producer; keep: bytes the claim must leave free (0, or wa_ring_keep()) */
 int wa_ring_claim(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
     wa_ring_claim_t *claim);            /* OK, FULL, TOO_BIG, ABANDONED */
+int wa_ring_claim_keep(wa_ring_t *ring, uint16_t type, uint32_t payload_len,
+    uint64_t keep, wa_ring_claim_t *claim);
 int wa_ring_commit(wa_ring_t *ring, wa_ring_claim_t *claim);
                                         /* OK, ABANDONED: not stored */
 int wa_ring_put(wa_ring_t *ring, uint16_t type, const void *payload,

@@ -241,7 +241,13 @@ ngx_int_t ngx_http_wa_ring_usable(ngx_http_wa_main_conf_t *wmcf,
  * ring unavailable); the caller answers 503 on anything but NGX_OK.
  */
 ngx_int_t ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
-    wa_record_t *rec);
+    wa_record_t *rec, ngx_uint_t opens);
+
+/* opens: the record starts something whose outcome is recorded later (a
+ * webhook's records count as such too); it leaves the ring's reserve,
+ * wa_ring_keep(), to the records that close (NGX_HTTP_WA_CLOSES) */
+#define NGX_HTTP_WA_OPENS   1
+#define NGX_HTTP_WA_CLOSES  0
 /* zeroed, with its type, local id, business and (if not NULL) phone
  * number id */
 void ngx_http_wa_record_init(wa_record_t *rec, uint16_t type,

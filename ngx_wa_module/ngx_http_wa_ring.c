@@ -300,7 +300,7 @@ ngx_http_wa_record_init(wa_record_t *rec, uint16_t type, const char *local_id,
 
 ngx_int_t
 ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
-    wa_record_t *rec)
+    wa_record_t *rec, ngx_uint_t opens)
 {
     int     rc;
     size_t  size;
@@ -312,7 +312,8 @@ ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
         return NGX_DECLINED;
     }
 
-    rc = wa_record_put(&wmcf->ring, rec);
+    rc = wa_record_put(&wmcf->ring, rec,
+                       opens ? wa_ring_keep(&wmcf->ring) : 0);
 
     if (rc == WA_RING_OK) {
         return NGX_OK;
@@ -333,9 +334,11 @@ ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
     }
 
     ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "wa: ring %s (%uz byte %s record), refused",
+                  "wa: ring %s (%uz byte %s record%s), refused",
                   rc == WA_RING_FULL ? "full" : "refused a too big record",
-                  size, wa_record_type_name(rec->type));
+                  size, wa_record_type_name(rec->type),
+                  (rc == WA_RING_FULL && opens)
+                  ? "; the last sixteenth is kept for outcomes" : "");
 
     return NGX_BUSY;
 }

@@ -715,7 +715,13 @@ ngx_http_wa_send_call(ngx_http_wa_send_ctx_t *ctx)
 
 publish:
 
-    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
+    /* a retry's record closes the attempt before it: the reserve may
+     * take it */
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec,
+                            ctx->pending_in ? NGX_HTTP_WA_CLOSES
+                                            : NGX_HTTP_WA_OPENS)
+        != NGX_OK)
+    {
 
         if (!ctx->pending_in) {
             ngx_http_wa_send_unrecorded(ctx, "ring full or unavailable: "
@@ -1221,13 +1227,18 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
         wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
     }
 
-    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
-        /* the pending row exists; the receipt's biz_opaque_callback_data
-         * will link the wamid to it */
-        ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
-                      "wa send %s: outcome \"%s\" (wamid %s) not recorded: "
-                      "ring refused it", ctx->local_id, verdict,
-                      res->ok ? res->wamid : "-");
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec, NGX_HTTP_WA_CLOSES)
+        != NGX_OK)
+    {
+        /* only once the reserve is used up by outcomes in flight (or the
+         * ring went away): the pending row stays; a sent one's receipt
+         * (biz_opaque_callback_data) links the wamid to it later */
+        ngx_log_error(NGX_LOG_CRIT, ctx->log, 0,
+                      "wa send %s: CRITICAL: outcome \"%s\" (wamid %s) not "
+                      "recorded, the ring refused it: its row stays "
+                      "\"pending\"%s", ctx->local_id, verdict,
+                      res->ok ? res->wamid : "-",
+                      res->ok ? " until Meta's receipt" : "");
 
     } else {
         ctx->recorded = 1;

@@ -468,7 +468,10 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
     ngx_http_wa_upload_fields(ctx, &rec, "pending");
     wa_record_set(&rec, WA_F_RECEIVED_MS, (char *) ms);
 
-    if (ngx_http_wa_publish(wmcf, r->connection->log, &rec) != NGX_OK) {
+    if (ngx_http_wa_publish(wmcf, r->connection->log, &rec,
+                            NGX_HTTP_WA_OPENS)
+        != NGX_OK)
+    {
         return ngx_http_wa_upload_unavailable(r, ctx);
     }
 
@@ -858,10 +861,13 @@ ngx_http_wa_upload_record(ngx_http_wa_upload_ctx_t *ctx, const char *status,
         wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
     }
 
-    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
-                      "wa upload %s: outcome \"%s\" (media id %s) not "
-                      "recorded: ring refused it", ctx->local_id, status,
+    if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec, NGX_HTTP_WA_CLOSES)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_CRIT, ctx->log, 0,
+                      "wa upload %s: CRITICAL: outcome \"%s\" (media id %s) "
+                      "not recorded, the ring refused it: its row stays "
+                      "\"pending\"", ctx->local_id, status,
                       res->ok ? res->wamid : "-");
     }
 }

@@ -366,7 +366,7 @@ ngx_http_wa_webhook_emit(wa_webhook_ctx_t *ctx, wa_record_t *rec)
 
     emit->publish_rc = ngx_http_wa_publish(wmcf,
                                            emit->request->connection->log,
-                                           rec);
+                                           rec, NGX_HTTP_WA_OPENS);
 
     if (emit->publish_rc != NGX_OK) {
         return -1;

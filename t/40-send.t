@@ -502,13 +502,31 @@ ok($busy < 1, 'and no webhook waited for the provider');
 # ---- ring full: 503 and the provider received nothing ---------------------------
 
 $t->stop_writer;
+
+# a send in flight while webhooks fill the ring: its outcome is recorded
+# in the room the ring keeps for outcomes, so its row does not stay pending
+my $inflight = fork;
+if ($inflight == 0) {
+    $t->{down} = 1;
+    my $r = $t->send_message({ to => $phone, text => 'SLOW_1500 in flight while the ring fills' });
+    POSIX::_exit($r->{status} == 200 ? 0 : 1);
+}
+$t->wait_for(sub { grep { $_->{body} =~ /in flight while the ring fills/ } $mock->requests },
+             5, 'the slow send to reach the mock');
+
 my $filled = 0;
-for (1 .. 2000) {
-    my $st = $t->post_webhook(body(value(messages => [ message('text', text => 'f' x 500) ])))->{status};
-    last if $st == 503;
-    $filled++;
+for my $size (500, 1) {     # then the smallest records, to the last bytes
+    for (1 .. 2000) {
+        my $st = $t->post_webhook(body(value(messages => [ message('text', text => 'f' x $size) ])))->{status};
+        last if $st == 503;
+        $filled++;
+    }
 }
 ok($filled > 0, "ring filled by $filled webhooks");
+like($t->error_log, qr/ring full \(\d+ byte \w+ record; the last sixteenth is kept for outcomes\)/,
+     'the refusal says the last sixteenth is kept');
+waitpid $inflight, 0;
+is($?, 0, 'the send in flight got its 200');
 
 # the last bytes: sends themselves, until one is refused
 my ($refused, $sent) = (undef, 0);
@@ -523,6 +541,11 @@ like($refused->{content} // '', qr/nothing was sent/, 'the answer says nothing w
 sleep 0.3;
 is(mock_count() - $before, 0, 'the refused send never reached the provider');
 $t->start_writer;
+$t->wait_drained(30);
+is($t->sql_value(q{SELECT string_agg(status, ',') FROM whatsapp_message
+                    WHERE body = 'SLOW_1500 in flight while the ring fills'}),
+   'sent', "the send in flight while the ring filled: its outcome recorded, row 'sent'");
+unlike($t->error_log, qr/not recorded, the ring refused it/, 'no outcome was refused');
 
 unlike($t->error_log . $t->writer_log, qr/\Q$WaTest::TOKEN\E/, 'the token is in no log');
 

@@ -518,11 +518,12 @@ subtest 'ring full: marks and uploads refused with 503, nothing reaches the prov
     is(scalar(my @r = $mock->requests), $calls, 'the refused upload never reached the provider');
     $t->start_writer;
     $t->wait_drained(30);
-    # (one whose outcome found the ring full stays pending: its answer
-    # carried the media id, its row says the upload was made)
     is(count("SELECT count(*) FROM wa_media_upload WHERE filename LIKE 'ringfull-%'"),
        scalar(grep { $_->{file} && $_->{file}{filename} =~ /^ringfull-/ } $mock->requests),
        'every upload that reached the provider is recorded, the refused one is not');
+    # their outcomes went into the room the ring keeps for outcomes
+    is(count("SELECT count(*) FROM wa_media_upload WHERE filename LIKE 'ringfull-%'
+               AND status = 'pending'"), 0, 'none of them is left pending');
 };
 
 subtest 'nginx -t names the directive' => sub {

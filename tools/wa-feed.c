@@ -148,7 +148,7 @@ publish(wa_ring_t *ring, const wa_record_t *rec, uint16_t type,
     int  rc;
 
     for (int i = 0; i < 30000; i++) {
-        rc = rec ? wa_record_put(ring, rec)
+        rc = rec ? wa_record_put(ring, rec, 0)
                  : wa_ring_put(ring, type, payload, len);
 
         if (rc == WA_RING_OK) {

@@ -192,7 +192,7 @@ main(void)
 
     snprintf(path, sizeof(path), "/tmp/wa_ring_test.%d", (int) getpid());
 
-    plan(67);
+    plan(70);
 
     /* ---- the checksum ---- */
 
@@ -328,6 +328,35 @@ main(void)
        "advanced: room again");
     ok(wa_ring_claim(&ring, 1, CAP / 2, &claim) == WA_RING_TOO_BIG
        && ring.hdr->refused_too_big == 1, "a record over capacity/4: TOO_BIG");
+
+    /* the reserve: a claim that opens a call leaves wa_ring_keep() free,
+     * one that closes (an outcome) may take it */
+    cursor = wa_ring_head(&ring);
+    while (read_one(&ring, &cursor, &rec) == WA_RING_OK) {
+        /* consumed */
+    }
+    wa_ring_advance(&ring, cursor);
+
+    while (wa_ring_claim_keep(&ring, 1, 1000, wa_ring_keep(&ring), &claim)
+           == WA_RING_OK)
+    {
+        wa_ring_commit(&ring, &claim);
+    }
+
+    tail = CAP - (wa_ring_tail(&ring) - wa_ring_head(&ring));
+    ok(wa_ring_keep(&ring) == CAP / 16 && tail >= CAP / 16,
+       "opening claims refused with %llu bytes free, the reserve is %llu",
+       (unsigned long long) tail, (unsigned long long) wa_ring_keep(&ring));
+
+    i = 0;
+    while (wa_ring_put(&ring, 1, buf, 1000) == WA_RING_OK) {
+        i++;
+    }
+    ok(i >= CAP / 16 / 1040, "closing records take the reserve: %d of 1000 "
+       "bytes", i);
+    ok(wa_ring_claim_keep(&ring, 1, 16, wa_ring_keep(&ring), &claim)
+       == WA_RING_FULL && wa_ring_put(&ring, 1, buf, 1000) == WA_RING_FULL,
+       "then FULL to both");
     wa_ring_close(&ring);
 
     /* ---- a fresh file: position 0 mid-claim is not a corrupt record ---- */

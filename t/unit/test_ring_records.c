@@ -51,7 +51,7 @@ main(void)
     n = 0;
 
     for (int i = 0; i < 100; i++) {
-        n += wa_record_put(&ring, &in) == WA_RING_OK;
+        n += wa_record_put(&ring, &in, 0) == WA_RING_OK;
     }
 
     printf("%sok 2 - 100 records published\n", n == 100 ? "" : "not ");
