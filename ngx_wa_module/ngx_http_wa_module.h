@@ -248,10 +248,23 @@ ngx_int_t ngx_http_wa_publish(ngx_http_wa_main_conf_t *wmcf, ngx_log_t *log,
  * wa_ring_keep(), to the records that close (NGX_HTTP_WA_CLOSES) */
 #define NGX_HTTP_WA_OPENS   1
 #define NGX_HTTP_WA_CLOSES  0
+
 /* zeroed, with its type, local id, business and (if not NULL) phone
  * number id */
 void ngx_http_wa_record_init(wa_record_t *rec, uint16_t type,
     const char *local_id, ngx_str_t *business, ngx_str_t *phone_number_id);
+
+struct wa_send_res_s;
+
+/* an outcome record: the provider's error of a refused call, if any */
+void ngx_http_wa_record_error(wa_record_t *rec, struct wa_send_res_s *res);
+
+/* an outcome record the ring refused even from its reserve: what (send,
+ * upload), its local id, its status, the provider's id of it (id_name,
+ * id, or NULL) and when the row will be settled all the same ("") */
+void ngx_http_wa_outcome_lost(ngx_log_t *log, const char *what,
+    const char *local_id, const char *status, const char *id_name,
+    const char *id, const char *settled);
 
 /* ngx_http_wa_sync.c: wa_ring ... sync=on */
 char *ngx_http_wa_sync_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf,

@@ -6,6 +6,7 @@
  */
 
 #include "ngx_http_wa_module.h"
+#include "wa_send_parse.h"
 
 #include <sys/stat.h>
 
@@ -295,6 +296,36 @@ ngx_http_wa_record_init(wa_record_t *rec, uint16_t type, const char *local_id,
         rec->f[WA_F_PHONE_NUMBER_ID].data = (char *) phone_number_id->data;
         rec->f[WA_F_PHONE_NUMBER_ID].len = phone_number_id->len;
     }
+}
+
+
+void
+ngx_http_wa_record_error(wa_record_t *rec, wa_send_res_t *res)
+{
+    if (res->ok) {
+        return;
+    }
+
+    wa_record_set(rec, WA_F_ERROR_CODE,
+                  res->error_code[0] ? res->error_code : NULL);
+    wa_record_set(rec, WA_F_ERROR_TITLE, res->error_title);
+    wa_record_set(rec, WA_F_ERROR_DETAIL,
+                  res->error_detail[0] ? res->error_detail : NULL);
+    wa_record_set(rec, WA_F_FBTRACE_ID,
+                  res->fbtrace_id[0] ? res->fbtrace_id : NULL);
+    wa_record_set(rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
+}
+
+
+void
+ngx_http_wa_outcome_lost(ngx_log_t *log, const char *what,
+    const char *local_id, const char *status, const char *id_name,
+    const char *id, const char *settled)
+{
+    ngx_log_error(NGX_LOG_CRIT, log, 0,
+                  "wa %s %s: CRITICAL: outcome \"%s\" (%s %s) not recorded, "
+                  "the ring refused it: its row stays \"pending\"%s",
+                  what, local_id, status, id_name, id ? id : "-", settled);
 }
 
 

@@ -1216,16 +1216,7 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
     wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);
     ngx_http_wa_send_attempt(ctx, &rec);
 
-    if (!res->ok) {
-        wa_record_set(&rec, WA_F_ERROR_CODE,
-                      res->error_code[0] ? res->error_code : NULL);
-        wa_record_set(&rec, WA_F_ERROR_TITLE, res->error_title);
-        wa_record_set(&rec, WA_F_ERROR_DETAIL,
-                      res->error_detail[0] ? res->error_detail : NULL);
-        wa_record_set(&rec, WA_F_FBTRACE_ID,
-                      res->fbtrace_id[0] ? res->fbtrace_id : NULL);
-        wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
-    }
+    ngx_http_wa_record_error(&rec, res);
 
     if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec, NGX_HTTP_WA_CLOSES)
         != NGX_OK)
@@ -1233,12 +1224,9 @@ ngx_http_wa_send_outcome(ngx_http_wa_send_ctx_t *ctx, wa_send_res_t *res,
         /* only once the reserve is used up by outcomes in flight (or the
          * ring went away): the pending row stays; a sent one's receipt
          * (biz_opaque_callback_data) links the wamid to it later */
-        ngx_log_error(NGX_LOG_CRIT, ctx->log, 0,
-                      "wa send %s: CRITICAL: outcome \"%s\" (wamid %s) not "
-                      "recorded, the ring refused it: its row stays "
-                      "\"pending\"%s", ctx->local_id, verdict,
-                      res->ok ? res->wamid : "-",
-                      res->ok ? " until Meta's receipt" : "");
+        ngx_http_wa_outcome_lost(ctx->log, "send", ctx->local_id, verdict,
+                                 "wamid", res->ok ? res->wamid : NULL,
+                                 res->ok ? " until Meta's receipt" : "");
 
     } else {
         ctx->recorded = 1;

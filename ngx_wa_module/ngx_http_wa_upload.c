@@ -850,25 +850,14 @@ ngx_http_wa_upload_record(ngx_http_wa_upload_ctx_t *ctx, const char *status,
     wa_record_set(&rec, WA_F_HTTP_STATUS, http_status ? (char *) http : NULL);
     wa_record_set(&rec, WA_F_RECEIVED_MS, ctx->now);
 
-    if (!res->ok) {
-        wa_record_set(&rec, WA_F_ERROR_CODE,
-                      res->error_code[0] ? res->error_code : NULL);
-        wa_record_set(&rec, WA_F_ERROR_TITLE, res->error_title);
-        wa_record_set(&rec, WA_F_ERROR_DETAIL,
-                      res->error_detail[0] ? res->error_detail : NULL);
-        wa_record_set(&rec, WA_F_FBTRACE_ID,
-                      res->fbtrace_id[0] ? res->fbtrace_id : NULL);
-        wa_record_set(&rec, WA_F_RETRYABLE, res->retryable ? "1" : "0");
-    }
+    ngx_http_wa_record_error(&rec, res);
 
     if (ngx_http_wa_publish(ctx->wmcf, ctx->log, &rec, NGX_HTTP_WA_CLOSES)
         != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_CRIT, ctx->log, 0,
-                      "wa upload %s: CRITICAL: outcome \"%s\" (media id %s) "
-                      "not recorded, the ring refused it: its row stays "
-                      "\"pending\"", ctx->local_id, status,
-                      res->ok ? res->wamid : "-");
+        ngx_http_wa_outcome_lost(ctx->log, "upload", ctx->local_id, status,
+                                 "media id", res->ok ? res->wamid : NULL,
+                                 "");
     }
 }
 
