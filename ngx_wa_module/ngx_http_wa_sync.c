@@ -32,6 +32,8 @@
 #if (NGX_THREADS)
 
 #include <ngx_thread_pool.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 
 
 #define NGX_HTTP_WA_SYNC_SLOW  1000    /* ms: a sync slower than this is
@@ -64,10 +66,67 @@ static void ngx_http_wa_sync_fail_all(ngx_http_wa_main_conf_t *wmcf,
 static void ngx_http_wa_sync_cleanup(void *data);
 
 
+/*
+ * A ring in memory (tmpfs, ramfs) is gone after a power cut whatever is
+ * synced: sync=on there would only slow every answer down and promise
+ * what it cannot keep. The file may not exist yet: then its directory.
+ */
+
+static char *
+ngx_http_wa_sync_memory_fs(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf)
+{
+    u_char         *path, *p;
+    struct statfs   fs;
+
+    path = ngx_pnalloc(cf->temp_pool, wmcf->ring_path.len + 1);
+    if (path == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(path, wmcf->ring_path.data, wmcf->ring_path.len);
+    *p = '\0';
+
+    if (statfs((char *) path, &fs) == -1) {
+
+        /* its directory: cut after the last slash ("/ring": "/") */
+        while (p > path && p[-1] != '/') {
+            p--;
+        }
+
+        if (p == path) {
+            return NGX_CONF_OK;
+        }
+
+        p[p - 1 == path ? 0 : -1] = '\0';
+
+        if (statfs((char *) path, &fs) == -1) {
+            /* no directory either: opening the ring will say so */
+            return NGX_CONF_OK;
+        }
+    }
+
+    if (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"wa_ring\": \"sync=on\" with the ring \"%V\" "
+                           "in memory (%s): no sync makes it survive a power "
+                           "cut; put the ring on a disk file system, or drop "
+                           "\"sync=on\"", &wmcf->ring_path,
+                           fs.f_type == TMPFS_MAGIC ? "tmpfs" : "ramfs");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 char *
 ngx_http_wa_sync_conf(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf,
     ngx_str_t *pool_name)
 {
+    if (ngx_http_wa_sync_memory_fs(cf, wmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     wmcf->sync_pool = ngx_thread_pool_add(cf, pool_name->len ? pool_name
                                                              : NULL);
     if (wmcf->sync_pool == NULL) {

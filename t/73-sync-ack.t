@@ -110,6 +110,22 @@ my $thread_re = qr/^\d+ (\d+) /;
     ($rc, $out) = $t->nginx_t(ring_args => 'sync=on thread_pool=wa',
                               main => 'thread_pool wa threads=2;');
     is($rc, 0, 'sync=on with a declared thread pool is accepted') or diag $out;
+
+    # a ring in memory survives no power cut, synced or not
+    SKIP: {
+        my $fs = `stat -f -c %T /dev/shm 2>/dev/null` // '';
+        skip '/dev/shm is not a tmpfs here', 3 unless $fs =~ /^tmpfs$/;
+        my $shm = "/dev/shm/wa-t73-$$.ring";
+        my $m = WaTest->new(ring_path => $shm);
+        ($rc, $out) = $m->nginx_t(ring_args => 'sync=on');
+        isnt($rc, 0, 'nginx -t refuses sync=on for a ring in /dev/shm');
+        like($out, qr/"wa_ring": "sync=on" with the ring "\Q$shm\E" in memory \(tmpfs\): no sync makes it survive a power cut/,
+             'and says why');
+        ($rc, $out) = $m->nginx_t();
+        is($rc, 0, 'the same ring without sync=on is accepted') or diag $out;
+        $m->teardown;
+        unlink $shm;
+    }
 }
 
 # ---- (a) the 200 waits for the sync ----------------------------------------

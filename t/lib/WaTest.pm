@@ -13,6 +13,7 @@ use warnings;
 use Cwd qw(abs_path);
 use DBI;
 use Digest::SHA qw(hmac_sha256_hex);
+use File::Spec;
 use File::Temp qw(tempdir);
 use FindBin;
 use HTTP::Tiny;
@@ -42,6 +43,18 @@ my @live;
 # new(%o): writer_bin => PATH runs another wa-writer (an installed one),
 # load_module => LINES loads the module another way (an installed
 # package's modules-enabled file) than the built .so
+# where test directories go: the system's temporary directory, unless it
+# is in memory (a tmpfs /tmp), where nginx refuses wa_ring ... sync=on and
+# the ring's disk behaviour is not what the tests are after: /var/tmp then
+my $TEST_TMP;
+sub test_tmp {
+    return $TEST_TMP //= do {
+        my $tmp = File::Spec->tmpdir;
+        my $fs = `stat -f -c %T \Q$tmp\E 2>/dev/null` // '';
+        ($fs =~ /^(tmpfs|ramfs)$/ && -d '/var/tmp') ? '/var/tmp' : $tmp;
+    };
+}
+
 sub new {
     my ($class, %o) = @_;
 
@@ -50,7 +63,7 @@ sub new {
         die "$f is missing: run make first\n" unless -e $f;
     }
 
-    my $dir = tempdir('ngx_wa_t.XXXXXX', TMPDIR => 1, CLEANUP => 0);
+    my $dir = tempdir('ngx_wa_t.XXXXXX', DIR => test_tmp(), CLEANUP => 0);
     chmod 0755, $dir;
 
     my $self = bless {
