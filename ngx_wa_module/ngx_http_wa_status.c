@@ -19,6 +19,7 @@
 typedef struct {
     ngx_flag_t   available;
     uint64_t     capacity;
+    uint64_t     reserved;     /* kept for outcomes: wa_ring_keep() */
     uint64_t     head;
     uint64_t     tail;
     int32_t      writer_pid;
@@ -218,6 +219,7 @@ ngx_http_wa_status_read(ngx_http_wa_main_conf_t *wmcf,
 
     st->available = 1;
     st->capacity = wmcf->ring.capacity;
+    st->reserved = wa_ring_keep(&wmcf->ring);
     st->head = wa_ring_head(&wmcf->ring);
     st->tail = wa_ring_tail(&wmcf->ring);
     st->writer_pid = wa_load(writer_pid);
@@ -276,9 +278,11 @@ ngx_http_wa_status_json(u_char *p, ngx_http_wa_status_t *st,
     }
 
     p = ngx_sprintf(p,
-            "\"size\":%uL,\"head\":%uL,\"tail\":%uL,\"bytes_waiting\":%uL,"
-            "\"records_waiting\":%uL},\"producers\":{",
-            st->capacity, st->head, st->tail, st->tail - st->head,
+            "\"size\":%uL,\"reserved\":%uL,\"head\":%uL,\"tail\":%uL,"
+            "\"bytes_waiting\":%uL,\"records_waiting\":%uL},"
+            "\"producers\":{",
+            st->capacity, st->reserved, st->head, st->tail,
+            st->tail - st->head,
             c->published > done ? c->published - done : 0);
 
     p = ngx_http_wa_status_json_counters(p, c, wa_ring_producer_counters,
@@ -368,14 +372,16 @@ ngx_http_wa_status_prometheus(u_char *p, ngx_http_wa_status_t *st)
             "wa_ring_available %d\n"
             "# TYPE wa_ring_size_bytes gauge\n"
             "wa_ring_size_bytes %uL\n"
+            "# TYPE wa_ring_reserved_bytes gauge\n"
+            "wa_ring_reserved_bytes %uL\n"
             "# TYPE wa_ring_waiting_bytes gauge\n"
             "wa_ring_waiting_bytes %uL\n"
             "# TYPE wa_ring_head_bytes counter\n"
             "wa_ring_head_bytes %uL\n"
             "# TYPE wa_ring_tail_bytes counter\n"
             "wa_ring_tail_bytes %uL\n",
-            st->available ? 1 : 0, st->capacity, st->tail - st->head,
-            st->head, st->tail);
+            st->available ? 1 : 0, st->capacity, st->reserved,
+            st->tail - st->head, st->head, st->tail);
 
     p = ngx_http_wa_status_metrics(p, &st->counters,
                                    wa_ring_producer_counters,

@@ -32,6 +32,7 @@ ok($st, 'valid JSON') or diag($r->{content});
 is($st->{ring}{available}, JSON::PP::true(), 'ring available');
 is($st->{ring}{records_waiting}, 3, '3 records waiting');
 ok($st->{ring}{bytes_waiting} > 0, 'bytes waiting');
+is($st->{ring}{reserved}, $st->{ring}{size} / 16, 'the sixteenth kept for outcomes');
 is($st->{producers}{published}, 3, '3 published');
 is($st->{writer}{alive}, JSON::PP::false(), 'no writer: not alive');
 
@@ -57,6 +58,7 @@ like($r->{headers}{'content-type'}, qr{text/plain}, 'Prometheus text on ?format=
 like($r->{content}, qr/^wa_writer_up 1$/m, 'wa_writer_up 1');
 like($r->{content}, qr/^wa_published_records_total 3$/m, 'published counter');
 like($r->{content}, qr/^wa_refused_total\{reason="full"\} 0$/m, 'refusals by reason');
+like($r->{content}, qr/^wa_ring_reserved_bytes $st->{ring}{reserved}$/m, 'the reserve');
 unlike($r->{content}, qr/^[^#\n]+ [^\d.\n]/m, 'every sample is numeric');
 $r = $t->http('GET', '/wa_status', { Accept => 'text/plain;version=0.0.4' });
 like($r->{content}, qr/^# TYPE wa_ring_waiting_bytes gauge$/m, 'or on Accept: text/plain');
