@@ -39,6 +39,7 @@ is($st->{writer}{alive}, JSON::PP::false(), 'no writer: not alive');
 my ($rc, $out) = $t->run_quiet($writer, 'status', '--ring', $t->ring);
 is($rc, 0, 'wa-writer status runs without nginx');
 like($out, qr/^bytes_waiting [1-9]/m, 'and shows the bytes waiting');
+like($out, qr/^reserved $st->{ring}{reserved}$/m, 'and the reserve for outcomes, as wa_status');
 like($out, qr/^writer_alive no/m, 'and the writer down');
 
 # ---- with the writer ---------------------------------------------------------------

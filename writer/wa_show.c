@@ -54,6 +54,7 @@ wa_show(wa_conf_t *conf)
     printf("ring %s\n", conf->ring_path);
     printf("capacity %" PRIu64 "\n", ring.capacity);
     printf("max_payload %u\n", (unsigned) wa_ring_max_payload(&ring));
+    printf("reserved %" PRIu64 "\n", wa_ring_keep(&ring));
     printf("head %" PRIu64 "\n", head);
     printf("tail %" PRIu64 "\n", tail);
     printf("bytes_waiting %" PRIu64 "\n", tail - head);
