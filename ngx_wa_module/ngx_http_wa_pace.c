@@ -340,8 +340,10 @@ ngx_http_wa_pace_reserve(ngx_http_wa_main_conf_t *wmcf,
                       (uint64_t) not_before * 1000,
                       (uint64_t) max_wait * 1000, &at);
 
-    if (rc == 0 && at - now < 1000) {
-        pc->last = ngx_max(pc->last, now);     /* it goes now */
+    /* it goes now; with sync=on, after a sync: ngx_http_wa_pace_go()
+     * notes it then */
+    if (rc == 0 && at - now < 1000 && !wmcf->sync) {
+        pc->last = ngx_max(pc->last, now);
     }
 
     ngx_shmtx_unlock(&pace->shpool->mutex);

@@ -71,6 +71,8 @@ typedef struct {
     unsigned                   outcome_recorded:1; /* the last call's */
     unsigned                   unsent:1;     /* ended before any record */
     unsigned                   waiting:1;    /* in wmcf->send_waiting */
+    unsigned                   synced:1;     /* sync=on: waits, synced,
+                                                for the channel's spacing */
     unsigned                   claimed:1;    /* holds its client_ref in
                                                 wa_send_idempotency_db */
     ngx_http_wa_claim_t        claim;
@@ -119,7 +121,7 @@ static void ngx_http_wa_send_post(ngx_http_wa_send_ctx_t *ctx);
 static void ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w,
     ngx_int_t rc);
 static void ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
-    ngx_int_t exiting);
+    ngx_int_t exiting, const char *why);
 static void ngx_http_wa_send_wait(ngx_http_wa_send_ctx_t *ctx,
     ngx_msec_t delay);
 static void ngx_http_wa_send_wake(ngx_event_t *ev);
@@ -214,6 +216,14 @@ ngx_http_wa_send_exit_process(ngx_http_wa_main_conf_t *wmcf)
         if (!ctx->pending_in) {
             ctx->unsent = 1;
             ngx_http_wa_send_finish(ctx);
+            continue;
+        }
+
+        if (ctx->synced) {
+            /* its attempt's record is on disk, the call was not made */
+            ngx_http_wa_send_not_attempted(ctx, 1, "not sent: nginx exited "
+                                           "while the send waited for "
+                                           "its channel's spacing");
             continue;
         }
 
@@ -777,7 +787,7 @@ publish:
     if (ngx_http_wa_sync_wait(ctx->wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
         != NGX_OK)
     {
-        ngx_http_wa_send_not_attempted(ctx, 0);
+        ngx_http_wa_send_not_attempted(ctx, 0, NULL);
     }
 }
 
@@ -785,14 +795,28 @@ publish:
 static void
 ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
 {
+    ngx_msec_t               delay;
     ngx_http_wa_send_ctx_t  *ctx = w->data;
 
-    if (rc == NGX_OK) {
-        ngx_http_wa_send_post(ctx);
+    if (rc != NGX_OK) {
+        ngx_http_wa_send_not_attempted(ctx, rc == NGX_ABORT, NULL);
         return;
     }
 
-    ngx_http_wa_send_not_attempted(ctx, rc == NGX_ABORT);
+    /*
+     * The turn was taken before the sync, and a sync releases every send
+     * it covered at once (a slow one, many): the channel's spacing is
+     * kept here, just before the call, as a late timer's is.
+     */
+    if (!ctx->req.read
+        && ngx_http_wa_pace_go(ctx->wmcf, ctx->ch, &delay) == NGX_AGAIN)
+    {
+        ctx->synced = 1;
+        ngx_http_wa_send_wait(ctx, delay);
+        return;
+    }
+
+    ngx_http_wa_send_post(ctx);
 }
 
 
@@ -805,18 +829,20 @@ ngx_http_wa_send_synced(ngx_http_wa_sync_wait_t *w, ngx_int_t rc)
 
 static void
 ngx_http_wa_send_not_attempted(ngx_http_wa_send_ctx_t *ctx,
-    ngx_int_t exiting)
+    ngx_int_t exiting, const char *why)
 {
     wa_send_res_t  res;
 
+    if (why == NULL) {
+        why = exiting ? "not sent: nginx exited before the send's record "
+                        "was synced to disk"
+                      : "not sent: the ring could not be synced to disk "
+                        "(wa_ring sync=on)";
+    }
+
     ngx_memzero(&res, sizeof(wa_send_res_t));
     res.retryable = 1;
-    ngx_cpystrn((u_char *) res.error_title,
-                (u_char *) (exiting
-                            ? "not sent: nginx exited before the send's "
-                              "record was synced to disk"
-                            : "not sent: the ring could not be synced to "
-                              "disk (wa_ring sync=on)"),
+    ngx_cpystrn((u_char *) res.error_title, (u_char *) why,
                 sizeof(res.error_title));
 
     ngx_log_error(NGX_LOG_ERR, ctx->log, 0,
@@ -930,12 +956,22 @@ ngx_http_wa_send_wake(ngx_event_t *ev)
 
     ctx = ((ngx_connection_t *) ev->data)->data;
 
-    if (ngx_http_wa_pace_go(ctx->wmcf, ctx->ch, &delay) == NGX_AGAIN) {
+    /* with sync=on the spacing is kept after the sync, before the call */
+    if ((!ctx->wmcf->sync || ctx->synced)
+        && ngx_http_wa_pace_go(ctx->wmcf, ctx->ch, &delay) == NGX_AGAIN)
+    {
         ngx_add_timer(&ctx->wait, delay);
         return;
     }
 
     ngx_http_wa_send_unwait(ctx);
+
+    if (ctx->synced) {
+        ctx->synced = 0;
+        ngx_http_wa_send_post(ctx);
+        return;
+    }
+
     ngx_http_wa_send_call(ctx);
 }
 

@@ -452,4 +452,48 @@ EOF
     hook_set(fail => undef);
 }
 
+# ---- (j) a paced channel's calls stay an interval apart after a slow sync --
+# the sends took their turns 100 ms apart, then waited for their records'
+# syncs; a sync releases every send it covered at once
+
+{
+    $t->stop_nginx;
+    $t->start_nginx(workers => 1, ring_size => '4m', ring_args => 'sync=on',
+                    main => "env WA_SYNC_HOOK_DIR=$hooks;",
+                    server => $t->default_locations . <<EOF);
+        location /send_paced {
+            wa_send;
+            ${\ $mock->api_conf }
+            wa_channel $WaTest::PHONE_ID business=1 token=$WaTest::TOKEN rate=10r/s;
+        }
+EOF
+    hook_set(delay_ms => 400);
+    my $tag = 'paced-' . int(time * 1000);
+    my @kids;
+    for my $i (1 .. 4) {
+        my $k = fork;
+        if ($k == 0) {
+            $t->{down} = 1;
+            my $r = $t->send_message({ to => '+972501234567', text => "$tag $i" },
+                                     path => '/send_paced');
+            POSIX::_exit($r->{status} == 200 ? 0 : 1);
+        }
+        push @kids, $k;
+    }
+    my $ok = 0;
+    for (@kids) { waitpid $_, 0; $ok++ if $? == 0 }
+    hook_set(delay_ms => undef);
+    is($ok, 4, 'four sends at once on a channel of 10/s, each waiting for a 400 ms sync: 200');
+    my @at = sort { $a <=> $b } map { $_->{at} }
+             grep { ($_->{body} // '') =~ /\Q$tag\E/ } $mock->requests;
+    is(scalar @at, 4, 'the provider got the four');
+    my @gaps = map { $at[$_] - $at[$_ - 1] } 1 .. $#at;
+    my ($closest) = sort { $a <=> $b } @gaps;
+    ok(defined $closest && $closest >= 0.09,
+       sprintf('an interval (100 ms) apart at the provider, although a sync released '
+               . 'several at once: gaps %s ms', join ' ', map { sprintf '%.0f', $_ * 1000 } @gaps));
+    ok(2 <= grep({ $_->{start} >= $at[0] - 1.5 } syncs()) ,
+       'the sends waited for more than one sync') or diag scalar syncs();
+}
+
 done_testing;
