@@ -252,12 +252,7 @@ is($t->sql_value('SELECT count(*) FROM whatsapp_message WHERE client_ref = ?', $
 
 # in flight: 409
 my $ref2 = "ref2-$$-" . int(time * 1000);
-my $pid = fork;
-if ($pid == 0) {
-    $t->{down} = 1;   # the child must not tear down the parent's daemons
-    $t->send_message({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
-    POSIX::_exit(0);
-}
+my $pid = $t->send_in_child({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
 sleep 0.5;
 $r = $t->send_message({ to => $phone, text => 'SLOW_1500', client_ref => $ref2 });
 is($r->{status}, 409, 'repeat while the first is in flight: 409');
@@ -300,13 +295,7 @@ is(row($r->{json}{id})->{business_id}, 3, 'recorded under its business');
 
 my @slow;
 for (1 .. 2) {
-    my $k = fork;
-    if ($k == 0) {
-        $t->{down} = 1;
-        $t->send_message({ to => $phone, text => 'SLOW_1500' }, path => '/send_narrow');
-        POSIX::_exit(0);
-    }
-    push @slow, $k;
+    push @slow, $t->send_in_child({ to => $phone, text => 'SLOW_1500' }, path => '/send_narrow');
 }
 sleep 0.5;
 $before = mock_count();
@@ -330,12 +319,7 @@ ok($t->wait_for(sub {
 
 # ---- a reload waits for sends in flight ----------------------------------------
 
-my $kid = fork;
-if ($kid == 0) {
-    $t->{down} = 1;
-    my $res = $t->send_message({ to => $phone, text => "SLOW_1500 across a reload" });
-    POSIX::_exit($res->{status} == 200 ? 0 : 1);
-}
+my $kid = $t->send_in_child({ to => $phone, text => "SLOW_1500 across a reload" });
 sleep 0.4;
 $t->reload_nginx;
 waitpid $kid, 0;
@@ -482,13 +466,7 @@ sub webhook_time {
 my $base = webhook_time();
 my @kids;
 for (1 .. 20) {
-    my $k = fork;
-    if ($k == 0) {
-        $t->{down} = 1;
-        $t->send_message({ to => $phone, text => 'SLOW_2500' });
-        POSIX::_exit(0);
-    }
-    push @kids, $k;
+    push @kids, $t->send_in_child({ to => $phone, text => 'SLOW_2500' });
 }
 sleep 0.5;
 my $busy = webhook_time();
@@ -505,12 +483,7 @@ $t->stop_writer;
 
 # a send in flight while webhooks fill the ring: its outcome is recorded
 # in the room the ring keeps for outcomes, so its row does not stay pending
-my $inflight = fork;
-if ($inflight == 0) {
-    $t->{down} = 1;
-    my $r = $t->send_message({ to => $phone, text => 'SLOW_1500 in flight while the ring fills' });
-    POSIX::_exit($r->{status} == 200 ? 0 : 1);
-}
+my $inflight = $t->send_in_child({ to => $phone, text => 'SLOW_1500 in flight while the ring fills' });
 $t->wait_for(sub { grep { $_->{body} =~ /in flight while the ring fills/ } $mock->requests },
              5, 'the slow send to reach the mock');
 

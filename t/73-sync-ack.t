@@ -469,17 +469,8 @@ EOF
 EOF
     hook_set(delay_ms => 400);
     my $tag = 'paced-' . int(time * 1000);
-    my @kids;
-    for my $i (1 .. 4) {
-        my $k = fork;
-        if ($k == 0) {
-            $t->{down} = 1;
-            my $r = $t->send_message({ to => '+972501234567', text => "$tag $i" },
-                                     path => '/send_paced');
-            POSIX::_exit($r->{status} == 200 ? 0 : 1);
-        }
-        push @kids, $k;
-    }
+    my @kids = map { $t->send_in_child({ to => '+972501234567', text => "$tag $_" },
+                                        path => '/send_paced') } 1 .. 4;
     my $ok = 0;
     for (@kids) { waitpid $_, 0; $ok++ if $? == 0 }
     hook_set(delay_ms => undef);

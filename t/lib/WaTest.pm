@@ -682,6 +682,17 @@ sub send_message {
     return $r;
 }
 
+# a send made by a child process, so that several are in flight at once:
+# its pid, which exits 0 on a 200
+sub send_in_child {
+    my ($self, $req, %o) = @_;
+    my $k = fork // die "fork: $!";
+    return $k if $k;
+    $self->{down} = 1;          # the child tears nothing down
+    my $r = $self->send_message($req, %o);
+    POSIX::_exit($r->{status} == 200 ? 0 : 1);
+}
+
 # ---- helpers --------------------------------------------------------------
 
 sub wait_for {
