@@ -64,6 +64,8 @@ sub start_nginx {
     $t->start_nginx(workers => $o{workers} // 2, ring_size => '4m',
                     ring_args => $o{ring_args} // 'sync=on',
                     http => $o{http} // '',
+                    # the default locations, and these
+                    server => $t->default_locations . ($o{server} // ''),
                     main => "env WA_SYNC_HOOK_DIR=$hooks;");
 }
 
@@ -396,10 +398,7 @@ hook_set(delay_ms => undef);
 # ---- (i) a media upload, as a send: the POST only once its record is on disk
 
 {
-    $t->stop_nginx;
-    $t->start_nginx(workers => 1, ring_size => '4m', ring_args => 'sync=on',
-                    main => "env WA_SYNC_HOOK_DIR=$hooks;",
-                    server => $t->default_locations . <<EOF);
+    start_nginx(workers => 1, server => <<EOF);
         location /upload {
             wa_media_upload;
             ${\ $mock->api_conf }
@@ -457,10 +456,7 @@ EOF
 # syncs; a sync releases every send it covered at once
 
 {
-    $t->stop_nginx;
-    $t->start_nginx(workers => 1, ring_size => '4m', ring_args => 'sync=on',
-                    main => "env WA_SYNC_HOOK_DIR=$hooks;",
-                    server => $t->default_locations . <<EOF);
+    start_nginx(workers => 1, server => <<EOF);
         location /send_paced {
             wa_send;
             ${\ $mock->api_conf }
