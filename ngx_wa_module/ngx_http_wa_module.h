@@ -277,7 +277,7 @@ void ngx_http_wa_sync_detach(ngx_http_wa_main_conf_t *wmcf);
 /* after a request's last publish; NGX_ERROR: not waiting, answer 503.
  * The wait ends when pool is destroyed. */
 ngx_int_t ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf,
-    ngx_pool_t *pool, ngx_http_wa_sync_wait_t *w, ngx_log_t *log);
+    ngx_pool_t *pool, ngx_http_wa_sync_wait_t *w);
 
 ngx_http_wa_channel_t *ngx_http_wa_channel_find(ngx_http_wa_loc_conf_t *wlcf,
     u_char *id, size_t len);

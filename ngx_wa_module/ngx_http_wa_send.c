@@ -784,7 +784,7 @@ publish:
     ctx->sync.handler = ngx_http_wa_send_synced;
     ctx->sync.data = ctx;
 
-    if (ngx_http_wa_sync_wait(ctx->wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
+    if (ngx_http_wa_sync_wait(ctx->wmcf, ctx->xfer.pool, &ctx->sync)
         != NGX_OK)
     {
         ngx_http_wa_send_not_attempted(ctx, 0, NULL);

@@ -88,7 +88,7 @@ ngx_http_wa_sync_memory_fs(ngx_conf_t *cf, ngx_http_wa_main_conf_t *wmcf)
 
     if (statfs((char *) path, &fs) == -1) {
 
-        /* its directory: cut after the last slash ("/ring": "/") */
+        /* its directory: the path before its last slash ("/ring": "/") */
         while (p > path && p[-1] != '/') {
             p--;
         }
@@ -193,7 +193,7 @@ ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
 
 ngx_int_t
 ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool,
-    ngx_http_wa_sync_wait_t *w, ngx_log_t *log)
+    ngx_http_wa_sync_wait_t *w)
 {
     ngx_pool_cleanup_t  *cln;
 
@@ -511,7 +511,7 @@ ngx_http_wa_sync_init_process(ngx_cycle_t *cycle,
 
 ngx_int_t
 ngx_http_wa_sync_wait(ngx_http_wa_main_conf_t *wmcf, ngx_pool_t *pool,
-    ngx_http_wa_sync_wait_t *w, ngx_log_t *log)
+    ngx_http_wa_sync_wait_t *w)
 {
     return NGX_ERROR;
 }

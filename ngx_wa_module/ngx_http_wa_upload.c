@@ -500,8 +500,7 @@ ngx_http_wa_upload_start(ngx_http_request_t *r)
     ctx->sync.handler = ngx_http_wa_upload_synced;
     ctx->sync.data = ctx;
 
-    if (ngx_http_wa_sync_wait(wmcf, ctx->xfer.pool, &ctx->sync, ctx->log)
-        != NGX_OK)
+    if (ngx_http_wa_sync_wait(wmcf, ctx->xfer.pool, &ctx->sync) != NGX_OK)
     {
         ngx_http_wa_upload_synced(&ctx->sync, NGX_ERROR);
     }

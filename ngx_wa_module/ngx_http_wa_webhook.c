@@ -509,7 +509,7 @@ ngx_http_wa_webhook_sync(ngx_http_request_t *r, wa_webhook_ctx_t *ctx)
 
     if (ngx_http_wa_sync_wait(ngx_http_get_module_main_conf(r,
                                                      ngx_http_wa_module),
-                              r->pool, &ws->wait, r->connection->log)
+                              r->pool, &ws->wait)
         != NGX_OK)
     {
         return ngx_http_wa_reply_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,

@@ -40,9 +40,6 @@ our $PHONE_ID = '106540352242922';
 
 my @live;
 
-# new(%o): writer_bin => PATH runs another wa-writer (an installed one),
-# load_module => LINES loads the module another way (an installed
-# package's modules-enabled file) than the built .so
 # where test directories go: the system's temporary directory, unless it
 # is in memory (a tmpfs /tmp), where nginx refuses wa_ring ... sync=on and
 # the ring's disk behaviour is not what the tests are after: /var/tmp then
@@ -55,6 +52,9 @@ sub test_tmp {
     };
 }
 
+# new(%o): writer_bin => PATH runs another wa-writer (an installed one),
+# load_module => LINES loads the module another way (an installed
+# package's modules-enabled file) than the built .so
 sub new {
     my ($class, %o) = @_;
 
